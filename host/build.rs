@@ -1,0 +1,22 @@
+//! Generates the gRPC stubs from our `.proto` files in the workspace's `proto/`.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto");
+    let files = [
+        "mvccpb/kv.proto",
+        "authpb/auth.proto",
+        "etcdserverpb/rpc.proto",
+        "v3lockpb/v3lock.proto",
+        "v3electionpb/v3election.proto",
+        "cairnpb/raft_request.proto",
+    ];
+    let paths: Vec<_> = files.iter().map(|f| root.join(f)).collect();
+    for p in &paths {
+        println!("cargo:rerun-if-changed={}", p.display());
+    }
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_protos(&paths, &[root])?;
+    Ok(())
+}

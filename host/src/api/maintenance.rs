@@ -1,0 +1,93 @@
+//! `etcdserverpb.Maintenance`: what `etcdctl endpoint status/health/hashkv`,
+//! `alarm` and `defrag` need.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use tonic::{Request, Response, Status};
+
+use super::{Core, ETCD_API_VERSION};
+use crate::error::Error;
+use crate::proto::etcdserverpb::maintenance_server::Maintenance;
+use crate::proto::etcdserverpb::{
+    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, HashKvRequest, HashKvResponse, HashRequest,
+    HashResponse, MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
+};
+
+pub struct MaintenanceService {
+    core: Arc<Core>,
+}
+
+impl MaintenanceService {
+    pub fn new(core: Arc<Core>) -> Self {
+        MaintenanceService { core }
+    }
+}
+
+type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    async fn alarm(&self, _: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        // Cairn raises no alarms: it has no backend size quota to exceed.
+        Ok(Response::new(AlarmResponse {
+            header: Some(self.core.header(self.core.store.current_revision())),
+            alarms: Vec::new(),
+        }))
+    }
+
+    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let core = &self.core;
+        let raft = core.node.status();
+        Ok(Response::new(StatusResponse {
+            header: Some(core.header(core.store.current_revision())),
+            version: ETCD_API_VERSION.to_string(),
+            db_size: core.engine.size_bytes() as i64,
+            leader: raft.leader(),
+            raft_index: raft.commit_index(),
+            raft_term: raft.term(),
+            raft_applied_index: raft.applied_index(),
+            errors: Vec::new(),
+            db_size_in_use: core.engine.size_in_use_bytes() as i64,
+            is_learner: false,
+        }))
+    }
+
+    async fn defragment(&self, _: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
+        let engine = self.core.engine.clone();
+        tokio::task::spawn_blocking(move || engine.compact_all())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(DefragmentResponse {
+            header: Some(self.core.header(self.core.store.current_revision())),
+        }))
+    }
+
+    async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        let (hash, _, rev) = self.core.store.hash_kv(0)?;
+        Ok(Response::new(HashResponse {
+            header: Some(self.core.header(rev)),
+            hash,
+        }))
+    }
+
+    async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        let (hash, compact_revision, rev) = self.core.store.hash_kv(request.into_inner().revision)?;
+        Ok(Response::new(HashKvResponse {
+            header: Some(self.core.header(rev)),
+            hash,
+            compact_revision,
+        }))
+    }
+
+    type SnapshotStream = SnapshotStream;
+
+    async fn snapshot(&self, _: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+        Err(Error::Unimplemented("Maintenance.Snapshot").into())
+    }
+
+    async fn move_leader(&self, _: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
+        Err(Error::Unimplemented("Maintenance.MoveLeader").into())
+    }
+}

@@ -1,0 +1,32 @@
+//! The single mapping from internal errors to etcd's gRPC codes and messages.
+
+use tonic::{Code, Status};
+
+use crate::error::Error;
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Status {
+        let (code, message) = match &e {
+            Error::EmptyKey => (Code::InvalidArgument, "etcdserver: key is not provided".to_string()),
+            Error::KeyNotFound => (Code::InvalidArgument, "etcdserver: key not found".to_string()),
+            Error::ValueProvided => (Code::InvalidArgument, "etcdserver: value is provided".to_string()),
+            Error::LeaseProvided => (Code::InvalidArgument, "etcdserver: lease is provided".to_string()),
+            Error::TooManyOps => (Code::InvalidArgument, "etcdserver: too many operations in txn request".to_string()),
+            Error::DuplicateKey => (Code::InvalidArgument, "etcdserver: duplicate key given in txn request".to_string()),
+            Error::Compacted => (Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted".to_string()),
+            Error::FutureRev => (Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision".to_string()),
+            Error::LeaseNotFound => (Code::NotFound, "etcdserver: requested lease not found".to_string()),
+            Error::RequestTooLarge => (Code::InvalidArgument, "etcdserver: request is too large".to_string()),
+            Error::NoLeader => (Code::Unavailable, "etcdserver: no leader".to_string()),
+            Error::Timeout => (Code::Unavailable, "etcdserver: request timed out".to_string()),
+            Error::Stopped => (Code::Unavailable, "etcdserver: server stopped".to_string()),
+            Error::Unimplemented(what) => (Code::Unimplemented, format!("cairn: {what} is not implemented yet")),
+            Error::InvalidRequest(msg) => (Code::InvalidArgument, format!("etcdserver: {msg}")),
+            Error::Storage(_) | Error::Corrupt(_) | Error::Raft(_) | Error::Io(_) => {
+                tracing::error!(error = %e, "internal error serving request");
+                (Code::Internal, format!("etcdserver: {e}"))
+            }
+        };
+        Status::new(code, message)
+    }
+}

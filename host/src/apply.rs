@@ -1,0 +1,170 @@
+//! The state machine behind Raft: decodes each committed [`RaftRequest`],
+//! executes it against MVCC, persists the result with the applied index, and
+//! hands the response to the client waiting on this member (if any).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use prost::Message;
+use rocksdb::WriteBatch;
+use tokio::sync::oneshot;
+
+use crate::error::{Error, Result};
+use crate::kv::{self, LeaseLookup, TxnTarget};
+use crate::mvcc::MvccStore;
+use crate::proto::cairnpb::{raft_request::Request, RaftRequest};
+use crate::proto::etcdserverpb::{CompactionResponse, DeleteRangeResponse, PutResponse, ResponseHeader, TxnResponse};
+use crate::raft::StateMachine;
+use crate::storage::{Engine, CF_META};
+
+const META_APPLIED_INDEX: &[u8] = b"apply/applied_index";
+
+/// The outcome of one applied request.
+#[derive(Debug)]
+pub enum Response {
+    Put(PutResponse),
+    DeleteRange(DeleteRangeResponse),
+    Txn(TxnResponse),
+    Compaction(CompactionResponse),
+}
+
+pub type ApplyResult = Result<Response>;
+
+/// Clients waiting for their proposals to be applied, by proposal id.
+#[derive(Default)]
+pub struct Waiters {
+    waiting: Mutex<HashMap<u64, oneshot::Sender<ApplyResult>>>,
+}
+
+impl Waiters {
+    pub fn register(&self, id: u64) -> oneshot::Receiver<ApplyResult> {
+        let (tx, rx) = oneshot::channel();
+        self.waiting.lock().insert(id, tx);
+        rx
+    }
+
+    pub fn cancel(&self, id: u64) {
+        self.waiting.lock().remove(&id);
+    }
+
+    fn notify(&self, id: u64, result: ApplyResult) {
+        if let Some(tx) = self.waiting.lock().remove(&id) {
+            let _ = tx.send(result);
+        }
+    }
+}
+
+/// No lease can exist until the Lease service arrives, so every lease id
+/// is unknown.
+pub struct NoLeases;
+
+impl LeaseLookup for NoLeases {
+    fn lease_exists(&self, _id: i64) -> bool {
+        false
+    }
+}
+
+pub struct Applier {
+    engine: Arc<Engine>,
+    store: Arc<MvccStore>,
+    waiters: Arc<Waiters>,
+    applied_index: u64,
+}
+
+impl Applier {
+    pub fn new(engine: Arc<Engine>, store: Arc<MvccStore>, waiters: Arc<Waiters>) -> Result<Self> {
+        let applied_index = engine.get_meta_u64(META_APPLIED_INDEX)?.unwrap_or(0);
+        Ok(Applier {
+            engine,
+            store,
+            waiters,
+            applied_index,
+        })
+    }
+
+    fn execute(&self, index: u64, request: &Request) -> ApplyResult {
+        let cf = self.engine.cf(CF_META);
+        let mark_applied = |batch: &mut WriteBatch| batch.put_cf(cf, META_APPLIED_INDEX, index.to_be_bytes());
+        let leases = NoLeases;
+        match request {
+            Request::Put(r) => {
+                let mut txn = self.store.write_txn();
+                let resp = kv::put(&mut txn, r, &leases)?;
+                txn.commit(mark_applied)?;
+                Ok(Response::Put(resp))
+            }
+            Request::DeleteRange(r) => {
+                let mut txn = self.store.write_txn();
+                let resp = kv::delete_range(&mut txn, r)?;
+                txn.commit(mark_applied)?;
+                Ok(Response::DeleteRange(resp))
+            }
+            Request::Txn(r) => {
+                let mut txn = self.store.write_txn();
+                let resp = kv::txn(TxnTarget::Write(&mut txn), r, &leases)?;
+                txn.commit(mark_applied)?;
+                Ok(Response::Txn(resp))
+            }
+            Request::Compaction(r) => {
+                self.store.compact(r.revision, mark_applied)?;
+                Ok(Response::Compaction(CompactionResponse {
+                    header: Some(ResponseHeader {
+                        revision: self.store.current_revision(),
+                        ..Default::default()
+                    }),
+                }))
+            }
+        }
+    }
+
+    fn persist_applied(&self, index: u64) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.engine.cf(CF_META), META_APPLIED_INDEX, index.to_be_bytes());
+        self.engine.write(batch, false)
+    }
+}
+
+/// Errors that mean the member can no longer trust its own disk; applying
+/// further entries could diverge from the other members.
+fn is_fatal(e: &Error) -> bool {
+    matches!(e, Error::Storage(_) | Error::Corrupt(_) | Error::Io(_))
+}
+
+impl StateMachine for Applier {
+    fn apply(&mut self, index: u64, data: &[u8]) -> Result<()> {
+        if data.is_empty() {
+            self.persist_applied(index)?;
+            self.applied_index = index;
+            return Ok(());
+        }
+        let request = match RaftRequest::decode(data) {
+            Ok(r) => r,
+            Err(e) => {
+                // Every member decodes the same bytes the same way, so
+                // skipping is a deterministic decision.
+                tracing::error!(index, error = %e, "skipping undecodable raft entry");
+                self.persist_applied(index)?;
+                self.applied_index = index;
+                return Ok(());
+            }
+        };
+        let result = match &request.request {
+            Some(r) => self.execute(index, r),
+            None => Err(Error::InvalidRequest("empty raft request".into())),
+        };
+        match &result {
+            Err(e) if is_fatal(e) => return Err(Error::Corrupt(format!("applying entry {index}: {e}"))),
+            // A rejected request changed nothing; only the index moves on.
+            Err(_) => self.persist_applied(index)?,
+            Ok(_) => {}
+        }
+        self.applied_index = index;
+        self.waiters.notify(request.id, result);
+        Ok(())
+    }
+
+    fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+}

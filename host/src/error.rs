@@ -1,0 +1,53 @@
+//! Typed errors used throughout the server. They are mapped to etcd's gRPC
+//! status codes and messages in exactly one place: `api::status`.
+
+/// Everything that can go wrong while serving a request.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("key is not provided")]
+    EmptyKey,
+    #[error("key not found")]
+    KeyNotFound,
+    #[error("value is provided")]
+    ValueProvided,
+    #[error("lease is provided")]
+    LeaseProvided,
+    #[error("too many operations in txn request")]
+    TooManyOps,
+    #[error("duplicate key given in txn request")]
+    DuplicateKey,
+    #[error("mvcc: required revision has been compacted")]
+    Compacted,
+    #[error("mvcc: required revision is a future revision")]
+    FutureRev,
+    #[error("requested lease not found")]
+    LeaseNotFound,
+    #[error("request is too large")]
+    RequestTooLarge,
+    #[error("no leader")]
+    NoLeader,
+    #[error("request timed out")]
+    Timeout,
+    #[error("server stopped")]
+    Stopped,
+    #[error("{0} is not implemented yet")]
+    Unimplemented(&'static str),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("storage: {0}")]
+    Storage(#[from] rocksdb::Error),
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<prost::DecodeError> for Error {
+    fn from(e: prost::DecodeError) -> Self {
+        Error::Corrupt(e.to_string())
+    }
+}

@@ -1,0 +1,21 @@
+//! Cairn: an etcd v3 compatible key-value store.
+//!
+//! The layers, from the wire inwards:
+//! - [`api`]: etcd's gRPC services; the only place errors become statuses.
+//! - [`kv`]: etcd's request semantics (ranges, puts, txns) over MVCC.
+//! - [`apply`]: the state machine that applies committed requests.
+//! - [`raft`]: consensus, the Ready loop and the durable Raft log.
+//! - [`mvcc`]: revisions, history and compaction over RocksDB.
+//! - [`storage`]: the RocksDB instance they share.
+
+pub mod api;
+pub mod apply;
+pub mod config;
+pub mod error;
+pub mod kv;
+pub mod membership;
+pub mod mvcc;
+pub mod proto;
+pub mod raft;
+pub mod server;
+pub mod storage;

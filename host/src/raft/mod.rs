@@ -1,0 +1,9 @@
+//! Consensus: a raft-rs `RawNode` driven by a Ready loop, with its log and
+//! hard state in RocksDB. It knows nothing about keys and values: committed
+//! entries are handed, in order, to a [`StateMachine`].
+
+mod log_store;
+mod node;
+
+pub use log_store::LogStore;
+pub use node::{Node, NodeHandle, RaftStatus, StateMachine};

@@ -1,0 +1,130 @@
+//! Wires a member together: storage, MVCC, Raft and the gRPC services, and
+//! runs it until shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+use crate::api::{self, Core, IdGenerator, Limits};
+use crate::apply::{Applier, Waiters};
+use crate::config::ServerConfig;
+use crate::membership::Membership;
+use crate::mvcc::MvccStore;
+use crate::proto::etcdserverpb::{
+    auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
+    maintenance_server::MaintenanceServer, watch_server::WatchServer,
+};
+use crate::proto::v3electionpb::election_server::ElectionServer;
+use crate::proto::v3lockpb::lock_server::LockServer;
+use crate::raft::Node;
+use crate::storage::Engine;
+
+/// gRPC framing on top of the request limit, as etcd allows.
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// Resolves `http://host:port` listen URLs to socket addresses.
+async fn resolve(urls: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
+    let mut addrs = Vec::new();
+    for raw in urls {
+        let url = url::Url::parse(raw).with_context(|| format!("invalid URL {raw:?}"))?;
+        if url.scheme() != "http" {
+            bail!("{raw}: only http:// URLs are supported so far (TLS is not built yet)");
+        }
+        let host = url.host_str().context("URL has no host")?;
+        let port = url.port().context("URL has no port")?;
+        let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
+        // Like Go's resolver for "localhost", prefer the IPv4 loopback.
+        let addr = resolved
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or(resolved.first())
+            .copied()
+            .with_context(|| format!("{raw} resolves to no address"))?;
+        addrs.push(addr);
+    }
+    Ok(addrs)
+}
+
+/// Runs a member until `shutdown` resolves or Raft fails.
+pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let membership = Membership::from_config(&cfg)?;
+    let data_dir = cfg.data_dir();
+    let engine = Engine::open(&data_dir).with_context(|| format!("opening data dir {}", data_dir.display()))?;
+    let store = Arc::new(MvccStore::open(engine.clone())?);
+    let waiters = Arc::new(Waiters::default());
+    let applier = Applier::new(engine.clone(), store.clone(), waiters.clone())?;
+    let voters: Vec<u64> = membership.members.iter().filter(|m| !m.is_learner).map(|m| m.id).collect();
+    let (node, raft_thread) = Node::start(membership.local_id, engine.clone(), &voters, applier)?;
+    tracing::info!(
+        name = %cfg.name,
+        member_id = %format!("{:x}", membership.local_id),
+        cluster_id = %format!("{:x}", membership.cluster_id),
+        data_dir = %data_dir.display(),
+        revision = store.current_revision(),
+        "member started"
+    );
+
+    let core = Arc::new(Core {
+        engine,
+        store,
+        node: node.clone(),
+        waiters,
+        ids: IdGenerator::new(membership.local_id),
+        membership,
+        limits: Limits {
+            max_request_bytes: cfg.max_request_bytes,
+            max_txn_ops: cfg.max_txn_ops,
+        },
+    });
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut servers = Vec::new();
+    for addr in resolve(&cfg.listen_client_urls).await? {
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
+        tracing::info!(%addr, "serving client requests");
+        let max_recv = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
+        let router = Server::builder()
+            .add_service(KvServer::new(api::KvService::new(core.clone())).max_decoding_message_size(max_recv).max_encoding_message_size(usize::MAX))
+            .add_service(MaintenanceServer::new(api::MaintenanceService::new(core.clone())).max_decoding_message_size(max_recv))
+            .add_service(ClusterServer::new(api::ClusterService::new(core.clone())).max_decoding_message_size(max_recv))
+            .add_service(WatchServer::new(api::WatchService))
+            .add_service(LeaseServer::new(api::LeaseService))
+            .add_service(AuthServer::new(api::AuthService))
+            .add_service(LockServer::new(api::LockService))
+            .add_service(ElectionServer::new(api::ElectionService));
+        let mut stop = stop_rx.clone();
+        servers.push(tokio::spawn(router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })));
+    }
+
+    let raft_done = tokio::task::spawn_blocking(move || raft_thread.join());
+    tokio::pin!(raft_done);
+    let raft_result = tokio::select! {
+        _ = shutdown => {
+            tracing::info!("shutting down");
+            None
+        }
+        joined = &mut raft_done => Some(joined),
+    };
+    let _ = stop_tx.send(true);
+    for s in servers {
+        let _ = s.await;
+    }
+    node.stop();
+    let joined = match raft_result {
+        Some(j) => j,
+        None => raft_done.await,
+    };
+    match joined {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(anyhow::anyhow!("raft loop failed: {e}")),
+        Ok(Err(_)) => Err(anyhow::anyhow!("raft thread panicked")),
+        Err(e) => Err(anyhow::anyhow!("raft thread join failed: {e}")),
+    }
+}
