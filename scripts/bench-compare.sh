@@ -1,0 +1,240 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of the real etcd 3.4 and Cairn on this machine.
+#
+# Starts both on loopback ports with fresh data dirs, drives the same
+# workloads through the same cairn-bench binary, alternating etcd/cairn
+# (and which goes first) every round, and prints markdown tables of
+# throughput, p99 latency and cairn/etcd ratios; then loads N keys
+# (32-byte keys, 256-byte values) into fresh servers and reports resident
+# memory and the time a restart with that data takes to answer again.
+#
+# Usage: scripts/bench-compare.sh [--quick] [--members 1|3] [--rounds R]
+#          [--profile release|dev] [--workloads put,range-l,...]
+#          [--keys N] [--skip-memory] [--out DIR]
+# Environment: ETCD_BIN (default /usr/bin/etcd), CAIRN_BIN and BENCH_BIN to
+# use prebuilt binaries instead of building, CARGO_TARGET_DIR as for cargo.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+QUICK=0
+MEMBERS=1
+ROUNDS=""
+PROFILE=release
+WORKLOADS="put,range-l,range-s,txn,mixed,watch,lease-keepalive"
+KEYS=""
+SKIP_MEMORY=0
+OUT=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK=1 ;;
+    --members) MEMBERS="$2"; shift ;;
+    --rounds) ROUNDS="$2"; shift ;;
+    --profile) PROFILE="$2"; shift ;;
+    --workloads) WORKLOADS="$2"; shift ;;
+    --keys) KEYS="$2"; shift ;;
+    --skip-memory) SKIP_MEMORY=1 ;;
+    --out) OUT="$2"; shift ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+case "$MEMBERS" in 1|3) ;; *) echo "--members must be 1 or 3" >&2; exit 2 ;; esac
+
+if [ "$QUICK" = 1 ]; then
+  TOTAL=${TOTAL:-3000}; ROUNDS=${ROUNDS:-1}; KEYS=${KEYS:-20000}; KEY_SPACE=${KEY_SPACE:-2000}
+else
+  TOTAL=${TOTAL:-30000}; ROUNDS=${ROUNDS:-2}; KEYS=${KEYS:-1000000}; KEY_SPACE=${KEY_SPACE:-10000}
+fi
+CONNS=${CONNS:-10}
+CLIENTS=${CLIENTS:-100}
+KEY_SIZE=${KEY_SIZE:-32}
+VAL_SIZE=${VAL_SIZE:-256}
+ETCD_BIN=${ETCD_BIN:-/usr/bin/etcd}
+
+# --- binaries --------------------------------------------------------------
+if [ -z "${CAIRN_BIN:-}" ] || [ -z "${BENCH_BIN:-}" ]; then
+  TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+  case "$PROFILE" in
+    release) (cd "$ROOT" && cargo build --release -p cairn --bin cairn --bin cairn-bench) >&2; PROFILE_DIR=release ;;
+    dev) (cd "$ROOT" && cargo build -p cairn --bin cairn --bin cairn-bench) >&2; PROFILE_DIR=debug ;;
+    *) echo "--profile must be release or dev" >&2; exit 2 ;;
+  esac
+  CAIRN_BIN=${CAIRN_BIN:-$TARGET_DIR/$PROFILE_DIR/cairn}
+  BENCH_BIN=${BENCH_BIN:-$TARGET_DIR/$PROFILE_DIR/cairn-bench}
+fi
+for b in "$ETCD_BIN" "$CAIRN_BIN" "$BENCH_BIN"; do
+  [ -x "$b" ] || { echo "missing binary: $b" >&2; exit 1; }
+done
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/cairn-bench-compare.XXXXXX")
+OUT=${OUT:-$WORK/results}
+mkdir -p "$OUT"
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]:-}"; do
+    [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]:-}"; do
+    [ -n "$pid" ] && wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$WORK/data"
+}
+trap cleanup EXIT
+
+# --- clusters --------------------------------------------------------------
+# Member i of a system listens for clients on BASE+2i and for peers on
+# BASE+2i+1; etcd and cairn get disjoint bases so both can run at once.
+base_port() { case "$1" in etcd) echo 24000 ;; cairn) echo 25000 ;; esac; }
+bin_of() { case "$1" in etcd) echo "$ETCD_BIN" ;; cairn) echo "$CAIRN_BIN" ;; esac; }
+
+endpoints() {
+  local base; base=$(base_port "$1")
+  local eps=()
+  for ((i = 0; i < MEMBERS; i++)); do eps+=("http://127.0.0.1:$((base + 2 * i))"); done
+  (IFS=,; echo "${eps[*]}")
+}
+
+# start_cluster SYSTEM TAG: starts MEMBERS members with fresh (or, when the
+# data dir exists, existing) data; sets CLUSTER_PIDS.
+start_cluster() {
+  local sys=$1 tag=$2 base bin cluster=""
+  base=$(base_port "$sys"); bin=$(bin_of "$sys")
+  for ((i = 0; i < MEMBERS; i++)); do
+    cluster+="${cluster:+,}m$i=http://127.0.0.1:$((base + 2 * i + 1))"
+  done
+  CLUSTER_PIDS=()
+  for ((i = 0; i < MEMBERS; i++)); do
+    local dir="$WORK/data/$sys-$tag/m$i" client="http://127.0.0.1:$((base + 2 * i))" peer="http://127.0.0.1:$((base + 2 * i + 1))"
+    mkdir -p "$dir"
+    "$bin" --name "m$i" --data-dir "$dir/data" \
+      --listen-client-urls "$client" --advertise-client-urls "$client" \
+      --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
+      --initial-cluster "$cluster" --initial-cluster-state new \
+      --initial-cluster-token "bench-$sys" --log-level error \
+      >>"$WORK/$sys-$tag-m$i.log" 2>&1 &
+    CLUSTER_PIDS+=($!)
+    PIDS+=($!)
+  done
+}
+
+stop_cluster() {
+  for pid in "${CLUSTER_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${CLUSTER_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+
+wait_ready() { "$BENCH_BIN" --endpoints "$(endpoints "$1")" --json wait --timeout "${2:-60s}"; }
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+bench() { # SYSTEM [--clients N] [--conns N] WORKLOAD-ARGS... -> JSON line on stdout
+  local sys=$1 clients=$CLIENTS conns=$CONNS rest=()
+  shift
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --clients) clients=$2; shift ;;
+      --conns) conns=$2; shift ;;
+      *) rest+=("$1") ;;
+    esac
+    shift
+  done
+  "$BENCH_BIN" --endpoints "$(endpoints "$sys")" --conns "$conns" --clients "$clients" \
+    --key-size "$KEY_SIZE" --val-size "$VAL_SIZE" --json "${rest[@]}"
+}
+
+workload_args() {
+  case "$1" in
+    put) echo "--total $TOTAL --key-space 100000 put" ;;
+    range-l) echo "--total $TOTAL --key-space $KEY_SPACE range --consistency l --no-prefill" ;;
+    range-s) echo "--total $TOTAL --key-space $KEY_SPACE range --consistency s --no-prefill" ;;
+    txn) echo "--total $TOTAL --key-space 100000 txn" ;;
+    mixed) echo "--total $TOTAL --key-space $KEY_SPACE mixed --read-ratio 0.9 --no-prefill" ;;
+    watch) echo "--total $((TOTAL / 10)) --clients 10 --key-space 1000 watch --watchers 100 --streams 10" ;;
+    lease-keepalive) echo "--total $TOTAL lease-keepalive" ;;
+    *) echo "unknown workload $1" >&2; return 1 ;;
+  esac
+}
+
+echo "## Machine" >&2
+echo "nproc=$(nproc) mem=$(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) disk=$(df -h --output=source,fstype "$WORK" | tail -1)" >&2
+echo "etcd: $("$ETCD_BIN" --version | head -1); cairn: $CAIRN_BIN; bench: $BENCH_BIN" >&2
+echo "members=$MEMBERS rounds=$ROUNDS total=$TOTAL conns=$CONNS clients=$CLIENTS key-size=$KEY_SIZE val-size=$VAL_SIZE" >&2
+
+# --- workloads -------------------------------------------------------------
+RESULTS="$OUT/workloads.jsonl"
+: >"$RESULTS"
+declare -A UP
+RUN_PIDS=()
+for sys in etcd cairn; do
+  start_cluster "$sys" run
+  RUN_PIDS+=("${CLUSTER_PIDS[@]}")
+  if wait_ready "$sys" >/dev/null 2>&1; then
+    UP[$sys]=1
+    # The read workloads share one loaded key space.
+    bench "$sys" --key-space "$KEY_SPACE" --clients 8 load >/dev/null || UP[$sys]=0
+  else
+    echo "$sys did not become ready; see $WORK/$sys-run-m*.log" >&2
+    UP[$sys]=0
+  fi
+done
+
+IFS=, read -r -a WL <<<"$WORKLOADS"
+idx=0
+for ((round = 1; round <= ROUNDS; round++)); do
+  for w in "${WL[@]}"; do
+    idx=$((idx + 1))
+    if (( idx % 2 )); then order="etcd cairn"; else order="cairn etcd"; fi
+    for sys in $order; do
+      [ "${UP[$sys]}" = 1 ] || continue
+      echo "round $round: $w on $sys" >&2
+      # shellcheck disable=SC2046
+      if line=$(bench "$sys" $(workload_args "$w") 2>"$WORK/err"); then
+        echo "{\"system\":\"$sys\",\"round\":$round,\"name\":\"$w\",\"report\":$line}" >>"$RESULTS"
+      else
+        echo "  failed: $(tail -1 "$WORK/err")" >&2
+        echo "{\"system\":\"$sys\",\"round\":$round,\"name\":\"$w\",\"failed\":$(python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$(tail -1 "$WORK/err")")}" >>"$RESULTS"
+      fi
+    done
+  done
+done
+CLUSTER_PIDS=("${RUN_PIDS[@]}")
+stop_cluster
+
+# --- memory and restart ----------------------------------------------------
+MEMORY="$OUT/memory.jsonl"
+: >"$MEMORY"
+if [ "$SKIP_MEMORY" = 0 ]; then
+  for sys in etcd cairn; do
+    start_cluster "$sys" mem
+    if ! wait_ready "$sys" >/dev/null 2>&1; then
+      echo "$sys did not become ready for the memory run" >&2
+      stop_cluster; continue
+    fi
+    echo "loading $KEYS keys into $sys" >&2
+    if ! load=$(bench "$sys" --key-space "$KEYS" --clients 16 --conns 4 load 2>"$WORK/err"); then
+      echo "  load failed: $(tail -1 "$WORK/err")" >&2
+      stop_cluster; continue
+    fi
+    sleep 2
+    rss_loaded=0
+    for pid in "${CLUSTER_PIDS[@]}"; do rss_loaded=$((rss_loaded + $(rss_kib "$pid"))); done
+    disk_kib=$(du -sk "$WORK/data/$sys-mem" | cut -f1)
+    stop_cluster
+    t0=$(date +%s%N)
+    start_cluster "$sys" mem
+    if wait_ready "$sys" 300s >/dev/null 2>&1; then
+      t1=$(date +%s%N)
+      restart_ms=$(( (t1 - t0) / 1000000 ))
+    else
+      restart_ms=null
+    fi
+    sleep 1
+    rss_restarted=0
+    for pid in "${CLUSTER_PIDS[@]}"; do rss_restarted=$((rss_restarted + $(rss_kib "$pid"))); done
+    stop_cluster
+    echo "{\"system\":\"$sys\",\"keys\":$KEYS,\"members\":$MEMBERS,\"rss_kib_loaded\":$rss_loaded,\"rss_kib_restarted\":$rss_restarted,\"disk_kib\":$disk_kib,\"restart_ms\":$restart_ms,\"load\":$load}" >>"$MEMORY"
+  done
+fi
+
+python3 "$ROOT/scripts/bench-table.py" "$RESULTS" "$MEMORY" "$MEMBERS"
+echo "raw results: $OUT" >&2
