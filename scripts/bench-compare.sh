@@ -127,6 +127,17 @@ wait_ready() { "$BENCH_BIN" --endpoints "$(endpoints "$1")" --json wait --timeou
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
+# CPU time (user+system, in clock ticks) the members of SYSTEM have used:
+# a per-request cost that, unlike throughput, holds up on a busy machine.
+cpu_ticks() {
+  local total=0 pid
+  for pid in ${SYS_PIDS[$1]}; do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$total"
+}
+TICKS_PER_SEC=$(getconf CLK_TCK)
+
 bench() { # SYSTEM [--clients N] [--conns N] WORKLOAD-ARGS... -> JSON line on stdout
   local sys=$1 clients=$CLIENTS conns=$CONNS rest=()
   shift
@@ -138,7 +149,7 @@ bench() { # SYSTEM [--clients N] [--conns N] WORKLOAD-ARGS... -> JSON line on st
     esac
     shift
   done
-  "$BENCH_BIN" --endpoints "$(endpoints "$sys")" --conns "$conns" --clients "$clients" \
+  RUST_BACKTRACE=0 "$BENCH_BIN" --endpoints "$(endpoints "$sys")" --conns "$conns" --clients "$clients" \
     --key-size "$KEY_SIZE" --val-size "$VAL_SIZE" --json "${rest[@]}"
 }
 
@@ -163,11 +174,12 @@ echo "members=$MEMBERS rounds=$ROUNDS total=$TOTAL conns=$CONNS clients=$CLIENTS
 # --- workloads -------------------------------------------------------------
 RESULTS="$OUT/workloads.jsonl"
 : >"$RESULTS"
-declare -A UP
+declare -A UP SYS_PIDS
 RUN_PIDS=()
 for sys in etcd cairn; do
   start_cluster "$sys" run
   RUN_PIDS+=("${CLUSTER_PIDS[@]}")
+  SYS_PIDS[$sys]="${CLUSTER_PIDS[*]}"
   if wait_ready "$sys" >/dev/null 2>&1; then
     UP[$sys]=1
     # The read workloads share one loaded key space.
@@ -187,12 +199,15 @@ for ((round = 1; round <= ROUNDS; round++)); do
     for sys in $order; do
       [ "${UP[$sys]}" = 1 ] || continue
       echo "round $round: $w on $sys" >&2
+      before=$(cpu_ticks "$sys")
       # shellcheck disable=SC2046
       if line=$(bench "$sys" $(workload_args "$w") 2>"$WORK/err"); then
-        echo "{\"system\":\"$sys\",\"round\":$round,\"name\":\"$w\",\"report\":$line}" >>"$RESULTS"
+        cpu_ms=$(( ($(cpu_ticks "$sys") - before) * 1000 / TICKS_PER_SEC ))
+        echo "{\"system\":\"$sys\",\"round\":$round,\"name\":\"$w\",\"server_cpu_ms\":$cpu_ms,\"report\":$line}" >>"$RESULTS"
       else
-        echo "  failed: $(tail -1 "$WORK/err")" >&2
-        echo "{\"system\":\"$sys\",\"round\":$round,\"name\":\"$w\",\"failed\":$(python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$(tail -1 "$WORK/err")")}" >>"$RESULTS"
+        why=$(grep -m1 -i error "$WORK/err" || tail -1 "$WORK/err")
+        echo "  failed: $why" >&2
+        echo "{\"system\":\"$sys\",\"round\":$round,\"name\":\"$w\",\"failed\":$(python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$why")}" >>"$RESULTS"
       fi
     done
   done

@@ -31,7 +31,7 @@ def fmt(x, digits=1):
 
 def main():
     runs, memory, members = load(sys.argv[1]), load(sys.argv[2]), sys.argv[3]
-    order, tput, p99, failures = [], defaultdict(list), defaultdict(list), {}
+    order, tput, p99, cpu, failures = [], defaultdict(list), defaultdict(list), defaultdict(list), {}
     for r in runs:
         key = (r["name"], r["system"])
         if r["name"] not in order:
@@ -42,19 +42,25 @@ def main():
             continue
         tput[key].append(rep["throughput"])
         p99[key].append(rep["latency_ms"]["p99"])
+        if "server_cpu_ms" in r and rep["requests"] > 0:
+            # Server CPU time per 1000 successful requests (events for watch).
+            cpu[key].append(r["server_cpu_ms"] * 1000 / rep["requests"])
 
     def med(d, key):
         return statistics.median(d[key]) if d.get(key) else None
 
     print(f"### Workloads, {members}-member clusters (median of rounds)\n")
-    print("| workload | etcd req/s | cairn req/s | cairn/etcd | etcd p99 ms | cairn p99 ms | cairn/etcd p99 |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| workload | etcd req/s | cairn req/s | cairn/etcd | etcd p99 ms | cairn p99 ms | cairn/etcd p99 "
+          "| etcd CPU ms/1k req | cairn CPU ms/1k req | cairn/etcd CPU |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in order:
         et, ct = med(tput, (name, "etcd")), med(tput, (name, "cairn"))
         ep, cp = med(p99, (name, "etcd")), med(p99, (name, "cairn"))
         c_note = "" if (name, "cairn") not in failures else " (failed)"
         e_note = "" if (name, "etcd") not in failures else " (failed)"
-        print(f"| {name} | {fmt(et)}{e_note} | {fmt(ct)}{c_note} | {ratio(ct, et)} | {fmt(ep, 2)} | {fmt(cp, 2)} | {ratio(cp, ep)} |")
+        ec, cc = med(cpu, (name, "etcd")), med(cpu, (name, "cairn"))
+        print(f"| {name} | {fmt(et)}{e_note} | {fmt(ct)}{c_note} | {ratio(ct, et)} | {fmt(ep, 2)} | {fmt(cp, 2)} | {ratio(cp, ep)} "
+              f"| {fmt(ec)} | {fmt(cc)} | {ratio(cc, ec)} |")
     for (name, system), why in failures.items():
         print(f"\n- {name} on {system} failed: {why}")
 

@@ -52,11 +52,27 @@ async fn put_range_txn_counts_match_the_server() {
     // 60 sequential puts over a 60-key space from 3 clients: every key once.
     let put = bench(
         &ep,
-        &["--total", "60", "--clients", "3", "--conns", "2", "--key-space", "60", "--key-size", "6", "--sequential-keys", "put"],
+        &[
+            "--total",
+            "60",
+            "--clients",
+            "3",
+            "--conns",
+            "2",
+            "--key-space",
+            "60",
+            "--key-size",
+            "6",
+            "--sequential-keys",
+            "put",
+        ],
     );
     assert_eq!(put["workload"], "put");
     assert_all_ok(&put, 60);
-    let all = client.get("", Some(GetOptions::new().with_all_keys().with_count_only())).await.unwrap();
+    let all = client
+        .get("", Some(GetOptions::new().with_all_keys().with_count_only()))
+        .await
+        .unwrap();
     let rev_after_puts = all.header().unwrap().revision();
     assert_eq!(all.count(), 60, "distinct keys written");
     assert_eq!(rev_after_puts, 61, "one revision per put");
@@ -64,24 +80,72 @@ async fn put_range_txn_counts_match_the_server() {
     for consistency in ["l", "s"] {
         let range = bench(
             &ep,
-            &["--total", "40", "--clients", "4", "--key-space", "60", "--key-size", "6", "range", "--no-prefill", "--consistency", consistency],
+            &[
+                "--total",
+                "40",
+                "--clients",
+                "4",
+                "--key-space",
+                "60",
+                "--key-size",
+                "6",
+                "range",
+                "--no-prefill",
+                "--consistency",
+                consistency,
+            ],
         );
         assert_eq!(range["workload"], format!("range-{consistency}"));
         assert_all_ok(&range, 40);
     }
-    let after_reads = client.get("", Some(GetOptions::new().with_all_keys().with_count_only())).await.unwrap();
+    let after_reads = client
+        .get("", Some(GetOptions::new().with_all_keys().with_count_only()))
+        .await
+        .unwrap();
     assert_eq!(after_reads.header().unwrap().revision(), rev_after_puts, "reads must not write");
 
     // Compare-and-swap on fresh keys: every success is one new revision.
-    let txn = bench(&ep, &["--total", "30", "--clients", "3", "--key-space", "10", "--key-size", "4", "--sequential-keys", "txn"]);
+    let txn = bench(
+        &ep,
+        &[
+            "--total",
+            "30",
+            "--clients",
+            "3",
+            "--key-space",
+            "10",
+            "--key-size",
+            "4",
+            "--sequential-keys",
+            "txn",
+        ],
+    );
     assert_all_ok(&txn, 30);
     let succeeded = count(&txn, "txn_succeeded");
     assert_eq!(succeeded + count(&txn, "txn_failed"), 30, "{txn}");
     assert!(succeeded >= 10, "each of the 10 keys is created once at least: {txn}");
-    let after_txn = client.get("", Some(GetOptions::new().with_all_keys().with_count_only())).await.unwrap();
+    let after_txn = client
+        .get("", Some(GetOptions::new().with_all_keys().with_count_only()))
+        .await
+        .unwrap();
     assert_eq!(after_txn.header().unwrap().revision(), rev_after_puts + succeeded as i64);
 
-    let mixed = bench(&ep, &["--total", "50", "--clients", "5", "--key-space", "60", "--key-size", "6", "mixed", "--read-ratio", "0.5"]);
+    let mixed = bench(
+        &ep,
+        &[
+            "--total",
+            "50",
+            "--clients",
+            "5",
+            "--key-space",
+            "60",
+            "--key-size",
+            "6",
+            "mixed",
+            "--read-ratio",
+            "0.5",
+        ],
+    );
     assert_all_ok(&mixed, 50);
     assert_eq!(count(&mixed, "reads") + count(&mixed, "writes"), 50, "{mixed}");
 }

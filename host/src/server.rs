@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
 use crate::api::{self, Core, IdGenerator, Limits};
@@ -89,7 +89,11 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
         tracing::info!(%addr, "serving client requests");
         let max_recv = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
         let router = Server::builder()
-            .add_service(KvServer::new(api::KvService::new(core.clone())).max_decoding_message_size(max_recv).max_encoding_message_size(usize::MAX))
+            .add_service(
+                KvServer::new(api::KvService::new(core.clone()))
+                    .max_decoding_message_size(max_recv)
+                    .max_encoding_message_size(usize::MAX),
+            )
             .add_service(MaintenanceServer::new(api::MaintenanceService::new(core.clone())).max_decoding_message_size(max_recv))
             .add_service(ClusterServer::new(api::ClusterService::new(core.clone())).max_decoding_message_size(max_recv))
             .add_service(WatchServer::new(api::WatchService))
@@ -98,7 +102,10 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
             .add_service(LockServer::new(api::LockService))
             .add_service(ElectionServer::new(api::ElectionService));
         let mut stop = stop_rx.clone();
-        servers.push(tokio::spawn(router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        // Nagle's algorithm would hold back a response's trailing frames
+        // until the client's delayed ACK (tens of ms); etcd disables it too.
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        servers.push(tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
             let _ = stop.wait_for(|s| *s).await;
         })));
     }

@@ -84,7 +84,8 @@ async fn drive<W: Worker>(mut worker: W, budget: Arc<Budget>, timeout: Duration)
             }
             Err(status) => {
                 r.errors += 1;
-                r.first_error.get_or_insert_with(|| format!("{:?}: {}", status.code(), status.message()));
+                r.first_error
+                    .get_or_insert_with(|| format!("{:?}: {}", status.code(), status.message()));
             }
         }
     }

@@ -305,7 +305,8 @@ async fn fill(common: &Common, channels: &[Channel], batch: usize) -> anyhow::Re
                     }
                     Ok(Err(status)) => {
                         r.errors += 1;
-                        r.first_error.get_or_insert_with(|| format!("{:?}: {}", status.code(), status.message()));
+                        r.first_error
+                            .get_or_insert_with(|| format!("{:?}: {}", status.code(), status.message()));
                     }
                     Err(_) => {
                         r.errors += 1;

@@ -39,12 +39,24 @@ impl Worker for KeepAliveWorker {
 
 async fn start_worker(channel: Channel, ttl: i64) -> anyhow::Result<KeepAliveWorker> {
     let mut lease = LeaseClient::new(channel);
-    let id = lease.lease_grant(LeaseGrantRequest { ttl, id: 0 }).await.context("granting a lease")?.into_inner().id;
+    let id = lease
+        .lease_grant(LeaseGrantRequest { ttl, id: 0 })
+        .await
+        .context("granting a lease")?
+        .into_inner()
+        .id;
     let (requests, rx) = mpsc::channel(1);
     // Queued before the call: a server may send headers only with its first
     // response.
-    requests.send(LeaseKeepAliveRequest { id }).await.context("queueing the first keep-alive")?;
-    let mut responses = lease.lease_keep_alive(ReceiverStream::new(rx)).await.context("opening a keep-alive stream")?.into_inner();
+    requests
+        .send(LeaseKeepAliveRequest { id })
+        .await
+        .context("queueing the first keep-alive")?;
+    let mut responses = lease
+        .lease_keep_alive(ReceiverStream::new(rx))
+        .await
+        .context("opening a keep-alive stream")?
+        .into_inner();
     responses
         .message()
         .await

@@ -69,7 +69,10 @@ struct StreamResult {
 async fn open_stream(
     channel: Channel,
     watchers: usize,
-) -> anyhow::Result<(mpsc::Sender<WatchRequest>, tonic::Streaming<crate::proto::etcdserverpb::WatchResponse>)> {
+) -> anyhow::Result<(
+    mpsc::Sender<WatchRequest>,
+    tonic::Streaming<crate::proto::etcdserverpb::WatchResponse>,
+)> {
     let (tx, rx) = mpsc::channel(watchers + 1);
     for _ in 0..watchers {
         let create = WatchRequest {
@@ -137,7 +140,9 @@ pub async fn run(common: &Common, channels: &[Channel], args: &WatchArgs) -> any
                         continue;
                     }
                     let Some(kv) = &ev.kv else { continue };
-                    let Some(stamp) = kv.value.get(..STAMP_BYTES).and_then(|b| <[u8; 8]>::try_from(b).ok()) else { continue };
+                    let Some(stamp) = kv.value.get(..STAMP_BYTES).and_then(|b| <[u8; 8]>::try_from(b).ok()) else {
+                        continue;
+                    };
                     let sent = u64::from_be_bytes(stamp);
                     record(&mut r.latency, Duration::from_nanos(since_epoch.saturating_sub(sent)));
                     n += 1;
