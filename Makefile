@@ -5,7 +5,7 @@ CARGO ?= cargo
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/cairn-target
 BIN := $(CARGO_TARGET_DIR)/debug
 
-.PHONY: run test deps build check fmt clean-data
+.PHONY: run test deps build check fmt clean-data bench
 
 deps:
 	@./scripts/install-deps.sh
@@ -33,3 +33,8 @@ fmt:
 
 clean-data:
 	rm -rf default.etcd
+
+# etcd and cairn side by side through cairn-bench (docs/benchmarks.md).
+# BENCH_ARGS="--quick" for a short run, "--members 3" for 3-member clusters.
+bench: deps
+	./scripts/bench-compare.sh $(BENCH_ARGS)

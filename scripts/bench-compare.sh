@@ -9,10 +9,14 @@
 # memory and the time a restart with that data takes to answer again.
 #
 # Usage: scripts/bench-compare.sh [--quick] [--members 1|3] [--rounds R]
-#          [--profile release|dev] [--workloads put,range-l,...]
+#          [--profile release|dev-opt|dev] [--workloads put,range-l,...]
 #          [--keys N] [--skip-memory] [--out DIR]
 # Environment: ETCD_BIN (default /usr/bin/etcd), CAIRN_BIN and BENCH_BIN to
 # use prebuilt binaries instead of building, CARGO_TARGET_DIR as for cargo.
+# Profiles: release (default); dev-opt, the dev profile (dependencies at
+# opt-level 2) with the cairn crate at opt-level 3 and without debug
+# assertions, which reuses the dependencies `make test` already built; dev,
+# the test profile as is (cairn's own code unoptimised).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -57,8 +61,14 @@ if [ -z "${CAIRN_BIN:-}" ] || [ -z "${BENCH_BIN:-}" ]; then
   TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
   case "$PROFILE" in
     release) (cd "$ROOT" && cargo build --release -p cairn --bin cairn --bin cairn-bench) >&2; PROFILE_DIR=release ;;
-    dev) (cd "$ROOT" && cargo build -p cairn --bin cairn --bin cairn-bench) >&2; PROFILE_DIR=debug ;;
-    *) echo "--profile must be release or dev" >&2; exit 2 ;;
+    # --workspace --all-targets: the feature set `make test` builds with, so
+    # RocksDB is not rebuilt.
+    dev-opt) (cd "$ROOT" && cargo build --workspace --all-targets \
+      --config 'profile.dev.package.cairn.opt-level=3' \
+      --config 'profile.dev.package.cairn.debug-assertions=false' \
+      --config 'profile.dev.package.cairn.overflow-checks=false') >&2; PROFILE_DIR=debug ;;
+    dev) (cd "$ROOT" && cargo build --workspace --all-targets) >&2; PROFILE_DIR=debug ;;
+    *) echo "--profile must be release, dev-opt or dev" >&2; exit 2 ;;
   esac
   CAIRN_BIN=${CAIRN_BIN:-$TARGET_DIR/$PROFILE_DIR/cairn}
   BENCH_BIN=${BENCH_BIN:-$TARGET_DIR/$PROFILE_DIR/cairn-bench}

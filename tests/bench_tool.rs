@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use etcd_client::GetOptions;
-use harness::{connect, Server};
+use harness::{connect, Kind, Server};
 use serde_json::Value;
 
 fn bench_bin() -> PathBuf {
@@ -148,4 +148,42 @@ async fn put_range_txn_counts_match_the_server() {
     );
     assert_all_ok(&mixed, 50);
     assert_eq!(count(&mixed, "reads") + count(&mixed, "writes"), 50, "{mixed}");
+}
+
+/// Watch and lease workloads, against the real etcd until Cairn serves the
+/// Watch and Lease services (then `Server::start_target()` belongs here).
+#[tokio::test]
+async fn watch_and_lease_counts_against_etcd() {
+    let srv = Server::start(Kind::Etcd);
+    let ep = srv.endpoint();
+
+    let watch = bench(
+        &ep,
+        &[
+            "--total",
+            "40",
+            "--clients",
+            "2",
+            "--key-space",
+            "10",
+            "--key-size",
+            "5",
+            "--val-size",
+            "16",
+            "watch",
+            "--watchers",
+            "6",
+            "--streams",
+            "4",
+        ],
+    );
+    assert_eq!(count(&watch, "puts"), 40, "{watch}");
+    assert_eq!(count(&watch, "events_expected"), 240, "{watch}");
+    assert_all_ok(&watch, 240);
+
+    let lease = bench(&ep, &["--total", "30", "--clients", "3", "lease-keepalive", "--ttl", "30"]);
+    assert_all_ok(&lease, 30);
+    assert_eq!(count(&lease, "leases_revoked"), 3, "{lease}");
+    let mut client = connect(&ep).await;
+    assert!(client.leases().await.unwrap().leases().is_empty(), "the tool revokes its leases");
 }

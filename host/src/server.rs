@@ -128,6 +128,10 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
         Some(j) => j,
         None => raft_done.await,
     };
+    // Only after Raft stopped: nothing writes any more.
+    if let Err(e) = core.engine.flush() {
+        tracing::warn!(error = %e, "flushing the database at shutdown failed; the next start replays its WAL");
+    }
     match joined {
         Ok(Ok(Ok(()))) => Ok(()),
         Ok(Ok(Err(e))) => Err(anyhow::anyhow!("raft loop failed: {e}")),

@@ -20,6 +20,8 @@ pub const CF_KV_INDEX: &str = "kv_index";
 /// MVCC revision log: revision -> user key, for history scans and hashing.
 pub const CF_KV_REV: &str = "kv_rev";
 
+const MAX_TOTAL_WAL_BYTES: u64 = 128 << 20;
+
 const COLUMN_FAMILIES: [&str; 4] = [CF_RAFT_LOG, CF_META, CF_KV_INDEX, CF_KV_REV];
 
 /// Shared handle to the member's database.
@@ -36,6 +38,11 @@ impl Engine {
         opts.create_missing_column_families(true);
         opts.set_max_background_jobs(2);
         opts.set_bytes_per_sync(1 << 20);
+        // The meta column family takes a few bytes per request and would
+        // rarely fill a memtable, pinning every WAL file since its last
+        // flush: start-up then replays the whole write history. Past this
+        // size RocksDB flushes the column families holding old WAL files.
+        opts.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
         let cfs = COLUMN_FAMILIES.iter().map(|name| {
             let mut cf_opts = Options::default();
             let mut table = BlockBasedOptions::default();
@@ -104,6 +111,15 @@ impl Engine {
 }
 
 impl Engine {
+    /// Writes every memtable out, so that the next start has no WAL to
+    /// replay; called on clean shutdown.
+    pub fn flush(&self) -> Result<()> {
+        for name in COLUMN_FAMILIES {
+            self.db.flush_cf(self.cf(name))?;
+        }
+        Ok(())
+    }
+
     /// Rewrites every column family to drop deleted data, etcd's defrag.
     pub fn compact_all(&self) -> Result<()> {
         for name in COLUMN_FAMILIES {

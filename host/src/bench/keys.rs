@@ -72,11 +72,30 @@ impl KeyGen {
     }
 }
 
-/// A value of `size` bytes: printable and not all alike, so compression
-/// does not flatter either server.
+/// A fixed value of `size` random printable bytes.
 pub fn value(size: usize, seed: u64) -> Vec<u8> {
-    let mut rng = SmallRng::seed_from_u64(seed ^ 0x5eed);
-    (0..size).map(|_| rng.random_range(b'a'..=b'z')).collect()
+    ValueGen::new(size, seed).fresh()
+}
+
+/// Values of random printable bytes, a new one for every request, so that
+/// block compression gains nothing from repeated values and flatters
+/// neither server's disk or cache figures.
+pub struct ValueGen {
+    size: usize,
+    rng: SmallRng,
+}
+
+impl ValueGen {
+    pub fn new(size: usize, seed: u64) -> ValueGen {
+        ValueGen {
+            size,
+            rng: SmallRng::seed_from_u64(seed ^ 0x5eed),
+        }
+    }
+
+    pub fn fresh(&mut self) -> Vec<u8> {
+        (0..self.size).map(|_| self.rng.random_range(b'a'..=b'z')).collect()
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use tonic::transport::Channel;
 
 use super::args::{Common, Consistency};
 use super::driver::{merge, run_workers, Budget, ClientResult, Worker};
-use super::keys::{value, KeyGen};
+use super::keys::{KeyGen, ValueGen};
 use super::report::{new_histogram, record, Report};
 use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::proto::etcdserverpb::kv_client::KvClient;
@@ -39,14 +39,14 @@ fn seed(i: usize) -> u64 {
 struct PutWorker {
     kv: KvClient<Channel>,
     keys: KeyGen,
-    value: Vec<u8>,
+    values: ValueGen,
 }
 
 impl Worker for PutWorker {
     async fn step(&mut self) -> Result<(), tonic::Status> {
         let req = PutRequest {
             key: self.keys.next_key(),
-            value: self.value.clone(),
+            value: self.values.fresh(),
             ..Default::default()
         };
         self.kv.put(req).await.map(|_| ())
@@ -60,7 +60,7 @@ pub async fn put(common: &Common, channels: &[Channel]) -> anyhow::Result<Report
             Ok(PutWorker {
                 kv: client(channels, i),
                 keys: keys.for_client(seed(i)),
-                value: value(common.val_size, i as u64),
+                values: ValueGen::new(common.val_size, seed(i)),
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -111,7 +111,7 @@ pub async fn range(common: &Common, channels: &[Channel], consistency: Consisten
 struct TxnWorker {
     kv: KvClient<Channel>,
     keys: KeyGen,
-    value: Vec<u8>,
+    values: ValueGen,
     known: HashMap<Vec<u8>, i64>,
     succeeded: u64,
     failed: u64,
@@ -132,7 +132,7 @@ impl Worker for TxnWorker {
             success: vec![RequestOp {
                 request: Some(Op::RequestPut(PutRequest {
                     key: key.clone(),
-                    value: self.value.clone(),
+                    value: self.values.fresh(),
                     ..Default::default()
                 })),
             }],
@@ -171,7 +171,7 @@ pub async fn txn(common: &Common, channels: &[Channel]) -> anyhow::Result<Report
             Ok(TxnWorker {
                 kv: client(channels, i),
                 keys: keys.for_client(seed(i)),
-                value: value(common.val_size, i as u64),
+                values: ValueGen::new(common.val_size, seed(i)),
                 known: HashMap::new(),
                 succeeded: 0,
                 failed: 0,
@@ -184,7 +184,7 @@ pub async fn txn(common: &Common, channels: &[Channel]) -> anyhow::Result<Report
 struct MixedWorker {
     kv: KvClient<Channel>,
     keys: KeyGen,
-    value: Vec<u8>,
+    values: ValueGen,
     read_ratio: f64,
     serializable: bool,
     reads: u64,
@@ -206,7 +206,7 @@ impl Worker for MixedWorker {
             self.writes += 1;
             let req = PutRequest {
                 key,
-                value: self.value.clone(),
+                value: self.values.fresh(),
                 ..Default::default()
             };
             self.kv.put(req).await.map(|_| ())
@@ -237,7 +237,7 @@ pub async fn mixed(
             Ok(MixedWorker {
                 kv: client(channels, i),
                 keys: keys.for_client(seed(i)),
-                value: value(common.val_size, i as u64),
+                values: ValueGen::new(common.val_size, seed(i)),
                 read_ratio,
                 serializable: consistency == Consistency::S,
                 reads: 0,
@@ -266,7 +266,7 @@ async fn fill(common: &Common, channels: &[Channel], batch: usize) -> anyhow::Re
     for i in 0..common.clients {
         let mut kv = client(channels, i);
         let keys = keygen(common)?;
-        let value = value(common.val_size, i as u64);
+        let mut values = ValueGen::new(common.val_size, seed(i));
         let next = next.clone();
         let space = common.key_space;
         let timeout = common.request_timeout;
@@ -288,7 +288,7 @@ async fn fill(common: &Common, channels: &[Channel], batch: usize) -> anyhow::Re
                     .map(|n| RequestOp {
                         request: Some(Op::RequestPut(PutRequest {
                             key: keys.key(n),
-                            value: value.clone(),
+                            value: values.fresh(),
                             ..Default::default()
                         })),
                     })
