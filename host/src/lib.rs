@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod apply;
+pub mod authority_repair;
 pub mod bench;
 pub mod config;
 pub mod error;

@@ -7,11 +7,13 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 use tonic::transport::Server;
 
 use crate::api::{self, Core, IdGenerator, Limits};
 use crate::apply::{Applier, Waiters};
+use crate::authority_repair::AuthorityRepair;
 use crate::config::ServerConfig;
 use crate::membership::Membership;
 use crate::mvcc::MvccStore;
@@ -23,6 +25,9 @@ use crate::proto::v3electionpb::election_server::ElectionServer;
 use crate::proto::v3lockpb::lock_server::LockServer;
 use crate::raft::Node;
 use crate::storage::Engine;
+
+/// How long open client requests may take to finish after SIGTERM.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// gRPC framing on top of the request limit, as etcd allows.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
@@ -104,7 +109,12 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
         let mut stop = stop_rx.clone();
         // Nagle's algorithm would hold back a response's trailing frames
         // until the client's delayed ACK (tens of ms); etcd disables it too.
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = TcpListenerStream::new(listener).map(|conn| {
+            conn.and_then(|stream| {
+                stream.set_nodelay(true)?;
+                Ok(AuthorityRepair::new(stream))
+            })
+        });
         servers.push(tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
             let _ = stop.wait_for(|s| *s).await;
         })));
@@ -120,8 +130,15 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
         joined = &mut raft_done => Some(joined),
     };
     let _ = stop_tx.send(true);
-    for s in servers {
-        let _ = s.await;
+    // In-flight requests get a moment to finish; clients that keep idle
+    // connections open must not hold the shutdown forever.
+    let aborts: Vec<_> = servers.iter().map(|s| s.abort_handle()).collect();
+    if tokio::time::timeout(SHUTDOWN_GRACE, futures::future::join_all(servers))
+        .await
+        .is_err()
+    {
+        tracing::info!("closing client connections still open");
+        aborts.iter().for_each(|a| a.abort());
     }
     node.stop();
     let joined = match raft_result {
