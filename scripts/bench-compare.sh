@@ -207,7 +207,10 @@ for ((round = 1; round <= ROUNDS; round++)); do
     idx=$((idx + 1))
     if (( idx % 2 )); then order="etcd cairn"; else order="cairn etcd"; fi
     for sys in $order; do
-      [ "${UP[$sys]}" = 1 ] || continue
+      if [ "${UP[$sys]}" != 1 ]; then
+        [ "$round" = 1 ] && echo "{\"system\":\"$sys\",\"round\":1,\"name\":\"$w\",\"failed\":\"$sys cluster did not become ready\"}" >>"$RESULTS"
+        continue
+      fi
       echo "round $round: $w on $sys" >&2
       before=$(cpu_ticks "$sys")
       # shellcheck disable=SC2046
