@@ -191,10 +191,7 @@ pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
         "h" => n * 3600.0,
         _ => bail!("invalid duration unit in {s:?} (use ms, s, m or h)"),
     };
-    if !secs.is_finite() || secs < 0.0 {
-        bail!("invalid duration {s:?}");
-    }
-    Ok(Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).with_context(|| format!("invalid duration {s:?}"))
 }
 
 #[cfg(test)]
@@ -209,5 +206,6 @@ mod tests {
         assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
         assert!(parse_duration("3 parsecs").is_err());
         assert!(parse_duration("").is_err());
+        assert!(parse_duration("99999999999999999999999h").is_err());
     }
 }
