@@ -6,9 +6,11 @@
 //! values live in RocksDB (`storage`), so the data set may outgrow memory.
 
 mod encoding;
+mod history;
 mod read;
 mod write;
 
 pub use encoding::Revision;
+pub use history::Changes;
 pub use read::{KeyRange, MvccStore, RangeResult, ReadView, Reader};
 pub use write::WriteTxn;
