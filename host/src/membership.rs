@@ -62,6 +62,7 @@ impl Membership {
                 cfg.name
             )));
         };
+        let local_id = member_id(own_urls, &cfg.initial_cluster_token);
         let mut advertised = cfg.initial_advertise_peer_urls.clone();
         advertised.sort();
         let mut own = own_urls.clone();
@@ -88,7 +89,6 @@ impl Membership {
             })
             .collect();
         let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
-        let local_id = member_id(own_urls, &cfg.initial_cluster_token);
         Ok(Membership {
             cluster_id: cluster_id(&ids),
             local_id,

@@ -10,6 +10,9 @@ mod history;
 mod read;
 mod write;
 
+#[cfg(test)]
+mod model_test;
+
 pub use encoding::Revision;
 pub use history::Changes;
 pub use read::{KeyRange, MvccStore, RangeResult, ReadView, Reader};

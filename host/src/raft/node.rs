@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
+use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message};
 use raft::{Config, RawNode, ReadOnlyOption, StateRole};
 use rocksdb::WriteBatch;
 use tokio::sync::{oneshot, watch};
@@ -304,11 +304,13 @@ impl<S: StateMachine> Node<S> {
                 EntryType::EntryNormal => self.state_machine.apply(entry.index, &entry.data)?,
                 EntryType::EntryConfChange => {
                     let cc = ConfChange::parse_from_bytes(&entry.data).map_err(|e| Error::Corrupt(e.to_string()))?;
-                    self.apply_conf_change(entry.index, &cc)?;
+                    let cs = self.raw.apply_conf_change(&cc)?;
+                    self.persist_conf_state(entry.index, &cs)?;
                 }
                 EntryType::EntryConfChangeV2 => {
                     let cc = ConfChangeV2::parse_from_bytes(&entry.data).map_err(|e| Error::Corrupt(e.to_string()))?;
-                    self.apply_conf_change(entry.index, &cc)?;
+                    let cs = self.raw.apply_conf_change(&cc)?;
+                    self.persist_conf_state(entry.index, &cs)?;
                 }
             }
         }
@@ -317,10 +319,11 @@ impl<S: StateMachine> Node<S> {
         Ok(())
     }
 
-    fn apply_conf_change(&mut self, index: u64, cc: &impl raft::prelude::ConfChangeI) -> Result<()> {
-        let cs = self.raw.apply_conf_change(cc)?;
+    /// Records the configuration a conf change produced; the entry itself
+    /// carries no request for the state machine.
+    fn persist_conf_state(&mut self, index: u64, cs: &ConfState) -> Result<()> {
         let mut batch = WriteBatch::default();
-        self.raw.mut_store().stage_conf_state(&mut batch, &cs)?;
+        self.raw.mut_store().stage_conf_state(&mut batch, cs)?;
         self.engine.write(batch, false)?;
         self.state_machine.apply(index, &[])
     }
