@@ -2,15 +2,10 @@
 //! with a message naming the RPC, rather than the anonymous status a client
 //! gets for an unknown service.
 
-use std::pin::Pin;
-
-use futures::Stream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status};
 
 use crate::error::Error;
 use crate::proto::etcdserverpb;
-
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 fn not_yet<T>(rpc: &'static str) -> Result<T, Status> {
     Err(Error::Unimplemented(rpc).into())
