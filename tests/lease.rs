@@ -13,7 +13,11 @@ use serde_json::{json, Value};
 const EXPIRY_TIMEOUT: Duration = Duration::from_secs(20);
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn lease_id(out: &harness::Output) -> String {
@@ -52,16 +56,37 @@ fn mask_remaining(lines: &[Value]) -> Vec<Value> {
 #[test]
 fn etcdctl_lease_flows_match_etcd() {
     let mut d = Differential::start();
+    let (ep_ref, ep_tgt) = (d.reference.endpoint(), d.target.endpoint());
     let (r, t) = d.ctl("grant", &["lease", "grant", "100", "-w", "json"]);
     let (lr, lt) = (lease_id(&r), lease_id(&t));
     let (r2, t2) = d.ctl("grant second", &["lease", "grant", "200", "-w", "json"]);
     let (lr2, lt2) = (lease_id(&r2), lease_id(&t2));
     d.ctl("grant third", &["lease", "grant", "50", "-w", "json"]);
 
-    d.ctl_each("put with lease", &["put", "k1", "v1", "--lease", &lr], &["put", "k1", "v1", "--lease", &lt], None);
-    d.ctl_each("put with lease 2", &["put", "k2", "v2", "--lease", &lr], &["put", "k2", "v2", "--lease", &lt], None);
-    d.ctl_each("put moves key to lease 2", &["put", "k3", "v3", "--lease", &lr2], &["put", "k3", "v3", "--lease", &lt2], None);
-    d.ctl_each("re-put moves key", &["put", "k2", "v2b", "--lease", &lr2], &["put", "k2", "v2b", "--lease", &lt2], None);
+    d.ctl_each(
+        "put with lease",
+        &["put", "k1", "v1", "--lease", &lr],
+        &["put", "k1", "v1", "--lease", &lt],
+        None,
+    );
+    d.ctl_each(
+        "put with lease 2",
+        &["put", "k2", "v2", "--lease", &lr],
+        &["put", "k2", "v2", "--lease", &lt],
+        None,
+    );
+    d.ctl_each(
+        "put moves key to lease 2",
+        &["put", "k3", "v3", "--lease", &lr2],
+        &["put", "k3", "v3", "--lease", &lt2],
+        None,
+    );
+    d.ctl_each(
+        "re-put moves key",
+        &["put", "k2", "v2b", "--lease", &lr2],
+        &["put", "k2", "v2b", "--lease", &lt2],
+        None,
+    );
     d.ctl("get leased keys", &["get", "k", "--prefix", "-w", "json"]);
     d.ctl("put with unknown lease", &["put", "k9", "v", "--lease", "1234abcd"]);
     d.ctl_stdin(
@@ -70,7 +95,6 @@ fn etcdctl_lease_flows_match_etcd() {
         harness::txn_input(&[], &["put k9 v --lease=1234abcd"], &[]).as_bytes(),
     );
 
-    let (ep_ref, ep_tgt) = (d.reference.endpoint(), d.target.endpoint());
     let ttl = |d: &mut Differential, step: &str, extra: &[&str]| {
         let mut ar = vec!["lease", "timetolive", &lr];
         let mut at = vec!["lease", "timetolive", &lt];
@@ -84,9 +108,29 @@ fn etcdctl_lease_flows_match_etcd() {
     ttl(&mut d, "timetolive keys", &["--keys"]);
     ttl(&mut d, "timetolive keys json", &["--keys", "-w", "json"]);
 
-    // Listed soonest expiry first, on both.
-    d.ctl("list json", &["lease", "list", "-w", "json"]);
-    d.ctl_each("keep-alive once", &["lease", "keep-alive", "--once", &lr], &["lease", "keep-alive", "--once", &lt], None);
+    // Listed soonest expiry first, on both. etcdctl names them `id`, which
+    // the normaliser does not know, so they are mapped here.
+    let (r, t) = both(
+        || harness::etcdctl(&ep_ref, &["lease", "list", "-w", "json"]),
+        || harness::etcdctl(&ep_tgt, &["lease", "list", "-w", "json"]),
+    );
+    let listed = |n: &mut harness::Normalizer, out: &harness::Output| -> Value {
+        let ids: Vec<String> = out.json()["leases"]
+            .as_array()
+            .expect("leases")
+            .iter()
+            .map(|l| n.lease(l["id"].as_i64().expect("id")))
+            .collect();
+        json!(ids)
+    };
+    let (lr_list, lt_list) = (listed(&mut d.nref, &r), listed(&mut d.ntgt, &t));
+    d.compare_json("list json", &lr_list, &lt_list);
+    d.ctl_each(
+        "keep-alive once",
+        &["lease", "keep-alive", "--once", &lr],
+        &["lease", "keep-alive", "--once", &lt],
+        None,
+    );
 
     // Revoking deletes every attached key in one revision; a watcher sees
     // the deletes together.
@@ -100,8 +144,18 @@ fn etcdctl_lease_flows_match_etcd() {
     d.compare_json("revoke events", &Value::Array(r), &Value::Array(t));
     d.ctl("keys after revoke", &["get", "k", "--prefix", "-w", "json"]);
     d.ctl_each("revoke again", &["lease", "revoke", &lr2], &["lease", "revoke", &lt2], None);
-    d.ctl_each("timetolive revoked", &["lease", "timetolive", &lr2], &["lease", "timetolive", &lt2], None);
-    d.ctl_each("keep-alive revoked", &["lease", "keep-alive", "--once", &lr2], &["lease", "keep-alive", "--once", &lt2], None);
+    d.ctl_each(
+        "timetolive revoked",
+        &["lease", "timetolive", &lr2],
+        &["lease", "timetolive", &lt2],
+        None,
+    );
+    d.ctl_each(
+        "keep-alive revoked",
+        &["lease", "keep-alive", "--once", &lr2],
+        &["lease", "keep-alive", "--once", &lt2],
+        None,
+    );
     d.ctl("revoke unknown", &["lease", "revoke", "1234abcd"]);
 }
 
@@ -110,14 +164,26 @@ async fn rpc_session(endpoint: String) -> Vec<Value> {
     let mut c = harness::connect(&endpoint).await;
     let mut out = Vec::new();
     let grant = |r: &etcd_client::LeaseGrantResponse| json!({"id": r.id(), "ttl": r.ttl(), "header": convert::header(r.header())});
-    out.push(convert::result(&c.lease_grant(30, Some(LeaseGrantOptions::new().with_id(0x1234))).await, grant));
-    out.push(convert::result(&c.lease_grant(30, Some(LeaseGrantOptions::new().with_id(0x1234))).await, grant));
+    out.push(convert::result(
+        &c.lease_grant(30, Some(LeaseGrantOptions::new().with_id(0x1234))).await,
+        grant,
+    ));
+    out.push(convert::result(
+        &c.lease_grant(30, Some(LeaseGrantOptions::new().with_id(0x1234))).await,
+        grant,
+    ));
     out.push(convert::result(&c.lease_grant(9_000_000_001, None).await, grant));
     // A TTL below the minimum is raised to it.
-    out.push(convert::result(&c.lease_grant(1, Some(LeaseGrantOptions::new().with_id(7))).await, grant));
+    out.push(convert::result(
+        &c.lease_grant(1, Some(LeaseGrantOptions::new().with_id(7))).await,
+        grant,
+    ));
     out.push(convert::result(&c.lease_revoke(7).await, |r| convert::header(r.header())));
     c.put("a", "1", Some(PutOptions::new().with_lease(0x1234))).await.unwrap();
-    let ttl = c.lease_time_to_live(0x1234, Some(LeaseTimeToLiveOptions::new().with_keys())).await.unwrap();
+    let ttl = c
+        .lease_time_to_live(0x1234, Some(LeaseTimeToLiveOptions::new().with_keys()))
+        .await
+        .unwrap();
     out.push(json!({"id": ttl.id(), "granted": ttl.granted_ttl(), "keys": ttl.keys(), "header": convert::header(ttl.header())}));
     let missing = c.lease_time_to_live(99, None).await.unwrap();
     out.push(json!({"id": missing.id(), "ttl": missing.ttl(), "granted": missing.granted_ttl()}));
@@ -167,7 +233,10 @@ fn expiry_deletes_attached_keys_in_one_revision() {
         assert_eq!(deleted, ["e/1", "e/2", "e/3"]);
         assert!(r.events().iter().all(|e| e.event_type() == EventType::Delete));
         let revs: Vec<i64> = r.events().iter().map(|e| e.kv().unwrap().mod_revision()).collect();
-        assert!(revs.iter().all(|rev| *rev == revs[0]), "expiry deletes split over revisions {revs:?}");
+        assert!(
+            revs.iter().all(|rev| *rev == revs[0]),
+            "expiry deletes split over revisions {revs:?}"
+        );
         let left = c.get("e/", Some(etcd_client::GetOptions::new().with_prefix())).await.unwrap();
         let keys: Vec<&str> = left.kvs().iter().map(|kv| kv.key_str().unwrap()).collect();
         assert_eq!(keys, ["e/keep"]);

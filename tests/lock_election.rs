@@ -15,11 +15,17 @@ use serde_json::{json, Value};
 const WAIT: Duration = Duration::from_secs(20);
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, f).await.unwrap_or_else(|_| panic!("{what} did not finish within {WAIT:?}"))
+    tokio::time::timeout(WAIT, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish within {WAIT:?}"))
 }
 
 #[test]
@@ -36,10 +42,20 @@ fn lock_is_mutually_exclusive_under_contention() {
                 let mut c = harness::connect(&ep).await;
                 let lease = c.lease_grant(60, None).await.unwrap().id();
                 for round in 0..5 {
-                    let key = within("lock", c.lock("mutex", Some(LockOptions::new().with_lease(lease)))).await.unwrap().key().to_vec();
+                    let key = within("lock", c.lock("mutex", Some(LockOptions::new().with_lease(lease))))
+                        .await
+                        .unwrap()
+                        .key()
+                        .to_vec();
                     assert_eq!(holders.fetch_add(1, Ordering::SeqCst), 0, "two holders of the lock at once");
                     // Work inside the critical section that takes Raft round trips.
-                    let counter = c.get("counter", None).await.unwrap().kvs().first().map_or(0, |kv| kv.value_str().unwrap().parse::<u64>().unwrap());
+                    let counter = c
+                        .get("counter", None)
+                        .await
+                        .unwrap()
+                        .kvs()
+                        .first()
+                        .map_or(0, |kv| kv.value_str().unwrap().parse::<u64>().unwrap());
                     c.put("counter", (counter + 1).to_string(), None).await.unwrap();
                     tokio::time::sleep(Duration::from_millis(5 * (worker + round) as u64 % 20)).await;
                     holders.fetch_sub(1, Ordering::SeqCst);
@@ -73,7 +89,12 @@ fn lock_waits_for_the_holder_and_dies_with_its_lease() {
         let held = a.lock("m", Some(LockOptions::new().with_lease(la))).await.unwrap();
         assert_eq!(held.key(), format!("m/{la:x}").as_bytes());
         // b waits until a's lease expires (a never renews it).
-        let got = within("lock after the holder's lease expired", b.lock("m", Some(LockOptions::new().with_lease(lb)))).await.unwrap();
+        let got = within(
+            "lock after the holder's lease expired",
+            b.lock("m", Some(LockOptions::new().with_lease(lb))),
+        )
+        .await
+        .unwrap();
         assert_eq!(got.key(), format!("m/{lb:x}").as_bytes());
         assert!(a.get(held.key(), None).await.unwrap().kvs().is_empty());
     });
@@ -96,7 +117,12 @@ fn election_with_contenders() {
             contenders.push((cl, lease));
         }
         let (first, l1) = &mut contenders[0];
-        let leader1 = within("first campaign", first.campaign("e", "one", *l1)).await.unwrap().leader().unwrap().clone();
+        let leader1 = within("first campaign", first.campaign("e", "one", *l1))
+            .await
+            .unwrap()
+            .leader()
+            .unwrap()
+            .clone();
         assert_eq!(leader1.key(), format!("e/{l1:x}").as_bytes());
         let seen = within("observe", observe.message()).await.unwrap().unwrap();
         assert_eq!(seen.kv().unwrap().value(), b"one");
@@ -110,16 +136,38 @@ fn election_with_contenders() {
             }));
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(waiting.iter().all(|w| !w.is_finished()), "a contender won while the leader held office");
+        assert!(
+            waiting.iter().all(|w| !w.is_finished()),
+            "a contender won while the leader held office"
+        );
         assert_eq!(c.leader("e").await.unwrap().kv().unwrap().value(), b"one");
 
         // Proclaim a new value; observers see it.
         let first = &mut contenders[0].0;
-        first.proclaim("uno", Some(ProclaimOptions::new().with_leader(leader1.clone()))).await.unwrap();
-        assert_eq!(within("observe proclaim", observe.message()).await.unwrap().unwrap().kv().unwrap().value(), b"uno");
+        first
+            .proclaim("uno", Some(ProclaimOptions::new().with_leader(leader1.clone())))
+            .await
+            .unwrap();
+        assert_eq!(
+            within("observe proclaim", observe.message())
+                .await
+                .unwrap()
+                .unwrap()
+                .kv()
+                .unwrap()
+                .value(),
+            b"uno"
+        );
         // A stale leader key may not proclaim.
-        let stale = etcd_client::LeaderKey::new().with_name("e").with_key(leader1.key()).with_rev(leader1.rev() + 1000).with_lease(leader1.lease());
-        let err = first.proclaim("x", Some(ProclaimOptions::new().with_leader(stale))).await.unwrap_err();
+        let stale = etcd_client::LeaderKey::new()
+            .with_name("e")
+            .with_key(leader1.key())
+            .with_rev(leader1.rev() + 1000)
+            .with_lease(leader1.lease());
+        let err = first
+            .proclaim("x", Some(ProclaimOptions::new().with_leader(stale)))
+            .await
+            .unwrap_err();
         assert_eq!(harness::grpc_status(&err).message(), "election: not leader");
 
         // Resign: the contender that campaigned first takes over.
@@ -159,7 +207,9 @@ fn etcdctl_lock_and_elect_behave_like_etcd() {
             let waited = !waiter.exited();
             // Interrupted, etcdctl unlocks before it exits.
             holder.interrupt();
-            let out = waiter.wait_for("the waiter's command output", |l| l.iter().any(|x| x == "second")).to_vec();
+            let out = waiter
+                .wait_for("the waiter's command output", |l| l.iter().any(|x| x == "second"))
+                .to_vec();
             (lines[0].starts_with("busy/"), waited, out)
         }
     };

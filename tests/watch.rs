@@ -22,10 +22,14 @@ async fn next(stream: &mut etcd_client::WatchStream) -> WatchResponse {
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
-/// History: puts, overwrites, a multi-key txn and deletes, revisions 2..=11.
+/// History: puts, overwrites, a multi-key txn and deletes, revisions 2..=10.
 fn seed(d: &mut Differential) {
     for (k, v) in [("foo/a", "1"), ("foo/b", "1"), ("foo/a", "2"), ("bar", "x")] {
         d.ctl(&format!("seed put {k}={v}"), &["put", k, v]);
@@ -66,24 +70,48 @@ fn compare_watch(d: &mut Differential, step: &str, args: &[&str], events: usize)
 fn etcdctl_watch_history_matches_etcd() {
     let mut d = Differential::start();
     seed(&mut d);
-    compare_watch(&mut d, "watch prefix from 2", &["watch", "foo", "--prefix", "--rev", "2"], 11);
-    compare_watch(&mut d, "watch prefix json", &["watch", "foo", "--prefix", "--rev", "2", "-w", "json"], 11);
-    compare_watch(&mut d, "watch prev-kv", &["watch", "foo/", "--prefix", "--rev", "2", "--prev-kv"], 11);
-    compare_watch(&mut d, "watch prev-kv json", &["watch", "foo/", "--prefix", "--rev", "4", "--prev-kv", "-w", "json"], 9);
+    compare_watch(&mut d, "watch prefix from 2", &["watch", "foo", "--prefix", "--rev", "2"], 10);
+    compare_watch(
+        &mut d,
+        "watch prefix json",
+        &["watch", "foo", "--prefix", "--rev", "2", "-w", "json"],
+        10,
+    );
+    compare_watch(
+        &mut d,
+        "watch prev-kv",
+        &["watch", "foo/", "--prefix", "--rev", "2", "--prev-kv"],
+        10,
+    );
+    compare_watch(
+        &mut d,
+        "watch prev-kv json",
+        &["watch", "foo/", "--prefix", "--rev", "4", "--prev-kv", "-w", "json"],
+        8,
+    );
     compare_watch(&mut d, "watch one key", &["watch", "foo/a", "--rev", "2", "-w", "json"], 4);
     compare_watch(&mut d, "watch range", &["watch", "foo/a", "foo/c", "--rev", "3", "-w", "json"], 5);
-    compare_watch(&mut d, "watch from middle", &["watch", "foo", "--prefix", "--rev", "8", "-w", "json"], 4);
-    compare_watch(&mut d, "watch everything", &["watch", "a", "--from-key", "--rev", "5", "-w", "json"], 9);
+    compare_watch(
+        &mut d,
+        "watch from middle",
+        &["watch", "foo", "--prefix", "--rev", "8", "-w", "json"],
+        3,
+    );
+    compare_watch(&mut d, "watch wide range", &["watch", "a", "zzz", "--rev", "5", "-w", "json"], 8);
 
     // Live events: the watch starts at the next revision, so it sees the
     // same events however late it is created.
     let (ep_ref, ep_tgt) = (d.reference.endpoint(), d.target.endpoint());
-    let args = ["watch", "live/", "--prefix", "--rev", "12", "--prev-kv", "-w", "json"];
+    let args = ["watch", "live/", "--prefix", "--rev", "11", "--prev-kv", "-w", "json"];
     let mut wr = Background::start(&ep_ref, &args);
     let mut wt = Background::start(&ep_tgt, &args);
     d.ctl("live put", &["put", "live/1", "a"]);
     d.ctl("live overwrite", &["put", "live/1", "b"]);
-    d.ctl_stdin("live txn", &["txn"], harness::txn_input(&[], &["put live/2 c", "put live/3 d", "del live/1"], &[]).as_bytes());
+    d.ctl_stdin(
+        "live txn",
+        &["txn"],
+        harness::txn_input(&[], &["put live/2 c", "put live/3 d", "del live/1"], &[]).as_bytes(),
+    );
     let r = wr.wait_for("live events", |l| json_events(l) >= 5).to_vec();
     let t = wt.wait_for("live events", |l| json_events(l) >= 5).to_vec();
     let (r, t) = (d.nref.stdout(&r.join("\n")), d.ntgt.stdout(&t.join("\n")));
@@ -97,8 +125,16 @@ fn compacted_start_revision_cancels_the_watch_like_etcd() {
     d.ctl("compact", &["compaction", "6"]);
     // etcdctl exits by itself when the server cancels the watch.
     d.ctl("watch below compaction", &["watch", "foo", "--prefix", "--rev", "3"]);
-    d.ctl("watch below compaction json", &["watch", "foo", "--prefix", "--rev", "5", "-w", "json"]);
-    compare_watch(&mut d, "watch above compaction", &["watch", "foo", "--prefix", "--rev", "7", "-w", "json"], 5);
+    d.ctl(
+        "watch below compaction json",
+        &["watch", "foo", "--prefix", "--rev", "5", "-w", "json"],
+    );
+    compare_watch(
+        &mut d,
+        "watch above compaction",
+        &["watch", "foo", "--prefix", "--rev", "7", "-w", "json"],
+        4,
+    );
 }
 
 /// One watch stream's responses, as comparable JSON.
@@ -136,28 +172,46 @@ async fn stream_session(endpoint: String) -> Vec<Value> {
     c.delete("s/b", None).await.unwrap();
     let mut out = Vec::new();
     let mut s = c
-        .watch("s/", Some(WatchOptions::new().with_prefix().with_start_revision(2).with_watch_id(7)))
+        .watch(
+            "s/",
+            Some(WatchOptions::new().with_prefix().with_start_revision(2).with_watch_id(7)),
+        )
         .await
         .unwrap();
     out.push(response_json(&next(&mut s).await)); // created 7
     out.push(response_json(&next(&mut s).await)); // history
-    s.watch("s/", Some(WatchOptions::new().with_prefix().with_start_revision(2).with_filters([WatchFilterType::NoPut]).with_prev_key()))
-        .await
-        .unwrap();
+    s.watch(
+        "s/",
+        Some(
+            WatchOptions::new()
+                .with_prefix()
+                .with_start_revision(2)
+                .with_filters([WatchFilterType::NoPut])
+                .with_prev_key(),
+        ),
+    )
+    .await
+    .unwrap();
     out.push(response_json(&next(&mut s).await)); // created 0 (auto)
     out.push(response_json(&next(&mut s).await)); // the delete, with prev_kv
-    s.watch("s/", Some(WatchOptions::new().with_prefix().with_watch_id(7))).await.unwrap();
+    s.watch("s/", Some(WatchOptions::new().with_prefix().with_watch_id(7)))
+        .await
+        .unwrap();
     out.push(response_json(&next(&mut s).await)); // duplicate id
     s.watch("s/z", Some(WatchOptions::new().with_range("s/a"))).await.unwrap();
     out.push(response_json(&next(&mut s).await)); // empty range
-    s.watch("s/a", Some(WatchOptions::new().with_filters([WatchFilterType::NoDelete]))).await.unwrap();
+    s.watch("s/a", Some(WatchOptions::new().with_filters([WatchFilterType::NoDelete])))
+        .await
+        .unwrap();
     out.push(response_json(&next(&mut s).await)); // created 1 (auto)
     s.request_progress().await.unwrap();
     out.push(response_json(&next(&mut s).await)); // progress, id -1
     s.cancel(0).await.unwrap();
     out.push(response_json(&next(&mut s).await)); // canceled 0
-    // One txn: watch 7 sees both events in one response; watch 1 sees the put.
-    c.txn(Txn::new().and_then([TxnOp::put("s/a", "4", None), TxnOp::put("s/d", "y", None)])).await.unwrap();
+                                                  // One txn: watch 7 sees both events in one response; watch 1 sees the put.
+    c.txn(Txn::new().and_then([TxnOp::put("s/a", "4", None), TxnOp::put("s/d", "y", None)]))
+        .await
+        .unwrap();
     let mut live: BTreeMap<i64, Value> = BTreeMap::new();
     while live.len() < 2 {
         let r = next(&mut s).await;
@@ -224,10 +278,15 @@ async fn collect(stream: &mut etcd_client::WatchStream, last: i64, into: &mut Wr
         for e in r.events() {
             let kv = e.kv().unwrap();
             let rev = kv.mod_revision();
-            assert!(rev > before, "event of revision {rev} after a response that reached revision {before}");
+            assert!(
+                rev > before,
+                "event of revision {rev} after a response that reached revision {before}"
+            );
             assert!(rev >= newest, "event of revision {rev} after revision {newest}");
             newest = rev;
-            into.entry(rev).or_default().push((kv.key_str().unwrap().to_string(), e.event_type() == EventType::Put));
+            into.entry(rev)
+                .or_default()
+                .push((kv.key_str().unwrap().to_string(), e.event_type() == EventType::Put));
         }
     }
 }
@@ -239,7 +298,10 @@ fn watch_guarantees_under_concurrent_writers() {
     rt().block_on(async move {
         let mut c = harness::connect(&ep).await;
         let start = c.put("g/start", "", None).await.unwrap().header().unwrap().revision() + 1;
-        let mut watch = c.watch("g/", Some(WatchOptions::new().with_prefix().with_start_revision(start))).await.unwrap();
+        let mut watch = c
+            .watch("g/", Some(WatchOptions::new().with_prefix().with_start_revision(start)))
+            .await
+            .unwrap();
         assert!(next(&mut watch).await.created());
         let writers: Vec<_> = (0..4).map(|id| tokio::spawn(writer(ep.clone(), id, 60))).collect();
         let mut expected = Writes::new();
@@ -255,7 +317,10 @@ fn watch_guarantees_under_concurrent_writers() {
         drop(watch);
         let resume = seen.keys().next_back().unwrap() + 1;
         let mut c2 = harness::connect(&ep).await;
-        let mut watch = c2.watch("g/", Some(WatchOptions::new().with_prefix().with_start_revision(resume))).await.unwrap();
+        let mut watch = c2
+            .watch("g/", Some(WatchOptions::new().with_prefix().with_start_revision(resume)))
+            .await
+            .unwrap();
         assert!(next(&mut watch).await.created());
         collect(&mut watch, last, &mut seen).await;
         // Ordered, no duplicates, every txn whole, no gaps: exactly the
@@ -288,7 +353,10 @@ fn slow_watcher_does_not_block_writes_and_catches_up() {
         // Other watchers are not held up either.
         let first = *expected.keys().next().unwrap();
         let last = *expected.keys().next_back().unwrap();
-        let mut other = writes.watch("slow/", Some(WatchOptions::new().with_prefix().with_start_revision(last))).await.unwrap();
+        let mut other = writes
+            .watch("slow/", Some(WatchOptions::new().with_prefix().with_start_revision(last)))
+            .await
+            .unwrap();
         assert!(next(&mut other).await.created());
         assert_eq!(next(&mut other).await.events()[0].kv().unwrap().mod_revision(), last);
         let mut seen = Writes::new();
@@ -308,12 +376,17 @@ fn live_prev_kv_matches_etcd() {
         let mut out = vec![response_json(&next(&mut s).await)];
         c.put("p1", "a", None).await.unwrap();
         c.put("p1", "b", Some(PutOptions::new().with_prev_key())).await.unwrap();
-        c.txn(Txn::new().and_then([TxnOp::put("p2", "c", None), TxnOp::delete("p1", None)])).await.unwrap();
+        c.txn(Txn::new().and_then([TxnOp::put("p2", "c", None), TxnOp::delete("p1", None)]))
+            .await
+            .unwrap();
         for _ in 0..3 {
             out.push(response_json(&next(&mut s).await));
         }
         out
     };
-    let (r, t) = both(|| rt().block_on(session(d.reference.endpoint())), || rt().block_on(session(d.target.endpoint())));
+    let (r, t) = both(
+        || rt().block_on(session(d.reference.endpoint())),
+        || rt().block_on(session(d.target.endpoint())),
+    );
     d.compare_json("prev_kv live", &Value::Array(r), &Value::Array(t));
 }

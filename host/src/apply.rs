@@ -12,9 +12,9 @@ use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
 use crate::kv::{self, LeaseLookup, TxnTarget};
+use crate::lease::LeaseTable;
 use crate::mvcc::{KeyRange, MvccStore, WriteTxn};
 use crate::proto::cairnpb::{raft_request::Request, RaftRequest};
-use crate::lease::LeaseTable;
 use crate::proto::etcdserverpb::{
     CompactionResponse, DeleteRangeResponse, LeaseCheckpointResponse, LeaseGrantResponse, LeaseRevokeResponse, PutResponse, ResponseHeader,
     TxnResponse,

@@ -94,7 +94,11 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
         tracing::info!(%addr, "serving client requests");
         let max_recv = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
         let router = Server::builder()
-            .add_service(KvServer::new(api::KvService::new(core.clone())).max_decoding_message_size(max_recv).max_encoding_message_size(usize::MAX))
+            .add_service(
+                KvServer::new(api::KvService::new(core.clone()))
+                    .max_decoding_message_size(max_recv)
+                    .max_encoding_message_size(usize::MAX),
+            )
             .add_service(MaintenanceServer::new(api::MaintenanceService::new(core.clone())).max_decoding_message_size(max_recv))
             .add_service(ClusterServer::new(api::ClusterService::new(core.clone())).max_decoding_message_size(max_recv))
             .add_service(WatchServer::new(api::WatchService::new(core.clone())))
@@ -103,9 +107,12 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
             .add_service(LockServer::new(api::LockService::new(core.clone())))
             .add_service(ElectionServer::new(api::ElectionService::new(core.clone())));
         let mut stop = stop_rx.clone();
-        servers.push(tokio::spawn(router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })));
+        servers.push(tokio::spawn(router.serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        )));
     }
 
     let raft_done = tokio::task::spawn_blocking(move || raft_thread.join());

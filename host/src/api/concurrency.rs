@@ -119,7 +119,13 @@ pub async fn range(core: &Core, request: &RangeRequest) -> Result<RangeResponse>
 }
 
 pub async fn delete(core: &Core, key: &[u8]) -> Result<Option<ResponseHeader>> {
-    match core.propose(Proposal::DeleteRange(DeleteRangeRequest { key: key.to_vec(), ..Default::default() })).await? {
+    match core
+        .propose(Proposal::DeleteRange(DeleteRangeRequest {
+            key: key.to_vec(),
+            ..Default::default()
+        }))
+        .await?
+    {
         Applied::DeleteRange(mut resp) => {
             core.fill(&mut resp.header);
             Ok(resp.header)

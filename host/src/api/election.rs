@@ -93,7 +93,14 @@ async fn observe(core: Arc<Core>, name: Vec<u8>, out: mpsc::Sender<Result<Leader
             }
         };
         let from = header.as_ref().map_or(0, |h| h.revision) + 1;
-        if out.send(Ok(LeaderResponse { header: header.clone(), kv: Some(kv.clone()) })).await.is_err() {
+        if out
+            .send(Ok(LeaderResponse {
+                header: header.clone(),
+                kv: Some(kv.clone()),
+            }))
+            .await
+            .is_err()
+        {
             return Ok(());
         }
         let mut follower = Follower::new(core.watch_hub.clone(), core.store.clone(), KeyRange::Single(kv.key.clone()), from);
@@ -104,7 +111,14 @@ async fn observe(core: Arc<Core>, name: Vec<u8>, out: mpsc::Sender<Result<Leader
                     break 'leader;
                 }
                 header = Some(core.header(rev));
-                if out.send(Ok(LeaderResponse { header: header.clone(), kv: e.kv })).await.is_err() {
+                if out
+                    .send(Ok(LeaderResponse {
+                        header: header.clone(),
+                        kv: e.kv,
+                    }))
+                    .await
+                    .is_err()
+                {
                     return Ok(());
                 }
             }

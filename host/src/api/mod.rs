@@ -30,11 +30,11 @@ use crate::storage::Engine;
 use crate::watch::WatchHub;
 
 pub use cluster::ClusterService;
-pub use kv::KvService;
-pub use maintenance::MaintenanceService;
-pub use lease::LeaseService;
 pub use election::ElectionService;
+pub use kv::KvService;
+pub use lease::LeaseService;
 pub use lock::LockService;
+pub use maintenance::MaintenanceService;
 pub use not_yet::AuthService;
 pub use watch::WatchService;
 
@@ -105,7 +105,11 @@ impl Core {
     /// Replicates a request through Raft and waits for this member to apply it.
     pub async fn propose(&self, request: Request) -> Result<Response> {
         let id = self.ids.next();
-        let data = RaftRequest { id, request: Some(request) }.encode_to_vec();
+        let data = RaftRequest {
+            id,
+            request: Some(request),
+        }
+        .encode_to_vec();
         if data.len() > self.limits.max_request_bytes {
             return Err(Error::RequestTooLarge);
         }

@@ -218,7 +218,11 @@ impl WatchStream {
             fragment: create.fragment,
             progress_notify: create.progress_notify,
         };
-        let start = if create.start_revision == 0 { last_published + 1 } else { create.start_revision };
+        let start = if create.start_revision == 0 {
+            last_published + 1
+        } else {
+            create.start_revision
+        };
         let created = WatchResponse {
             header: Some(self.core.header(last_published)),
             watch_id: id,
@@ -304,7 +308,11 @@ impl Watcher {
     async fn catch_up(&self, next: i64, upto: i64) -> Result<i64, Stop> {
         let mut next = next;
         while next <= upto {
-            let changes = match self.core.store.changes(&self.spec.range, next, upto, CATCH_UP_MAX_REVISIONS, self.spec.prev_kv) {
+            let changes = match self
+                .core
+                .store
+                .changes(&self.spec.range, next, upto, CATCH_UP_MAX_REVISIONS, self.spec.prev_kv)
+            {
                 Ok(c) => c,
                 Err(Error::Compacted) => {
                     // etcd's compacted response carries no header revision.
@@ -445,7 +453,9 @@ mod tests {
         }
         let parts = whole_revisions_within(events.clone(), 250);
         assert_eq!(parts.len(), 3);
-        assert!(parts.iter().all(|p| p.len() == 2 && p[0].kv.as_ref().unwrap().mod_revision == p[1].kv.as_ref().unwrap().mod_revision));
+        assert!(parts
+            .iter()
+            .all(|p| p.len() == 2 && p[0].kv.as_ref().unwrap().mod_revision == p[1].kv.as_ref().unwrap().mod_revision));
         assert_eq!(parts.concat(), events);
         assert_eq!(whole_revisions_within(events.clone(), 1 << 20), vec![events]);
     }

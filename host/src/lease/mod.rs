@@ -85,7 +85,11 @@ fn decode_record(k: &[u8], v: &[u8]) -> Result<(i64, i64, i64)> {
     let id: [u8; 8] = k.get(RECORD_PREFIX.len()..).and_then(|b| b.try_into().ok()).ok_or_else(corrupt)?;
     let ttl: [u8; 8] = v.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(corrupt)?;
     let remaining: [u8; 8] = v.get(8..16).and_then(|b| b.try_into().ok()).ok_or_else(corrupt)?;
-    Ok((u64::from_be_bytes(id) as i64, i64::from_be_bytes(ttl), i64::from_be_bytes(remaining)))
+    Ok((
+        u64::from_be_bytes(id) as i64,
+        i64::from_be_bytes(ttl),
+        i64::from_be_bytes(remaining),
+    ))
 }
 
 impl LeaseTable {
@@ -123,7 +127,9 @@ impl LeaseTable {
                 None => tracing::warn!(lease = kv.lease, "key names a lease that does not exist"),
             }
         }
-        Ok(LeaseTable { leases: Mutex::new(leases) })
+        Ok(LeaseTable {
+            leases: Mutex::new(leases),
+        })
     }
 
     // ---- applying replicated changes ----
@@ -235,7 +241,11 @@ impl LeaseTable {
     pub fn expired(&self, limit: usize) -> Vec<i64> {
         let now = Instant::now();
         let leases = self.leases.lock();
-        let mut ids: Vec<(Instant, i64)> = leases.iter().filter(|(_, l)| l.deadline <= now).map(|(id, l)| (l.deadline, *id)).collect();
+        let mut ids: Vec<(Instant, i64)> = leases
+            .iter()
+            .filter(|(_, l)| l.deadline <= now)
+            .map(|(id, l)| (l.deadline, *id))
+            .collect();
         ids.sort();
         ids.into_iter().take(limit).map(|(_, id)| id).collect()
     }

@@ -38,7 +38,10 @@ impl MvccStore {
         let index_cf = self.engine.cf(CF_KV_INDEX);
         let mut it = db.raw_iterator_cf_opt(self.engine.cf(CF_KV_REV), opts);
         it.seek(Revision::new(from, 0).to_bytes());
-        let mut changes = Changes { events: Vec::new(), through: to };
+        let mut changes = Changes {
+            events: Vec::new(),
+            through: to,
+        };
         let mut revs_seen = 0usize;
         let mut last_main = 0;
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
@@ -71,7 +74,11 @@ impl MvccStore {
                     }
                 };
                 let is_create = !tombstone && kv.create_revision == kv.mod_revision;
-                let prev = if prev_kv && !is_create { self.version_before(key, rev.main)? } else { None };
+                let prev = if prev_kv && !is_create {
+                    self.version_before(key, rev.main)?
+                } else {
+                    None
+                };
                 changes.events.push(Event {
                     r#type: if tombstone { EventType::Delete } else { EventType::Put } as i32,
                     kv: Some(kv),

@@ -97,7 +97,11 @@ impl WatchHub {
         let mut state = self.state.lock();
         state.last_published = revision;
         state.synced.retain(|_, w| {
-            if !batch.events.iter().any(|e| e.kv.as_ref().is_some_and(|kv| w.range.contains(&kv.key))) {
+            if !batch
+                .events
+                .iter()
+                .any(|e| e.kv.as_ref().is_some_and(|kv| w.range.contains(&kv.key)))
+            {
                 return true;
             }
             // A full or abandoned buffer: off the feed, without waiting.
