@@ -11,7 +11,7 @@ deps:
 	@./scripts/install-deps.sh
 
 build: deps
-	$(CARGO) build --workspace --bins
+	$(CARGO) build --workspace --bins --tests
 
 # A single-member server on 127.0.0.1:2379, data in ./default.etcd (as etcd).
 run: build

@@ -8,10 +8,12 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 use tonic::transport::Server;
 
 use crate::api::{self, Core, IdGenerator, Limits};
 use crate::apply::{Applier, Waiters};
+use crate::authority_repair::AuthorityRepair;
 use crate::config::ServerConfig;
 use crate::membership::Membership;
 use crate::mvcc::MvccStore;
@@ -23,6 +25,9 @@ use crate::proto::v3electionpb::election_server::ElectionServer;
 use crate::proto::v3lockpb::lock_server::LockServer;
 use crate::raft::Node;
 use crate::storage::Engine;
+
+/// How long open client requests may take to finish after SIGTERM.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// gRPC framing on top of the request limit, as etcd allows.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
@@ -94,11 +99,7 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
         tracing::info!(%addr, "serving client requests");
         let max_recv = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
         let router = Server::builder()
-            .add_service(
-                KvServer::new(api::KvService::new(core.clone()))
-                    .max_decoding_message_size(max_recv)
-                    .max_encoding_message_size(usize::MAX),
-            )
+            .add_service(KvServer::new(api::KvService::new(core.clone())).max_decoding_message_size(max_recv).max_encoding_message_size(usize::MAX))
             .add_service(MaintenanceServer::new(api::MaintenanceService::new(core.clone())).max_decoding_message_size(max_recv))
             .add_service(ClusterServer::new(api::ClusterService::new(core.clone())).max_decoding_message_size(max_recv))
             .add_service(WatchServer::new(api::WatchService::new(core.clone())))
@@ -107,12 +108,10 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
             .add_service(LockServer::new(api::LockService::new(core.clone())))
             .add_service(ElectionServer::new(api::ElectionService::new(core.clone())));
         let mut stop = stop_rx.clone();
-        servers.push(tokio::spawn(router.serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener),
-            async move {
-                let _ = stop.wait_for(|s| *s).await;
-            },
-        )));
+        let incoming = TcpListenerStream::new(listener).map(|conn| conn.map(AuthorityRepair::new));
+        servers.push(tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })));
     }
 
     let raft_done = tokio::task::spawn_blocking(move || raft_thread.join());
@@ -125,8 +124,12 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
         joined = &mut raft_done => Some(joined),
     };
     let _ = stop_tx.send(true);
-    for s in servers {
-        let _ = s.await;
+    // In-flight requests get a moment to finish; clients that keep idle
+    // connections open must not hold the shutdown forever.
+    let aborts: Vec<_> = servers.iter().map(|s| s.abort_handle()).collect();
+    if tokio::time::timeout(SHUTDOWN_GRACE, futures::future::join_all(servers)).await.is_err() {
+        tracing::info!("closing client connections still open");
+        aborts.iter().for_each(|a| a.abort());
     }
     lease_clock.abort();
     node.stop();
