@@ -114,8 +114,19 @@ fn etcdctl_watch_history_matches_etcd() {
     );
     let r = wr.wait_for("live events", |l| json_events(l) >= 5).to_vec();
     let t = wt.wait_for("live events", |l| json_events(l) >= 5).to_vec();
+    // How revisions group into responses depends on whether the watch was
+    // created before the writes (one per revision) or after (one catch-up
+    // batch), on etcd as on cairn; the events themselves may not differ.
     let (r, t) = (d.nref.stdout(&r.join("\n")), d.ntgt.stdout(&t.join("\n")));
-    d.compare_json("live watch", &Value::Array(r), &Value::Array(t));
+    let events = |lines: Vec<Value>| -> Value {
+        Value::Array(
+            lines
+                .iter()
+                .flat_map(|l| l["Events"].as_array().cloned().unwrap_or_default())
+                .collect(),
+        )
+    };
+    d.compare_json("live watch", &events(r), &events(t));
 }
 
 #[test]
