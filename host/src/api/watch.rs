@@ -36,6 +36,9 @@ const INVALID_WATCH_ID: i64 = -1;
 const CATCH_UP_MAX_REVISIONS: usize = 1000;
 /// etcd's default `--experimental-watch-progress-notify-interval`.
 const PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(600);
+/// etcd lets watch responses exceed `--max-request-bytes` by the same gRPC
+/// allowance requests get before it fragments them.
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 /// Responses queued for one stream before watch tasks wait for the client.
 const OUTBOUND_BUFFER: usize = 64;
 
@@ -340,7 +343,14 @@ impl Watcher {
                 }
             };
             let events = self.spec.select(&changes.events);
-            for part in whole_revisions_within(events, self.core.limits.max_request_bytes) {
+            // A watch that takes fragments gets etcd's shape: one batch, split
+            // by `send`; others get whole revisions in responses of bounded size.
+            let budget = if self.spec.fragment {
+                usize::MAX
+            } else {
+                self.max_response_bytes()
+            };
+            for part in whole_revisions_within(events, budget) {
                 self.send(self.response(upto, part)).await?;
             }
             next = changes.through + 1;
@@ -367,9 +377,13 @@ impl Watcher {
         }
     }
 
+    fn max_response_bytes(&self) -> usize {
+        self.core.limits.max_request_bytes + GRPC_OVERHEAD_BYTES
+    }
+
     async fn send(&self, resp: WatchResponse) -> Result<(), Stop> {
         let parts = if self.spec.fragment {
-            fragments(resp, self.core.limits.max_request_bytes)
+            fragments(resp, self.max_response_bytes())
         } else {
             vec![resp]
         };

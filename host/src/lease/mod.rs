@@ -258,7 +258,11 @@ impl LeaseTable {
             .iter()
             .filter_map(|(id, l)| {
                 let left = l.deadline.saturating_duration_since(now);
-                (left > min).then(|| (*id, left.as_secs() as i64))
+                if left > min {
+                    Some((*id, left.as_secs() as i64))
+                } else {
+                    None
+                }
             })
             .collect()
     }
