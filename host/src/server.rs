@@ -99,7 +99,11 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
         tracing::info!(%addr, "serving client requests");
         let max_recv = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
         let router = Server::builder()
-            .add_service(KvServer::new(api::KvService::new(core.clone())).max_decoding_message_size(max_recv).max_encoding_message_size(usize::MAX))
+            .add_service(
+                KvServer::new(api::KvService::new(core.clone()))
+                    .max_decoding_message_size(max_recv)
+                    .max_encoding_message_size(usize::MAX),
+            )
             .add_service(MaintenanceServer::new(api::MaintenanceService::new(core.clone())).max_decoding_message_size(max_recv))
             .add_service(ClusterServer::new(api::ClusterService::new(core.clone())).max_decoding_message_size(max_recv))
             .add_service(WatchServer::new(api::WatchService::new(core.clone())))
@@ -127,7 +131,10 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
     // In-flight requests get a moment to finish; clients that keep idle
     // connections open must not hold the shutdown forever.
     let aborts: Vec<_> = servers.iter().map(|s| s.abort_handle()).collect();
-    if tokio::time::timeout(SHUTDOWN_GRACE, futures::future::join_all(servers)).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_GRACE, futures::future::join_all(servers))
+        .await
+        .is_err()
+    {
         tracing::info!("closing client connections still open");
         aborts.iter().for_each(|a| a.abort());
     }

@@ -19,11 +19,17 @@ impl etcdserverpb::auth_server::Auth for AuthService {
         not_yet("Auth.AuthEnable")
     }
 
-    async fn auth_disable(&self, _: Request<etcdserverpb::AuthDisableRequest>) -> Result<Response<etcdserverpb::AuthDisableResponse>, Status> {
+    async fn auth_disable(
+        &self,
+        _: Request<etcdserverpb::AuthDisableRequest>,
+    ) -> Result<Response<etcdserverpb::AuthDisableResponse>, Status> {
         not_yet("Auth.AuthDisable")
     }
 
-    async fn authenticate(&self, _: Request<etcdserverpb::AuthenticateRequest>) -> Result<Response<etcdserverpb::AuthenticateResponse>, Status> {
+    async fn authenticate(
+        &self,
+        _: Request<etcdserverpb::AuthenticateRequest>,
+    ) -> Result<Response<etcdserverpb::AuthenticateResponse>, Status> {
         not_yet("Auth.Authenticate")
     }
 
@@ -35,23 +41,38 @@ impl etcdserverpb::auth_server::Auth for AuthService {
         not_yet("Auth.UserGet")
     }
 
-    async fn user_list(&self, _: Request<etcdserverpb::AuthUserListRequest>) -> Result<Response<etcdserverpb::AuthUserListResponse>, Status> {
+    async fn user_list(
+        &self,
+        _: Request<etcdserverpb::AuthUserListRequest>,
+    ) -> Result<Response<etcdserverpb::AuthUserListResponse>, Status> {
         not_yet("Auth.UserList")
     }
 
-    async fn user_delete(&self, _: Request<etcdserverpb::AuthUserDeleteRequest>) -> Result<Response<etcdserverpb::AuthUserDeleteResponse>, Status> {
+    async fn user_delete(
+        &self,
+        _: Request<etcdserverpb::AuthUserDeleteRequest>,
+    ) -> Result<Response<etcdserverpb::AuthUserDeleteResponse>, Status> {
         not_yet("Auth.UserDelete")
     }
 
-    async fn user_change_password(&self, _: Request<etcdserverpb::AuthUserChangePasswordRequest>) -> Result<Response<etcdserverpb::AuthUserChangePasswordResponse>, Status> {
+    async fn user_change_password(
+        &self,
+        _: Request<etcdserverpb::AuthUserChangePasswordRequest>,
+    ) -> Result<Response<etcdserverpb::AuthUserChangePasswordResponse>, Status> {
         not_yet("Auth.UserChangePassword")
     }
 
-    async fn user_grant_role(&self, _: Request<etcdserverpb::AuthUserGrantRoleRequest>) -> Result<Response<etcdserverpb::AuthUserGrantRoleResponse>, Status> {
+    async fn user_grant_role(
+        &self,
+        _: Request<etcdserverpb::AuthUserGrantRoleRequest>,
+    ) -> Result<Response<etcdserverpb::AuthUserGrantRoleResponse>, Status> {
         not_yet("Auth.UserGrantRole")
     }
 
-    async fn user_revoke_role(&self, _: Request<etcdserverpb::AuthUserRevokeRoleRequest>) -> Result<Response<etcdserverpb::AuthUserRevokeRoleResponse>, Status> {
+    async fn user_revoke_role(
+        &self,
+        _: Request<etcdserverpb::AuthUserRevokeRoleRequest>,
+    ) -> Result<Response<etcdserverpb::AuthUserRevokeRoleResponse>, Status> {
         not_yet("Auth.UserRevokeRole")
     }
 
@@ -63,20 +84,31 @@ impl etcdserverpb::auth_server::Auth for AuthService {
         not_yet("Auth.RoleGet")
     }
 
-    async fn role_list(&self, _: Request<etcdserverpb::AuthRoleListRequest>) -> Result<Response<etcdserverpb::AuthRoleListResponse>, Status> {
+    async fn role_list(
+        &self,
+        _: Request<etcdserverpb::AuthRoleListRequest>,
+    ) -> Result<Response<etcdserverpb::AuthRoleListResponse>, Status> {
         not_yet("Auth.RoleList")
     }
 
-    async fn role_delete(&self, _: Request<etcdserverpb::AuthRoleDeleteRequest>) -> Result<Response<etcdserverpb::AuthRoleDeleteResponse>, Status> {
+    async fn role_delete(
+        &self,
+        _: Request<etcdserverpb::AuthRoleDeleteRequest>,
+    ) -> Result<Response<etcdserverpb::AuthRoleDeleteResponse>, Status> {
         not_yet("Auth.RoleDelete")
     }
 
-    async fn role_grant_permission(&self, _: Request<etcdserverpb::AuthRoleGrantPermissionRequest>) -> Result<Response<etcdserverpb::AuthRoleGrantPermissionResponse>, Status> {
+    async fn role_grant_permission(
+        &self,
+        _: Request<etcdserverpb::AuthRoleGrantPermissionRequest>,
+    ) -> Result<Response<etcdserverpb::AuthRoleGrantPermissionResponse>, Status> {
         not_yet("Auth.RoleGrantPermission")
     }
 
-    async fn role_revoke_permission(&self, _: Request<etcdserverpb::AuthRoleRevokePermissionRequest>) -> Result<Response<etcdserverpb::AuthRoleRevokePermissionResponse>, Status> {
+    async fn role_revoke_permission(
+        &self,
+        _: Request<etcdserverpb::AuthRoleRevokePermissionRequest>,
+    ) -> Result<Response<etcdserverpb::AuthRoleRevokePermissionResponse>, Status> {
         not_yet("Auth.RoleRevokePermission")
     }
-
 }

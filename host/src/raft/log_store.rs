@@ -48,7 +48,11 @@ impl LogStore {
                 let mut cs = ConfState::default();
                 cs.voters = voters.to_vec();
                 let mut batch = WriteBatch::default();
-                batch.put_cf(engine.cf(CF_META), META_CONF_STATE, cs.write_to_bytes().map_err(|e| Error::Corrupt(e.to_string()))?);
+                batch.put_cf(
+                    engine.cf(CF_META),
+                    META_CONF_STATE,
+                    cs.write_to_bytes().map_err(|e| Error::Corrupt(e.to_string()))?,
+                );
                 engine.write(batch, true)?;
                 cs
             }
@@ -63,7 +67,11 @@ impl LogStore {
             Some(_) => return Err(Error::Corrupt("raft truncation record".into())),
             None => (0, 0),
         };
-        let last = engine.db().iterator_cf(engine.cf(CF_RAFT_LOG), IteratorMode::End).next().transpose()?;
+        let last = engine
+            .db()
+            .iterator_cf(engine.cf(CF_RAFT_LOG), IteratorMode::End)
+            .next()
+            .transpose()?;
         let last_index = match last {
             Some((k, _)) => u64::from_be_bytes(k.as_ref().try_into().map_err(|_| Error::Corrupt("raft log key".into()))?),
             None => 0,
@@ -106,13 +114,21 @@ impl LogStore {
     }
 
     pub fn stage_hard_state(&mut self, batch: &mut WriteBatch, hs: &HardState) -> Result<()> {
-        batch.put_cf(self.engine.cf(CF_META), META_HARD_STATE, hs.write_to_bytes().map_err(|e| Error::Corrupt(e.to_string()))?);
+        batch.put_cf(
+            self.engine.cf(CF_META),
+            META_HARD_STATE,
+            hs.write_to_bytes().map_err(|e| Error::Corrupt(e.to_string()))?,
+        );
         self.staged_hard_state = Some(hs.clone());
         Ok(())
     }
 
     pub fn stage_conf_state(&mut self, batch: &mut WriteBatch, cs: &ConfState) -> Result<()> {
-        batch.put_cf(self.engine.cf(CF_META), META_CONF_STATE, cs.write_to_bytes().map_err(|e| Error::Corrupt(e.to_string()))?);
+        batch.put_cf(
+            self.engine.cf(CF_META),
+            META_CONF_STATE,
+            cs.write_to_bytes().map_err(|e| Error::Corrupt(e.to_string()))?,
+        );
         self.conf_state = cs.clone();
         Ok(())
     }

@@ -172,7 +172,14 @@ impl<S: StateMachine> Node<S> {
             next_read_ctx: 0,
         };
         let thread = std::thread::Builder::new().name("raft".into()).spawn(move || node.run())?;
-        Ok((NodeHandle { tx, status, applied: applied_rx }, thread))
+        Ok((
+            NodeHandle {
+                tx,
+                status,
+                applied: applied_rx,
+            },
+            thread,
+        ))
     }
 
     fn run(mut self) -> Result<()> {
@@ -298,7 +305,9 @@ impl<S: StateMachine> Node<S> {
     }
 
     fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<()> {
-        let Some(last) = entries.last().map(|e| e.index) else { return Ok(()) };
+        let Some(last) = entries.last().map(|e| e.index) else {
+            return Ok(());
+        };
         for entry in entries {
             match entry.get_entry_type() {
                 EntryType::EntryNormal => self.state_machine.apply(entry.index, &entry.data)?,
