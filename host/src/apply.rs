@@ -12,11 +12,16 @@ use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
 use crate::kv::{self, LeaseLookup, TxnTarget};
-use crate::mvcc::MvccStore;
+use crate::lease::LeaseTable;
+use crate::mvcc::{KeyRange, MvccStore, WriteTxn};
 use crate::proto::cairnpb::{raft_request::Request, RaftRequest};
-use crate::proto::etcdserverpb::{CompactionResponse, DeleteRangeResponse, PutResponse, ResponseHeader, TxnResponse};
+use crate::proto::etcdserverpb::{
+    CompactionResponse, DeleteRangeResponse, LeaseCheckpointResponse, LeaseGrantResponse, LeaseRevokeResponse, PutResponse, ResponseHeader,
+    TxnResponse,
+};
 use crate::raft::StateMachine;
 use crate::storage::{Engine, CF_META};
+use crate::watch::WatchHub;
 
 const META_APPLIED_INDEX: &[u8] = b"apply/applied_index";
 
@@ -27,6 +32,9 @@ pub enum Response {
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
     Compaction(CompactionResponse),
+    LeaseGrant(LeaseGrantResponse),
+    LeaseRevoke(LeaseRevokeResponse),
+    LeaseCheckpoint(LeaseCheckpointResponse),
 }
 
 pub type ApplyResult = Result<Response>;
@@ -70,40 +78,67 @@ pub struct Applier {
     store: Arc<MvccStore>,
     waiters: Arc<Waiters>,
     applied_index: u64,
+    watch_hub: Arc<WatchHub>,
+    leases: Arc<LeaseTable>,
 }
 
 impl Applier {
     pub fn new(engine: Arc<Engine>, store: Arc<MvccStore>, waiters: Arc<Waiters>) -> Result<Self> {
         let applied_index = engine.get_meta_u64(META_APPLIED_INDEX)?.unwrap_or(0);
+        let watch_hub = WatchHub::new(store.current_revision());
+        let leases = Arc::new(LeaseTable::open(&engine, &store)?);
         Ok(Applier {
             engine,
             store,
             waiters,
             applied_index,
+            watch_hub,
+            leases,
         })
+    }
+
+    /// The member's lease table, kept current by apply.
+    pub fn leases(&self) -> Arc<LeaseTable> {
+        self.leases.clone()
+    }
+
+    /// Where this member's committed changes are published for watchers.
+    pub fn watch_hub(&self) -> Arc<WatchHub> {
+        self.watch_hub.clone()
+    }
+
+    /// Commits a write and hands its events, if it made a revision, to the
+    /// watchers.
+    fn commit(&self, txn: WriteTxn<'_>, extra: impl FnOnce(&mut WriteBatch)) -> Result<()> {
+        let events = txn.commit(extra)?;
+        if !events.is_empty() {
+            self.leases.track(&events);
+            self.watch_hub.publish(self.store.current_revision(), events);
+        }
+        Ok(())
     }
 
     fn execute(&self, index: u64, request: &Request) -> ApplyResult {
         let cf = self.engine.cf(CF_META);
         let mark_applied = |batch: &mut WriteBatch| batch.put_cf(cf, META_APPLIED_INDEX, index.to_be_bytes());
-        let leases = NoLeases;
+        let leases = &*self.leases;
         match request {
             Request::Put(r) => {
                 let mut txn = self.store.write_txn();
-                let resp = kv::put(&mut txn, r, &leases)?;
-                txn.commit(mark_applied)?;
+                let resp = kv::put(&mut txn, r, leases)?;
+                self.commit(txn, mark_applied)?;
                 Ok(Response::Put(resp))
             }
             Request::DeleteRange(r) => {
                 let mut txn = self.store.write_txn();
                 let resp = kv::delete_range(&mut txn, r)?;
-                txn.commit(mark_applied)?;
+                self.commit(txn, mark_applied)?;
                 Ok(Response::DeleteRange(resp))
             }
             Request::Txn(r) => {
                 let mut txn = self.store.write_txn();
-                let resp = kv::txn(TxnTarget::Write(&mut txn), r, &leases)?;
-                txn.commit(mark_applied)?;
+                let resp = kv::txn(TxnTarget::Write(&mut txn), r, leases)?;
+                self.commit(txn, mark_applied)?;
                 Ok(Response::Txn(resp))
             }
             Request::Compaction(r) => {
@@ -115,7 +150,48 @@ impl Applier {
                     }),
                 }))
             }
+            Request::LeaseGrant(r) => {
+                let mut batch = WriteBatch::default();
+                let ttl = self.leases.grant(r.id, r.ttl, &self.engine, &mut batch)?;
+                mark_applied(&mut batch);
+                self.engine.write(batch, false)?;
+                Ok(Response::LeaseGrant(LeaseGrantResponse {
+                    header: self.header(),
+                    id: r.id,
+                    ttl,
+                    error: String::new(),
+                }))
+            }
+            Request::LeaseRevoke(r) => {
+                // All attached keys go in one revision, with the lease.
+                let keys = self.leases.keys_of(r.id)?;
+                let mut txn = self.store.write_txn();
+                for key in keys {
+                    txn.delete_range(&KeyRange::Single(key))?;
+                }
+                self.commit(txn, |batch| {
+                    self.leases.stage_revoke(r.id, &self.engine, batch);
+                    mark_applied(batch);
+                })?;
+                self.leases.forget(r.id);
+                Ok(Response::LeaseRevoke(LeaseRevokeResponse { header: self.header() }))
+            }
+            Request::LeaseCheckpoint(r) => {
+                let checkpoints: Vec<(i64, i64)> = r.checkpoints.iter().map(|c| (c.id, c.remaining_ttl)).collect();
+                let mut batch = WriteBatch::default();
+                self.leases.checkpoint(&checkpoints, &self.engine, &mut batch);
+                mark_applied(&mut batch);
+                self.engine.write(batch, false)?;
+                Ok(Response::LeaseCheckpoint(LeaseCheckpointResponse { header: self.header() }))
+            }
         }
+    }
+
+    fn header(&self) -> Option<ResponseHeader> {
+        Some(ResponseHeader {
+            revision: self.store.current_revision(),
+            ..Default::default()
+        })
     }
 
     fn persist_applied(&self, index: u64) -> Result<()> {

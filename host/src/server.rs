@@ -63,6 +63,8 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
     let store = Arc::new(MvccStore::open(engine.clone())?);
     let waiters = Arc::new(Waiters::default());
     let applier = Applier::new(engine.clone(), store.clone(), waiters.clone())?;
+    let watch_hub = applier.watch_hub();
+    let leases = applier.leases();
     let voters: Vec<u64> = membership.members.iter().filter(|m| !m.is_learner).map(|m| m.id).collect();
     let (node, raft_thread) = Node::start(membership.local_id, engine.clone(), &voters, applier)?;
     tracing::info!(
@@ -85,8 +87,11 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
             max_request_bytes: cfg.max_request_bytes,
             max_txn_ops: cfg.max_txn_ops,
         },
+        watch_hub,
+        leases,
     });
 
+    let lease_clock = tokio::spawn(crate::lease::expiry::run(core.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
     for addr in resolve(&cfg.listen_client_urls).await? {
@@ -101,11 +106,11 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
             )
             .add_service(MaintenanceServer::new(api::MaintenanceService::new(core.clone())).max_decoding_message_size(max_recv))
             .add_service(ClusterServer::new(api::ClusterService::new(core.clone())).max_decoding_message_size(max_recv))
-            .add_service(WatchServer::new(api::WatchService))
-            .add_service(LeaseServer::new(api::LeaseService))
+            .add_service(WatchServer::new(api::WatchService::new(core.clone())))
+            .add_service(LeaseServer::new(api::LeaseService::new(core.clone())))
             .add_service(AuthServer::new(api::AuthService))
-            .add_service(LockServer::new(api::LockService))
-            .add_service(ElectionServer::new(api::ElectionService));
+            .add_service(LockServer::new(api::LockService::new(core.clone())))
+            .add_service(ElectionServer::new(api::ElectionService::new(core.clone())));
         let mut stop = stop_rx.clone();
         // Nagle's algorithm would hold back a response's trailing frames
         // until the client's delayed ACK (tens of ms); etcd disables it too.
@@ -140,6 +145,7 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
         tracing::info!("closing client connections still open");
         aborts.iter().for_each(|a| a.abort());
     }
+    lease_clock.abort();
     node.stop();
     let joined = match raft_result {
         Some(j) => j,

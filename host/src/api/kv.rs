@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::Core;
-use crate::apply::{NoLeases, Response as Applied};
+use crate::apply::Response as Applied;
 use crate::error::Error;
 use crate::kv::{self, TxnTarget};
 use crate::proto::cairnpb::raft_request::Request as Proposal;
@@ -81,7 +81,7 @@ impl Kv for KvService {
         if kv::is_read_only(&r) {
             self.core.read_barrier(is_serializable(&r)).await?;
             let view = self.core.store.read_view();
-            let mut resp = kv::txn(TxnTarget::Read(&view), &r, &NoLeases)?;
+            let mut resp = kv::txn(TxnTarget::Read(&view), &r, &*self.core.leases)?;
             self.core.fill(&mut resp.header);
             return Ok(Response::new(resp));
         }

@@ -2,10 +2,15 @@
 //! the server's internals. Errors become gRPC statuses here and nowhere else.
 
 mod cluster;
+mod concurrency;
+mod election;
 mod kv;
+mod lease;
+mod lock;
 mod maintenance;
 mod not_yet;
 mod status;
+mod watch;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,17 +20,23 @@ use prost::Message;
 
 use crate::apply::{Response, Waiters};
 use crate::error::{Error, Result};
+use crate::lease::LeaseTable;
 use crate::membership::Membership;
 use crate::mvcc::MvccStore;
 use crate::proto::cairnpb::{raft_request::Request, RaftRequest};
 use crate::proto::etcdserverpb::ResponseHeader;
 use crate::raft::NodeHandle;
 use crate::storage::Engine;
+use crate::watch::WatchHub;
 
 pub use cluster::ClusterService;
+pub use election::ElectionService;
 pub use kv::KvService;
+pub use lease::LeaseService;
+pub use lock::LockService;
 pub use maintenance::MaintenanceService;
-pub use not_yet::{AuthService, ElectionService, LeaseService, LockService, WatchService};
+pub use not_yet::AuthService;
+pub use watch::WatchService;
 
 /// The etcd API level Cairn speaks, reported by `Maintenance.Status`.
 pub const ETCD_API_VERSION: &str = "3.4.0";
@@ -71,6 +82,8 @@ pub struct Core {
     pub ids: IdGenerator,
     pub membership: Membership,
     pub limits: Limits,
+    pub watch_hub: Arc<WatchHub>,
+    pub leases: Arc<LeaseTable>,
 }
 
 impl Core {

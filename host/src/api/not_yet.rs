@@ -2,68 +2,13 @@
 //! with a message naming the RPC, rather than the anonymous status a client
 //! gets for an unknown service.
 
-use std::pin::Pin;
-
-use futures::Stream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status};
 
 use crate::error::Error;
-use crate::proto::{etcdserverpb, v3electionpb, v3lockpb};
-
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+use crate::proto::etcdserverpb;
 
 fn not_yet<T>(rpc: &'static str) -> Result<T, Status> {
     Err(Error::Unimplemented(rpc).into())
-}
-
-pub struct WatchService;
-
-#[tonic::async_trait]
-impl etcdserverpb::watch_server::Watch for WatchService {
-    type WatchStream = BoxStream<etcdserverpb::WatchResponse>;
-
-    async fn watch(&self, _: Request<Streaming<etcdserverpb::WatchRequest>>) -> Result<Response<Self::WatchStream>, Status> {
-        not_yet("Watch.Watch")
-    }
-}
-
-pub struct LeaseService;
-
-#[tonic::async_trait]
-impl etcdserverpb::lease_server::Lease for LeaseService {
-    async fn lease_grant(&self, _: Request<etcdserverpb::LeaseGrantRequest>) -> Result<Response<etcdserverpb::LeaseGrantResponse>, Status> {
-        not_yet("Lease.LeaseGrant")
-    }
-
-    async fn lease_revoke(
-        &self,
-        _: Request<etcdserverpb::LeaseRevokeRequest>,
-    ) -> Result<Response<etcdserverpb::LeaseRevokeResponse>, Status> {
-        not_yet("Lease.LeaseRevoke")
-    }
-
-    type LeaseKeepAliveStream = BoxStream<etcdserverpb::LeaseKeepAliveResponse>;
-
-    async fn lease_keep_alive(
-        &self,
-        _: Request<Streaming<etcdserverpb::LeaseKeepAliveRequest>>,
-    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        not_yet("Lease.LeaseKeepAlive")
-    }
-
-    async fn lease_time_to_live(
-        &self,
-        _: Request<etcdserverpb::LeaseTimeToLiveRequest>,
-    ) -> Result<Response<etcdserverpb::LeaseTimeToLiveResponse>, Status> {
-        not_yet("Lease.LeaseTimeToLive")
-    }
-
-    async fn lease_leases(
-        &self,
-        _: Request<etcdserverpb::LeaseLeasesRequest>,
-    ) -> Result<Response<etcdserverpb::LeaseLeasesResponse>, Status> {
-        not_yet("Lease.LeaseLeases")
-    }
 }
 
 pub struct AuthService;
@@ -165,45 +110,5 @@ impl etcdserverpb::auth_server::Auth for AuthService {
         _: Request<etcdserverpb::AuthRoleRevokePermissionRequest>,
     ) -> Result<Response<etcdserverpb::AuthRoleRevokePermissionResponse>, Status> {
         not_yet("Auth.RoleRevokePermission")
-    }
-}
-
-pub struct LockService;
-
-#[tonic::async_trait]
-impl v3lockpb::lock_server::Lock for LockService {
-    async fn lock(&self, _: Request<v3lockpb::LockRequest>) -> Result<Response<v3lockpb::LockResponse>, Status> {
-        not_yet("Lock.Lock")
-    }
-
-    async fn unlock(&self, _: Request<v3lockpb::UnlockRequest>) -> Result<Response<v3lockpb::UnlockResponse>, Status> {
-        not_yet("Lock.Unlock")
-    }
-}
-
-pub struct ElectionService;
-
-#[tonic::async_trait]
-impl v3electionpb::election_server::Election for ElectionService {
-    async fn campaign(&self, _: Request<v3electionpb::CampaignRequest>) -> Result<Response<v3electionpb::CampaignResponse>, Status> {
-        not_yet("Election.Campaign")
-    }
-
-    async fn proclaim(&self, _: Request<v3electionpb::ProclaimRequest>) -> Result<Response<v3electionpb::ProclaimResponse>, Status> {
-        not_yet("Election.Proclaim")
-    }
-
-    async fn leader(&self, _: Request<v3electionpb::LeaderRequest>) -> Result<Response<v3electionpb::LeaderResponse>, Status> {
-        not_yet("Election.Leader")
-    }
-
-    type ObserveStream = BoxStream<v3electionpb::LeaderResponse>;
-
-    async fn observe(&self, _: Request<v3electionpb::LeaderRequest>) -> Result<Response<Self::ObserveStream>, Status> {
-        not_yet("Election.Observe")
-    }
-
-    async fn resign(&self, _: Request<v3electionpb::ResignRequest>) -> Result<Response<v3electionpb::ResignResponse>, Status> {
-        not_yet("Election.Resign")
     }
 }

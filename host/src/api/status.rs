@@ -22,6 +22,13 @@ impl From<Error> for Status {
                 "etcdserver: mvcc: required revision is a future revision".to_string(),
             ),
             Error::LeaseNotFound => (Code::NotFound, "etcdserver: requested lease not found".to_string()),
+            Error::LeaseExists => (Code::FailedPrecondition, "etcdserver: lease already exists".to_string()),
+            Error::LeaseTtlTooLarge => (Code::OutOfRange, "etcdserver: too large lease TTL".to_string()),
+            // etcd's election server returns these as plain Go errors, which
+            // gRPC reports as Unknown.
+            Error::ElectionNotLeader => (Code::Unknown, "election: not leader".to_string()),
+            Error::ElectionNoLeader => (Code::Unknown, "election: no leader".to_string()),
+            Error::MissingLeaderKey => (Code::Unknown, "\"leader\" field must be provided".to_string()),
             Error::RequestTooLarge => (Code::InvalidArgument, "etcdserver: request is too large".to_string()),
             Error::NoLeader => (Code::Unavailable, "etcdserver: no leader".to_string()),
             Error::Timeout => (Code::Unavailable, "etcdserver: request timed out".to_string()),

@@ -6,6 +6,7 @@
 //! values live in RocksDB (`storage`), so the data set may outgrow memory.
 
 mod encoding;
+mod history;
 mod read;
 mod write;
 
@@ -13,5 +14,6 @@ mod write;
 mod model_test;
 
 pub use encoding::Revision;
+pub use history::Changes;
 pub use read::{KeyRange, MvccStore, RangeResult, ReadView, Reader};
 pub use write::WriteTxn;

@@ -130,7 +130,8 @@ impl<'a> WriteTxn<'a> {
     /// Writes a new version of `key`. Returns the revision it will commit at.
     pub fn put(&mut self, key: &[u8], value: Vec<u8>, lease: i64) -> Result<i64> {
         let rev = self.next_revision();
-        let (create_revision, version) = match self.get(key)? {
+        let prev = self.get(key)?;
+        let (create_revision, version) = match &prev {
             Some(prev) => (prev.create_revision, prev.version + 1),
             None => (rev.main, 1),
         };
@@ -152,7 +153,9 @@ impl<'a> WriteTxn<'a> {
         self.events.push(Event {
             r#type: EventType::Put as i32,
             kv: Some(kv),
-            prev_kv: None,
+            // A txn never writes one key twice, so this is the version as of
+            // just before this revision, what a watcher asking for prev_kv sees.
+            prev_kv: prev,
         });
         Ok(rev.main)
     }
@@ -160,17 +163,19 @@ impl<'a> WriteTxn<'a> {
     /// Deletes every live key in `range`. Returns how many were deleted and
     /// the revision the request observes afterwards.
     pub fn delete_range(&mut self, range: &KeyRange) -> Result<(i64, i64)> {
-        let keys: Vec<Vec<u8>> = self.range_merged(range, 0, 0, false)?.kvs.into_iter().map(|kv| kv.key).collect();
+        let prevs = self.range_merged(range, 0, 0, false)?.kvs;
+        let count = prevs.len() as i64;
         let engine = self.store.engine.clone();
-        for key in &keys {
+        for prev in prevs {
+            let key = prev.key.clone();
             let rev = self.next_revision();
             self.batch.put_cf(
                 engine.cf(CF_KV_INDEX),
-                encoding::index_key(key, rev),
+                encoding::index_key(&key, rev),
                 IndexValue::Tombstone.encode(),
             );
             self.batch
-                .put_cf(engine.cf(CF_KV_REV), rev.to_bytes(), encoding::encode_rev_value(key, true));
+                .put_cf(engine.cf(CF_KV_REV), rev.to_bytes(), encoding::encode_rev_value(&key, true));
             self.overlay.insert(key.clone(), IndexValue::Tombstone);
             self.events.push(Event {
                 r#type: EventType::Delete as i32,
@@ -179,10 +184,10 @@ impl<'a> WriteTxn<'a> {
                     mod_revision: rev.main,
                     ..Default::default()
                 }),
-                prev_kv: None,
+                prev_kv: Some(prev),
             });
         }
-        Ok((keys.len() as i64, self.current()))
+        Ok((count, self.current()))
     }
 
     /// Makes the transaction durable together with whatever `extra` adds to

@@ -1,0 +1,58 @@
+//! `v3lockpb.Lock`: etcd's distributed mutex recipe, served by the server.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::concurrency::{self as recipe, ReleaseOnDrop};
+use super::Core;
+use crate::proto::etcdserverpb::TxnRequest;
+use crate::proto::v3lockpb::lock_server::Lock;
+use crate::proto::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse};
+
+pub struct LockService {
+    core: Arc<Core>,
+}
+
+impl LockService {
+    pub fn new(core: Arc<Core>) -> Self {
+        LockService { core }
+    }
+}
+
+#[tonic::async_trait]
+impl Lock for LockService {
+    async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
+        let r = request.into_inner();
+        let mut prefix = r.name.clone();
+        prefix.push(b'/');
+        let key = recipe::contender_key(&prefix, r.lease);
+        // Create our key unless the lease already holds one; either way
+        // learn its creation revision and the current owner's.
+        let txn = TxnRequest {
+            compare: vec![recipe::create_revision_is(&key, 0)],
+            success: vec![recipe::put_op(&key, b"", r.lease), recipe::first_created_op(&prefix)],
+            failure: vec![recipe::get_op(&key), recipe::first_created_op(&prefix)],
+        };
+        let resp = recipe::txn(&self.core, txn).await?;
+        let mut my_rev = resp.header.as_ref().map_or(0, |h| h.revision);
+        if !resp.succeeded {
+            my_rev = recipe::range_kvs(&resp, 0).first().map_or(my_rev, |kv| kv.create_revision);
+        }
+        let owner = recipe::range_kvs(&resp, 1);
+        if owner.first().is_none_or(|kv| kv.create_revision == my_rev) {
+            return Ok(Response::new(LockResponse { header: resp.header, key }));
+        }
+        // Our key goes away if the client gives up while waiting.
+        let release = ReleaseOnDrop::new(self.core.clone(), key.clone());
+        let header = recipe::wait_deletes(&self.core, &prefix, my_rev - 1).await?;
+        release.disarm();
+        Ok(Response::new(LockResponse { header, key }))
+    }
+
+    async fn unlock(&self, request: Request<UnlockRequest>) -> Result<Response<UnlockResponse>, Status> {
+        let r = request.into_inner();
+        let header = recipe::delete(&self.core, &r.key).await?;
+        Ok(Response::new(UnlockResponse { header }))
+    }
+}

@@ -1,0 +1,493 @@
+//! `etcdserverpb.Watch`: one bidirectional stream carries many watches.
+//!
+//! The stream task reads requests and answers control messages (created,
+//! canceled, progress). Each watch runs as its own task that catches up from
+//! MVCC history, then follows the live feed of the [`WatchHub`], falling back
+//! to history whenever it lags; all of them write into the stream's one
+//! outbound channel, so a slow client only ever holds up its own watches.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::Core;
+use crate::error::Error;
+use crate::mvcc::KeyRange;
+use crate::proto::etcdserverpb::watch_create_request::FilterType;
+use crate::proto::etcdserverpb::watch_request::RequestUnion;
+use crate::proto::etcdserverpb::watch_server::Watch;
+use crate::proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
+use crate::proto::mvccpb::{event::EventType, Event};
+use crate::watch::RevisionEvents;
+
+/// The watch id etcd answers with when a watch could not be created, and
+/// which stream-wide progress responses carry.
+const INVALID_WATCH_ID: i64 = -1;
+/// How many revisions one catch-up response may span (etcd's
+/// `watchBatchMaxRevs`).
+const CATCH_UP_MAX_REVISIONS: usize = 1000;
+/// etcd's default `--experimental-watch-progress-notify-interval`.
+const PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(600);
+/// etcd lets watch responses exceed `--max-request-bytes` by the same gRPC
+/// allowance requests get before it fragments them.
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+/// Responses queued for one stream before watch tasks wait for the client.
+const OUTBOUND_BUFFER: usize = 64;
+
+const ERR_EMPTY_RANGE: &str = "mvcc: watcher range is empty";
+const ERR_DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
+
+type Outbound = mpsc::Sender<Result<WatchResponse, Status>>;
+
+pub struct WatchService {
+    core: Arc<Core>,
+}
+
+impl WatchService {
+    pub fn new(core: Arc<Core>) -> Self {
+        WatchService { core }
+    }
+}
+
+#[tonic::async_trait]
+impl Watch for WatchService {
+    type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
+
+    async fn watch(&self, request: Request<Streaming<WatchRequest>>) -> Result<Response<Self::WatchStream>, Status> {
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
+        let stream = WatchStream {
+            core: self.core.clone(),
+            out: tx,
+            watches: HashMap::new(),
+            next_auto_id: 0,
+        };
+        tokio::spawn(stream.serve(inbound));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// What one watch asked for.
+#[derive(Clone)]
+struct WatchSpec {
+    id: i64,
+    range: KeyRange,
+    no_put: bool,
+    no_delete: bool,
+    prev_kv: bool,
+    fragment: bool,
+    progress_notify: bool,
+}
+
+impl WatchSpec {
+    /// The events of `events` this watch reports, shaped as it asked.
+    fn select(&self, events: &[Event]) -> Vec<Event> {
+        events
+            .iter()
+            .filter(|e| e.kv.as_ref().is_some_and(|kv| self.range.contains(&kv.key)))
+            .filter(|e| {
+                if e.r#type == EventType::Put as i32 {
+                    !self.no_put
+                } else {
+                    !self.no_delete
+                }
+            })
+            .map(|e| {
+                let mut e = e.clone();
+                let create = e.r#type == EventType::Put as i32 && e.kv.as_ref().is_some_and(|kv| kv.create_revision == kv.mod_revision);
+                if !self.prev_kv || create {
+                    e.prev_kv = None;
+                }
+                e
+            })
+            .collect()
+    }
+}
+
+struct WatchStream {
+    core: Arc<Core>,
+    out: Outbound,
+    watches: HashMap<i64, JoinHandle<()>>,
+    next_auto_id: i64,
+}
+
+impl WatchStream {
+    async fn serve(mut self, mut inbound: Streaming<WatchRequest>) {
+        loop {
+            let request = tokio::select! {
+                r = inbound.message() => r,
+                // The client went away: nothing left to deliver.
+                _ = self.out.closed() => break,
+            };
+            match request {
+                Ok(Some(r)) => {
+                    if !self.handle(r).await {
+                        break;
+                    }
+                }
+                // A half-closed stream still delivers events, as in etcd.
+                Ok(None) => {
+                    self.out.closed().await;
+                    break;
+                }
+                Err(status) => {
+                    tracing::debug!(%status, "watch stream receive failed");
+                    break;
+                }
+            }
+        }
+        for (_, task) in self.watches.drain() {
+            task.abort();
+        }
+    }
+
+    /// Returns false once the client can no longer be answered.
+    async fn handle(&mut self, request: WatchRequest) -> bool {
+        match request.request_union {
+            Some(RequestUnion::CreateRequest(create)) => self.create(create).await,
+            Some(RequestUnion::CancelRequest(cancel)) => {
+                let Some(task) = self.watches.remove(&cancel.watch_id) else {
+                    // etcd ignores cancels of unknown watches.
+                    return true;
+                };
+                // Wait for the task to stop, so nothing of this watch
+                // follows the canceled response.
+                task.abort();
+                let _ = task.await;
+                let resp = WatchResponse {
+                    header: Some(self.core.header(self.core.store.current_revision())),
+                    watch_id: cancel.watch_id,
+                    canceled: true,
+                    ..Default::default()
+                };
+                self.out.send(Ok(resp)).await.is_ok()
+            }
+            Some(RequestUnion::ProgressRequest(_)) => {
+                let resp = WatchResponse {
+                    header: Some(self.core.header(self.core.store.current_revision())),
+                    watch_id: INVALID_WATCH_ID,
+                    ..Default::default()
+                };
+                self.out.send(Ok(resp)).await.is_ok()
+            }
+            None => true,
+        }
+    }
+
+    async fn create(&mut self, create: WatchCreateRequest) -> bool {
+        // etcd's reading of key and range_end: an empty key is "\0", the
+        // smallest key; a range end of "\0" means every key from `key` on.
+        let key = if create.key.is_empty() { vec![0] } else { create.key.clone() };
+        let range = KeyRange::new(&key, &create.range_end);
+        let last_published = self.core.watch_hub.last_published();
+        let refused = |reason: &str| WatchResponse {
+            header: Some(self.core.header(last_published)),
+            watch_id: INVALID_WATCH_ID,
+            created: true,
+            canceled: true,
+            cancel_reason: reason.to_string(),
+            ..Default::default()
+        };
+        let bounded = create.range_end.len() > 1 || create.range_end.first().is_some_and(|b| *b != 0);
+        if bounded && key >= create.range_end {
+            return self.out.send(Ok(refused(ERR_EMPTY_RANGE))).await.is_ok();
+        }
+        let id = if create.watch_id == 0 {
+            while self.watches.contains_key(&self.next_auto_id) {
+                self.next_auto_id += 1;
+            }
+            self.next_auto_id += 1;
+            self.next_auto_id - 1
+        } else if self.watches.contains_key(&create.watch_id) {
+            return self.out.send(Ok(refused(ERR_DUPLICATE_ID))).await.is_ok();
+        } else {
+            create.watch_id
+        };
+        let filters: Vec<FilterType> = create.filters.iter().filter_map(|f| FilterType::try_from(*f).ok()).collect();
+        let spec = WatchSpec {
+            id,
+            range,
+            no_put: filters.contains(&FilterType::Noput),
+            no_delete: filters.contains(&FilterType::Nodelete),
+            prev_kv: create.prev_kv,
+            fragment: create.fragment,
+            progress_notify: create.progress_notify,
+        };
+        let start = if create.start_revision == 0 {
+            last_published + 1
+        } else {
+            create.start_revision
+        };
+        let created = WatchResponse {
+            header: Some(self.core.header(last_published)),
+            watch_id: id,
+            created: true,
+            ..Default::default()
+        };
+        // Sent before the task starts, so it precedes every event.
+        if self.out.send(Ok(created)).await.is_err() {
+            return false;
+        }
+        let watcher = Watcher {
+            core: self.core.clone(),
+            spec,
+            out: self.out.clone(),
+        };
+        self.watches.insert(id, tokio::spawn(watcher.run(start)));
+        true
+    }
+}
+
+/// One watch's delivery loop.
+struct Watcher {
+    core: Arc<Core>,
+    spec: WatchSpec,
+    out: Outbound,
+}
+
+/// Why a watcher stopped delivering.
+enum Stop {
+    /// The client is gone.
+    Disconnected,
+    /// The watch was answered with a final (compacted) response.
+    Ended,
+}
+
+impl Watcher {
+    async fn run(self, start: i64) {
+        let mut next = start;
+        loop {
+            let mut sub = loop {
+                match self.core.watch_hub.subscribe(&self.spec.range, next) {
+                    Ok(sub) => break sub,
+                    Err(upto) => match self.catch_up(next, upto).await {
+                        Ok(n) => next = n,
+                        Err(_) => return,
+                    },
+                }
+            };
+            let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_NOTIFY_INTERVAL, PROGRESS_NOTIFY_INTERVAL);
+            let mut sent_since_progress = false;
+            loop {
+                tokio::select! {
+                    batch = sub.recv() => match batch {
+                        Some(batch) => {
+                            if batch.revision < next {
+                                continue;
+                            }
+                            next = batch.revision + 1;
+                            match self.deliver_live(&batch).await {
+                                Ok(sent) => sent_since_progress |= sent,
+                                Err(_) => return,
+                            }
+                        }
+                        // Fell behind: back to history from `next`.
+                        None => break,
+                    },
+                    _ = progress.tick(), if self.spec.progress_notify => {
+                        if !sent_since_progress {
+                            let resp = self.response(self.core.store.current_revision(), Vec::new());
+                            if self.out.send(Ok(resp)).await.is_err() {
+                                return;
+                            }
+                        }
+                        sent_since_progress = false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Delivers history from `next` through `upto`; returns the revision to
+    /// continue from.
+    async fn catch_up(&self, next: i64, upto: i64) -> Result<i64, Stop> {
+        let mut next = next;
+        while next <= upto {
+            let changes = match self
+                .core
+                .store
+                .changes(&self.spec.range, next, upto, CATCH_UP_MAX_REVISIONS, self.spec.prev_kv)
+            {
+                Ok(c) => c,
+                Err(Error::Compacted) => {
+                    // etcd's compacted response carries no header revision.
+                    let resp = WatchResponse {
+                        header: Some(self.core.header(0)),
+                        watch_id: self.spec.id,
+                        compact_revision: self.core.store.compact_revision(),
+                        canceled: true,
+                        ..Default::default()
+                    };
+                    let _ = self.out.send(Ok(resp)).await;
+                    return Err(Stop::Ended);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, watch_id = self.spec.id, "reading watch history failed");
+                    let resp = WatchResponse {
+                        header: Some(self.core.header(0)),
+                        watch_id: self.spec.id,
+                        canceled: true,
+                        cancel_reason: e.to_string(),
+                        ..Default::default()
+                    };
+                    let _ = self.out.send(Ok(resp)).await;
+                    return Err(Stop::Ended);
+                }
+            };
+            let events = self.spec.select(&changes.events);
+            // A watch that takes fragments gets etcd's shape: one batch, split
+            // by `send`; others get whole revisions in responses of bounded size.
+            let budget = if self.spec.fragment {
+                usize::MAX
+            } else {
+                self.max_response_bytes()
+            };
+            for part in whole_revisions_within(events, budget) {
+                self.send(self.response(upto, part)).await?;
+            }
+            next = changes.through + 1;
+        }
+        Ok(next)
+    }
+
+    /// Returns whether anything was sent.
+    async fn deliver_live(&self, batch: &RevisionEvents) -> Result<bool, Stop> {
+        let events = self.spec.select(&batch.events);
+        if events.is_empty() {
+            return Ok(false);
+        }
+        self.send(self.response(batch.revision, events)).await?;
+        Ok(true)
+    }
+
+    fn response(&self, revision: i64, events: Vec<Event>) -> WatchResponse {
+        WatchResponse {
+            header: Some(self.core.header(revision)),
+            watch_id: self.spec.id,
+            events,
+            ..Default::default()
+        }
+    }
+
+    fn max_response_bytes(&self) -> usize {
+        self.core.limits.max_request_bytes + GRPC_OVERHEAD_BYTES
+    }
+
+    async fn send(&self, resp: WatchResponse) -> Result<(), Stop> {
+        let parts = if self.spec.fragment {
+            fragments(resp, self.max_response_bytes())
+        } else {
+            vec![resp]
+        };
+        for part in parts {
+            self.out.send(Ok(part)).await.map_err(|_| Stop::Disconnected)?;
+        }
+        Ok(())
+    }
+}
+
+/// Groups history events into responses of about `max_bytes` at most,
+/// never splitting a revision, so a long catch-up stays within what
+/// clients accept per message.
+fn whole_revisions_within(events: Vec<Event>, max_bytes: usize) -> Vec<Vec<Event>> {
+    let mut parts: Vec<Vec<Event>> = Vec::new();
+    let mut current: Vec<Event> = Vec::new();
+    let mut size = 0;
+    let revision = |e: &Event| e.kv.as_ref().map_or(0, |kv| kv.mod_revision);
+    for event in events {
+        let starts_revision = current.last().is_none_or(|last| revision(last) != revision(&event));
+        if starts_revision && !current.is_empty() && size + event.encoded_len() > max_bytes {
+            parts.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        size += event.encoded_len();
+        current.push(event);
+    }
+    if !current.is_empty() {
+        parts.push(current);
+    }
+    parts
+}
+
+/// Splits a response whose encoding reaches `max_bytes` into parts that
+/// stay under it (but at least one event each), marked `fragment` except
+/// the last, as etcd's `sendFragments` does.
+fn fragments(resp: WatchResponse, max_bytes: usize) -> Vec<WatchResponse> {
+    if resp.encoded_len() < max_bytes || resp.events.len() < 2 {
+        return vec![resp];
+    }
+    let mut template = resp.clone();
+    template.events.clear();
+    template.fragment = true;
+    let mut parts = Vec::new();
+    let mut current = template.clone();
+    for event in resp.events {
+        current.events.push(event);
+        if current.events.len() > 1 && current.encoded_len() >= max_bytes {
+            let overflow = current.events.pop();
+            parts.push(std::mem::replace(&mut current, template.clone()));
+            current.events.extend(overflow);
+        }
+    }
+    current.fragment = false;
+    parts.push(current);
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::mvccpb::KeyValue;
+
+    fn event(key: &str, value_len: usize) -> Event {
+        Event {
+            kv: Some(KeyValue {
+                key: key.as_bytes().to_vec(),
+                value: vec![b'x'; value_len],
+                mod_revision: 2,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn history_parts_keep_revisions_whole() {
+        let mut events: Vec<Event> = (0..6).map(|i| event(&format!("k{i}"), 100)).collect();
+        for (i, e) in events.iter_mut().enumerate() {
+            e.kv.as_mut().unwrap().mod_revision = 2 + (i as i64) / 2;
+        }
+        let parts = whole_revisions_within(events.clone(), 250);
+        assert_eq!(parts.len(), 3);
+        assert!(parts
+            .iter()
+            .all(|p| p.len() == 2 && p[0].kv.as_ref().unwrap().mod_revision == p[1].kv.as_ref().unwrap().mod_revision));
+        assert_eq!(parts.concat(), events);
+        assert_eq!(whole_revisions_within(events.clone(), 1 << 20), vec![events]);
+    }
+
+    #[test]
+    fn fragments_keep_every_event_once_in_order_under_the_limit() {
+        let resp = WatchResponse {
+            watch_id: 3,
+            events: (0..10).map(|i| event(&format!("k{i}"), 100)).collect(),
+            ..Default::default()
+        };
+        let parts = fragments(resp.clone(), 350);
+        assert!(parts.len() > 1);
+        let (last, rest) = parts.split_last().unwrap();
+        assert!(!last.fragment);
+        assert!(rest.iter().all(|p| p.fragment && p.encoded_len() < 350));
+        let rejoined: Vec<Event> = parts.iter().flat_map(|p| p.events.clone()).collect();
+        assert_eq!(rejoined, resp.events);
+        assert_eq!(fragments(resp.clone(), 1 << 20), vec![resp]);
+    }
+}

@@ -1,0 +1,306 @@
+//! Leases: the `etcdctl lease` flows and the Lease RPCs compared with a real
+//! etcd 3.4, and expiry, revocation and restart behaviour of keys attached
+//! to leases.
+
+use std::time::Duration;
+
+use etcd_client::{EventType, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions, WatchOptions};
+use harness::background::{json_events, Background};
+use harness::{both, convert, Differential, Server};
+use serde_json::{json, Value};
+
+/// Hang guard for waiting on a lease to expire (TTLs here are 2-3 s).
+const EXPIRY_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn lease_id(out: &harness::Output) -> String {
+    let id = out.json()["ID"].as_i64().unwrap_or_else(|| panic!("no lease ID in {out:?}"));
+    format!("{id:x}")
+}
+
+/// `remaining(Ns)` and `"TTL":N` count down on their own clock; the
+/// granted TTL and everything else are compared exactly.
+fn mask_remaining(lines: &[Value]) -> Vec<Value> {
+    lines
+        .iter()
+        .map(|v| match v {
+            Value::String(s) => match (s.find("remaining("), s.rfind("s)")) {
+                (Some(a), Some(b)) if b > a => Value::String(format!("{}remaining(<n>){}", &s[..a], &s[b + 2..])),
+                _ => v.clone(),
+            },
+            Value::Object(m) => {
+                let mut m = m.clone();
+                if let Some(ttl) = m.get("ttl").and_then(Value::as_i64) {
+                    let granted = m.get("granted-ttl").and_then(Value::as_i64).unwrap_or(ttl);
+                    assert!(ttl <= granted, "remaining TTL {ttl} above the granted {granted}");
+                    m.insert("ttl".into(), json!(if ttl > 0 { "<remaining>".into() } else { ttl.to_string() }));
+                }
+                // etcdctl names the lease `id` here; the command named it.
+                if m.get("id").and_then(Value::as_i64).is_some_and(|id| id != 0) {
+                    m.insert("id".into(), json!("<lease>"));
+                }
+                Value::Object(m)
+            }
+            other => other.clone(),
+        })
+        .collect()
+}
+
+#[test]
+fn etcdctl_lease_flows_match_etcd() {
+    let mut d = Differential::start();
+    let (ep_ref, ep_tgt) = (d.reference.endpoint(), d.target.endpoint());
+    let (r, t) = d.ctl("grant", &["lease", "grant", "100", "-w", "json"]);
+    let (lr, lt) = (lease_id(&r), lease_id(&t));
+    let (r2, t2) = d.ctl("grant second", &["lease", "grant", "200", "-w", "json"]);
+    let (lr2, lt2) = (lease_id(&r2), lease_id(&t2));
+    d.ctl("grant third", &["lease", "grant", "50", "-w", "json"]);
+
+    d.ctl_each(
+        "put with lease",
+        &["put", "k1", "v1", "--lease", &lr],
+        &["put", "k1", "v1", "--lease", &lt],
+        None,
+    );
+    d.ctl_each(
+        "put with lease 2",
+        &["put", "k2", "v2", "--lease", &lr],
+        &["put", "k2", "v2", "--lease", &lt],
+        None,
+    );
+    d.ctl_each(
+        "put moves key to lease 2",
+        &["put", "k3", "v3", "--lease", &lr2],
+        &["put", "k3", "v3", "--lease", &lt2],
+        None,
+    );
+    d.ctl_each(
+        "re-put moves key",
+        &["put", "k2", "v2b", "--lease", &lr2],
+        &["put", "k2", "v2b", "--lease", &lt2],
+        None,
+    );
+    d.ctl("get leased keys", &["get", "k", "--prefix", "-w", "json"]);
+    d.ctl("put with unknown lease", &["put", "k9", "v", "--lease", "1234abcd"]);
+    d.ctl_stdin(
+        "txn put with unknown lease",
+        &["txn"],
+        harness::txn_input(&[], &["put k9 v --lease=1234abcd"], &[]).as_bytes(),
+    );
+
+    let ttl = |d: &mut Differential, step: &str, extra: &[&str]| {
+        let mut ar = vec!["lease", "timetolive", &lr];
+        let mut at = vec!["lease", "timetolive", &lt];
+        ar.extend(extra);
+        at.extend(extra);
+        let (r, t) = both(|| harness::etcdctl(&ep_ref, &ar), || harness::etcdctl(&ep_tgt, &at));
+        let (r, t) = (mask_remaining(&d.nref.stdout(&r.stdout)), mask_remaining(&d.ntgt.stdout(&t.stdout)));
+        d.compare_json(step, &Value::Array(r), &Value::Array(t));
+    };
+    ttl(&mut d, "timetolive", &[]);
+    ttl(&mut d, "timetolive keys", &["--keys"]);
+    ttl(&mut d, "timetolive keys json", &["--keys", "-w", "json"]);
+
+    // Listed soonest expiry first, on both. etcdctl names them `id`, which
+    // the normaliser does not know, so they are mapped here.
+    let (r, t) = both(
+        || harness::etcdctl(&ep_ref, &["lease", "list", "-w", "json"]),
+        || harness::etcdctl(&ep_tgt, &["lease", "list", "-w", "json"]),
+    );
+    let listed = |n: &mut harness::Normalizer, out: &harness::Output| -> Value {
+        let ids: Vec<String> = out.json()["leases"]
+            .as_array()
+            .expect("leases")
+            .iter()
+            .map(|l| n.lease(l["id"].as_i64().expect("id")))
+            .collect();
+        json!(ids)
+    };
+    let (lr_list, lt_list) = (listed(&mut d.nref, &r), listed(&mut d.ntgt, &t));
+    d.compare_json("list json", &lr_list, &lt_list);
+    d.ctl_each(
+        "keep-alive once",
+        &["lease", "keep-alive", "--once", &lr],
+        &["lease", "keep-alive", "--once", &lt],
+        None,
+    );
+
+    // Revoking deletes every attached key in one revision; a watcher sees
+    // the deletes together.
+    let args = ["watch", "k", "--prefix", "--rev", "6", "-w", "json"];
+    let mut wr = Background::start(&ep_ref, &args);
+    let mut wt = Background::start(&ep_tgt, &args);
+    d.ctl_each("revoke", &["lease", "revoke", &lr2], &["lease", "revoke", &lt2], None);
+    let r = wr.wait_for("revoke deletes", |l| json_events(l) >= 2).to_vec();
+    let t = wt.wait_for("revoke deletes", |l| json_events(l) >= 2).to_vec();
+    let (r, t) = (d.nref.stdout(&r.join("\n")), d.ntgt.stdout(&t.join("\n")));
+    d.compare_json("revoke events", &Value::Array(r), &Value::Array(t));
+    d.ctl("keys after revoke", &["get", "k", "--prefix", "-w", "json"]);
+    d.ctl_each("revoke again", &["lease", "revoke", &lr2], &["lease", "revoke", &lt2], None);
+    d.ctl_each(
+        "timetolive revoked",
+        &["lease", "timetolive", &lr2],
+        &["lease", "timetolive", &lt2],
+        None,
+    );
+    d.ctl_each(
+        "keep-alive revoked",
+        &["lease", "keep-alive", "--once", &lr2],
+        &["lease", "keep-alive", "--once", &lt2],
+        None,
+    );
+    d.ctl("revoke unknown", &["lease", "revoke", "1234abcd"]);
+}
+
+/// Lease RPCs through etcd-client: chosen ids, duplicate ids, TTL bounds.
+async fn rpc_session(endpoint: String) -> Vec<Value> {
+    let mut c = harness::connect(&endpoint).await;
+    let mut out = Vec::new();
+    let grant = |r: &etcd_client::LeaseGrantResponse| json!({"id": r.id(), "ttl": r.ttl(), "header": convert::header(r.header())});
+    out.push(convert::result(
+        &c.lease_grant(30, Some(LeaseGrantOptions::new().with_id(0x1234))).await,
+        grant,
+    ));
+    out.push(convert::result(
+        &c.lease_grant(30, Some(LeaseGrantOptions::new().with_id(0x1234))).await,
+        grant,
+    ));
+    out.push(convert::result(&c.lease_grant(9_000_000_001, None).await, grant));
+    // A TTL below the minimum is raised to it.
+    out.push(convert::result(
+        &c.lease_grant(1, Some(LeaseGrantOptions::new().with_id(7))).await,
+        grant,
+    ));
+    out.push(convert::result(&c.lease_revoke(7).await, |r| convert::header(r.header())));
+    c.put("a", "1", Some(PutOptions::new().with_lease(0x1234))).await.unwrap();
+    let ttl = c
+        .lease_time_to_live(0x1234, Some(LeaseTimeToLiveOptions::new().with_keys()))
+        .await
+        .unwrap();
+    out.push(json!({"id": ttl.id(), "granted": ttl.granted_ttl(), "keys": ttl.keys(), "header": convert::header(ttl.header())}));
+    let missing = c.lease_time_to_live(99, None).await.unwrap();
+    out.push(json!({"id": missing.id(), "ttl": missing.ttl(), "granted": missing.granted_ttl()}));
+    let (mut keeper, mut stream) = c.lease_keep_alive(0x1234).await.unwrap();
+    keeper.keep_alive().await.unwrap();
+    let k = stream.message().await.unwrap().unwrap();
+    out.push(json!({"id": k.id(), "ttl": k.ttl(), "header": convert::header(k.header())}));
+    let mut ids: Vec<i64> = c.leases().await.unwrap().leases().iter().map(|l| l.id()).collect();
+    ids.sort();
+    out.push(json!(ids));
+    out.push(convert::result(&c.lease_revoke(0x1234).await, |r| convert::header(r.header())));
+    out.push(convert::result(&c.lease_revoke(0x1234).await, |r| convert::header(r.header())));
+    out.push(convert::get(&c.get("a", None).await.unwrap()));
+    out
+}
+
+#[test]
+fn lease_rpcs_match_etcd() {
+    let mut d = Differential::start();
+    let (r, t) = both(
+        || rt().block_on(rpc_session(d.reference.endpoint())),
+        || rt().block_on(rpc_session(d.target.endpoint())),
+    );
+    d.compare_json("lease rpc session", &Value::Array(r), &Value::Array(t));
+}
+
+#[test]
+fn expiry_deletes_attached_keys_in_one_revision() {
+    let server = Server::start_target();
+    let ep = server.endpoint();
+    rt().block_on(async move {
+        let mut c = harness::connect(&ep).await;
+        let short = c.lease_grant(2, None).await.unwrap().id();
+        let long = c.lease_grant(60, None).await.unwrap().id();
+        for k in ["e/1", "e/2", "e/3"] {
+            c.put(k, "v", Some(PutOptions::new().with_lease(short))).await.unwrap();
+        }
+        c.put("e/keep", "v", Some(PutOptions::new().with_lease(long))).await.unwrap();
+        let mut w = c.watch("e/", Some(WatchOptions::new().with_prefix())).await.unwrap();
+        assert!(w.message().await.unwrap().unwrap().created());
+        let r = tokio::time::timeout(EXPIRY_TIMEOUT, w.message())
+            .await
+            .expect("the short lease expired within the hang guard")
+            .unwrap()
+            .unwrap();
+        let deleted: Vec<&str> = r.events().iter().map(|e| e.kv().unwrap().key_str().unwrap()).collect();
+        assert_eq!(deleted, ["e/1", "e/2", "e/3"]);
+        assert!(r.events().iter().all(|e| e.event_type() == EventType::Delete));
+        let revs: Vec<i64> = r.events().iter().map(|e| e.kv().unwrap().mod_revision()).collect();
+        assert!(
+            revs.iter().all(|rev| *rev == revs[0]),
+            "expiry deletes split over revisions {revs:?}"
+        );
+        let left = c.get("e/", Some(etcd_client::GetOptions::new().with_prefix())).await.unwrap();
+        let keys: Vec<&str> = left.kvs().iter().map(|kv| kv.key_str().unwrap()).collect();
+        assert_eq!(keys, ["e/keep"]);
+        assert_eq!(c.lease_time_to_live(short, None).await.unwrap().ttl(), -1);
+        let ids: Vec<i64> = c.leases().await.unwrap().leases().iter().map(|l| l.id()).collect();
+        assert_eq!(ids, [long]);
+    });
+}
+
+#[test]
+fn keep_alive_holds_a_lease_past_its_ttl() {
+    let server = Server::start_target();
+    let ep = server.endpoint();
+    rt().block_on(async move {
+        let mut c = harness::connect(&ep).await;
+        let id = c.lease_grant(2, None).await.unwrap().id();
+        c.put("ka", "v", Some(PutOptions::new().with_lease(id))).await.unwrap();
+        let (mut keeper, mut stream) = c.lease_keep_alive(id).await.unwrap();
+        // Renew for three TTLs' worth of time.
+        for _ in 0..12 {
+            keeper.keep_alive().await.unwrap();
+            assert_eq!(stream.message().await.unwrap().unwrap().ttl(), 2);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        assert_eq!(c.get("ka", None).await.unwrap().kvs().len(), 1);
+        assert!(c.lease_time_to_live(id, None).await.unwrap().ttl() >= 0);
+    });
+}
+
+#[test]
+fn leases_and_attachments_survive_restart() {
+    let mut server = Server::start_target();
+    let ep = server.endpoint();
+    let (a, b) = rt().block_on(async {
+        let mut c = harness::connect(&ep).await;
+        let a = c.lease_grant(600, None).await.unwrap().id();
+        let b = c.lease_grant(600, None).await.unwrap().id();
+        c.put("r/1", "v", Some(PutOptions::new().with_lease(a))).await.unwrap();
+        c.put("r/2", "v", Some(PutOptions::new().with_lease(a))).await.unwrap();
+        c.put("r/3", "v", Some(PutOptions::new().with_lease(b))).await.unwrap();
+        // Moved to lease b, then detached by a delete.
+        c.put("r/2", "w", Some(PutOptions::new().with_lease(b))).await.unwrap();
+        c.put("r/4", "v", Some(PutOptions::new().with_lease(a))).await.unwrap();
+        c.delete("r/4", None).await.unwrap();
+        (a, b)
+    });
+    server.restart();
+    rt().block_on(async {
+        let mut c = harness::connect(&ep).await;
+        let mut ids: Vec<i64> = c.leases().await.unwrap().leases().iter().map(|l| l.id()).collect();
+        ids.sort();
+        let mut want = vec![a, b];
+        want.sort();
+        assert_eq!(ids, want);
+        let keys = |r: etcd_client::LeaseTimeToLiveResponse| -> Vec<String> {
+            r.keys().iter().map(|k| String::from_utf8_lossy(k).into_owned()).collect()
+        };
+        let with_keys = || Some(LeaseTimeToLiveOptions::new().with_keys());
+        assert_eq!(keys(c.lease_time_to_live(a, with_keys()).await.unwrap()), ["r/1"]);
+        assert_eq!(keys(c.lease_time_to_live(b, with_keys()).await.unwrap()), ["r/2", "r/3"]);
+        assert_eq!(c.lease_time_to_live(a, None).await.unwrap().granted_ttl(), 600);
+        c.lease_revoke(b).await.unwrap();
+        let left = c.get("r/", Some(etcd_client::GetOptions::new().with_prefix())).await.unwrap();
+        let keys: Vec<&str> = left.kvs().iter().map(|kv| kv.key_str().unwrap()).collect();
+        assert_eq!(keys, ["r/1"]);
+    });
+}

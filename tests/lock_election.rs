@@ -1,0 +1,242 @@
+//! Lock and Election: mutual exclusion under contention, leader election
+//! with contenders through the v3lock/v3election services, and the
+//! client-side recipes of `etcdctl lock` and `etcdctl elect`.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{Client, LockOptions, ProclaimOptions, ResignOptions};
+use harness::background::Background;
+use harness::{both, Differential, Server};
+use serde_json::{json, Value};
+
+/// Hang guard for one lock or campaign.
+const WAIT: Duration = Duration::from_secs(20);
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish within {WAIT:?}"))
+}
+
+#[test]
+fn lock_is_mutually_exclusive_under_contention() {
+    let server = Server::start_target();
+    let ep = server.endpoint();
+    rt().block_on(async move {
+        let holders = Arc::new(AtomicUsize::new(0));
+        let entries = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for worker in 0..4 {
+            let (ep, holders, entries) = (ep.clone(), holders.clone(), entries.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut c = harness::connect(&ep).await;
+                let lease = c.lease_grant(60, None).await.unwrap().id();
+                for round in 0..5 {
+                    let key = within("lock", c.lock("mutex", Some(LockOptions::new().with_lease(lease))))
+                        .await
+                        .unwrap()
+                        .key()
+                        .to_vec();
+                    assert_eq!(holders.fetch_add(1, Ordering::SeqCst), 0, "two holders of the lock at once");
+                    // Work inside the critical section that takes Raft round trips.
+                    let counter = c
+                        .get("counter", None)
+                        .await
+                        .unwrap()
+                        .kvs()
+                        .first()
+                        .map_or(0, |kv| kv.value_str().unwrap().parse::<u64>().unwrap());
+                    c.put("counter", (counter + 1).to_string(), None).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(5 * (worker + round) as u64 % 20)).await;
+                    holders.fetch_sub(1, Ordering::SeqCst);
+                    entries.fetch_add(1, Ordering::SeqCst);
+                    c.unlock(key).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(entries.load(Ordering::SeqCst), 20);
+        // Increments made under the lock were never lost.
+        let mut c = harness::connect(&ep).await;
+        assert_eq!(c.get("counter", None).await.unwrap().kvs()[0].value_str().unwrap(), "20");
+        // Every lock key is gone.
+        let left = c.get("mutex/", Some(etcd_client::GetOptions::new().with_prefix())).await.unwrap();
+        assert!(left.kvs().is_empty());
+    });
+}
+
+#[test]
+fn lock_waits_for_the_holder_and_dies_with_its_lease() {
+    let server = Server::start_target();
+    let ep = server.endpoint();
+    rt().block_on(async move {
+        let mut a = harness::connect(&ep).await;
+        let mut b = harness::connect(&ep).await;
+        let la = a.lease_grant(2, None).await.unwrap().id();
+        let lb = b.lease_grant(60, None).await.unwrap().id();
+        let held = a.lock("m", Some(LockOptions::new().with_lease(la))).await.unwrap();
+        assert_eq!(held.key(), format!("m/{la:x}").as_bytes());
+        // b waits until a's lease expires (a never renews it).
+        let got = within(
+            "lock after the holder's lease expired",
+            b.lock("m", Some(LockOptions::new().with_lease(lb))),
+        )
+        .await
+        .unwrap();
+        assert_eq!(got.key(), format!("m/{lb:x}").as_bytes());
+        assert!(a.get(held.key(), None).await.unwrap().kvs().is_empty());
+    });
+}
+
+#[test]
+fn election_with_contenders() {
+    let server = Server::start_target();
+    let ep = server.endpoint();
+    rt().block_on(async move {
+        let mut c = harness::connect(&ep).await;
+        let err = c.leader("e").await.unwrap_err();
+        assert_eq!(harness::grpc_status(&err).message(), "election: no leader");
+
+        let mut contenders: Vec<(Client, i64)> = Vec::new();
+        for _ in 0..3 {
+            let mut cl = harness::connect(&ep).await;
+            let lease = cl.lease_grant(60, None).await.unwrap().id();
+            contenders.push((cl, lease));
+        }
+        let (first, l1) = &mut contenders[0];
+        let leader1 = within("first campaign", first.campaign("e", "one", *l1))
+            .await
+            .unwrap()
+            .leader()
+            .unwrap()
+            .clone();
+        assert_eq!(leader1.key(), format!("e/{l1:x}").as_bytes());
+        // etcd answers an Observe only once there is a leader to report.
+        let mut observe = c.observe("e").await.unwrap();
+        let seen = within("observe", observe.message()).await.unwrap().unwrap();
+        assert_eq!(seen.kv().unwrap().value(), b"one");
+
+        // The others campaign in the background and wait.
+        let mut waiting = Vec::new();
+        for (i, (mut cl, lease)) in contenders.drain(1..).enumerate() {
+            waiting.push(tokio::spawn(async move {
+                let r = within("campaign", cl.campaign("e", format!("next{i}"), lease)).await.unwrap();
+                (r.leader().unwrap().clone(), cl)
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            waiting.iter().all(|w| !w.is_finished()),
+            "a contender won while the leader held office"
+        );
+        assert_eq!(c.leader("e").await.unwrap().kv().unwrap().value(), b"one");
+
+        // Proclaim a new value; observers see it.
+        let first = &mut contenders[0].0;
+        first
+            .proclaim("uno", Some(ProclaimOptions::new().with_leader(leader1.clone())))
+            .await
+            .unwrap();
+        assert_eq!(
+            within("observe proclaim", observe.message())
+                .await
+                .unwrap()
+                .unwrap()
+                .kv()
+                .unwrap()
+                .value(),
+            b"uno"
+        );
+        // A stale leader key may not proclaim.
+        let stale = etcd_client::LeaderKey::new()
+            .with_name("e")
+            .with_key(leader1.key())
+            .with_rev(leader1.rev() + 1000)
+            .with_lease(leader1.lease());
+        let err = first
+            .proclaim("x", Some(ProclaimOptions::new().with_leader(stale)))
+            .await
+            .unwrap_err();
+        assert_eq!(harness::grpc_status(&err).message(), "election: not leader");
+
+        // Resign: the contender that campaigned first takes over.
+        first.resign(Some(ResignOptions::new().with_leader(leader1))).await.unwrap();
+        let (winner, _) = within("next leader", async {
+            loop {
+                if let Some(i) = waiting.iter().position(|w| w.is_finished()) {
+                    return waiting.remove(i).await.unwrap();
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        let now = c.leader("e").await.unwrap();
+        assert_eq!(now.kv().unwrap().key(), winner.key());
+        let seen = within("observe new leader", observe.message()).await.unwrap().unwrap();
+        assert_eq!(seen.kv().unwrap().key(), winner.key());
+        assert!(waiting.iter().all(|w| !w.is_finished()), "two contenders lead at once");
+    });
+}
+
+#[test]
+fn etcdctl_lock_and_elect_behave_like_etcd() {
+    let mut d = Differential::start();
+    // With a command, etcdctl holds the lock while the command runs.
+    d.ctl("lock and run", &["lock", "mylock", "echo", "locked"]);
+    d.ctl("keys after lock", &["get", "mylock", "--prefix", "-w", "json"]);
+
+    // A second etcdctl lock waits while another client holds the lock.
+    let (ep_ref, ep_tgt) = (d.reference.endpoint(), d.target.endpoint());
+    let run = |ep: String| {
+        move || {
+            let mut holder = Background::start(&ep, &["lock", "busy"]);
+            let lines = holder.wait_for("the held lock's key", |l| !l.is_empty()).to_vec();
+            let mut waiter = Background::start(&ep, &["lock", "busy", "echo", "second"]);
+            std::thread::sleep(Duration::from_millis(500));
+            let waited = !waiter.exited();
+            // Interrupted, etcdctl unlocks before it exits.
+            holder.interrupt();
+            let out = waiter
+                .wait_for("the waiter's command output", |l| l.iter().any(|x| x == "second"))
+                .to_vec();
+            (lines[0].starts_with("busy/"), waited, out)
+        }
+    };
+    let (r, t) = both(run(ep_ref.clone()), run(ep_tgt.clone()));
+    d.compare_json("lock contention", &json!([r.0, r.1, r.2]), &json!([t.0, t.1, t.2]));
+
+    // etcdctl elect prints the winning key and proposal; an observer
+    // (`elect -l`) prints the leader's.
+    let run = |ep: String| {
+        move || {
+            let mut leader = Background::start(&ep, &["elect", "myelection", "p1"]);
+            let won = leader.wait_for("elected", |l| l.len() >= 2).to_vec();
+            let mut observer = Background::start(&ep, &["elect", "-l", "myelection"]);
+            let seen = observer.wait_for("observed leader", |l| l.len() >= 2).to_vec();
+            let mut second = Background::start(&ep, &["elect", "myelection", "p2"]);
+            std::thread::sleep(Duration::from_millis(500));
+            let waited = !second.exited() && second.wait_for("nothing", |_| true).is_empty();
+            vec![
+                json!(won[0].starts_with("myelection/")),
+                json!(won[1]),
+                json!(seen[0] == won[0]),
+                json!(seen[1]),
+                json!(waited),
+            ]
+        }
+    };
+    let (r, t) = both(run(ep_ref), run(ep_tgt));
+    d.compare_json("elect", &Value::Array(r), &Value::Array(t));
+}
