@@ -108,8 +108,9 @@ impl Normalizer {
                     Some(key) => Value::String(self.member(key)),
                     None => self.json(v),
                 },
-                // Lease ids: `lease` of a key-value, `ID` of lease responses.
-                "lease" | "ID" if !is_zero(v) => match v {
+                // Lease ids: `lease` of a key-value, `ID` of lease responses,
+                // `id` of `lease list` entries.
+                "lease" | "ID" | "id" if !is_zero(v) => match v {
                     Value::Number(n) => {
                         let id = n.as_i64().or_else(|| n.as_u64().map(|u| u as i64)).expect("lease id fits in i64");
                         Value::String(self.lease(id))
