@@ -85,7 +85,7 @@ async fn observe(core: Arc<Core>, name: Vec<u8>, out: mpsc::Sender<Result<Leader
                 loop {
                     let (_, events) = follower.next().await?;
                     if let Some(kv) = events.into_iter().find(|e| e.r#type == EventType::Put as i32).and_then(|e| e.kv) {
-                        let mut h = header.clone().unwrap_or_default();
+                        let mut h = header.unwrap_or_default();
                         h.revision = kv.mod_revision;
                         break (Some(h), kv);
                     }
@@ -95,7 +95,7 @@ async fn observe(core: Arc<Core>, name: Vec<u8>, out: mpsc::Sender<Result<Leader
         let from = header.as_ref().map_or(0, |h| h.revision) + 1;
         if out
             .send(Ok(LeaderResponse {
-                header: header.clone(),
+                header,
                 kv: Some(kv.clone()),
             }))
             .await
@@ -113,7 +113,7 @@ async fn observe(core: Arc<Core>, name: Vec<u8>, out: mpsc::Sender<Result<Leader
                 header = Some(core.header(rev));
                 if out
                     .send(Ok(LeaderResponse {
-                        header: header.clone(),
+                        header,
                         kv: e.kv,
                     }))
                     .await

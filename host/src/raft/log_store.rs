@@ -45,8 +45,10 @@ impl LogStore {
         let conf_state = match engine.get_meta(META_CONF_STATE)? {
             Some(b) => ConfState::parse_from_bytes(&b).map_err(|e| Error::Corrupt(e.to_string()))?,
             None => {
-                let mut cs = ConfState::default();
-                cs.voters = voters.to_vec();
+                let cs = ConfState {
+                    voters: voters.to_vec(),
+                    ..Default::default()
+                };
                 let mut batch = WriteBatch::default();
                 batch.put_cf(
                     engine.cf(CF_META),
