@@ -111,14 +111,7 @@ async fn observe(core: Arc<Core>, name: Vec<u8>, out: mpsc::Sender<Result<Leader
                     break 'leader;
                 }
                 header = Some(core.header(rev));
-                if out
-                    .send(Ok(LeaderResponse {
-                        header,
-                        kv: e.kv,
-                    }))
-                    .await
-                    .is_err()
-                {
+                if out.send(Ok(LeaderResponse { header, kv: e.kv })).await.is_err() {
                     return Ok(());
                 }
             }
