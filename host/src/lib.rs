@@ -15,6 +15,7 @@ pub mod error;
 pub mod kv;
 pub mod membership;
 pub mod mvcc;
+pub mod peer;
 pub mod proto;
 pub mod raft;
 pub mod server;

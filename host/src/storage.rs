@@ -22,6 +22,12 @@ pub const CF_KV_REV: &str = "kv_rev";
 
 const COLUMN_FAMILIES: [&str; 4] = [CF_RAFT_LOG, CF_META, CF_KV_INDEX, CF_KV_REV];
 
+/// The column families holding replicated state: all but the Raft log.
+/// Snapshots carry these.
+pub fn state_column_families() -> impl Iterator<Item = &'static str> {
+    COLUMN_FAMILIES.iter().copied().filter(|cf| *cf != CF_RAFT_LOG)
+}
+
 /// Shared handle to the member's database.
 pub struct Engine {
     db: DB,
