@@ -195,6 +195,7 @@ async fn put_and_delete_prev_kv() {
 }
 
 #[tokio::test]
+#[ignore = "needs the Lease service (issue 4)"]
 async fn txn_compares() {
     let srv = Server::start_target();
     let mut c = connect(&srv.endpoint()).await;

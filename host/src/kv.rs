@@ -262,7 +262,7 @@ pub enum TxnTarget<'t, 'a> {
     Write(&'t mut WriteTxn<'a>),
 }
 
-impl TxnTarget<'_, '_> {
+impl<'a> TxnTarget<'_, 'a> {
     fn reader(&self) -> &dyn Reader {
         match self {
             TxnTarget::Read(r) => *r,
@@ -270,9 +270,9 @@ impl TxnTarget<'_, '_> {
         }
     }
 
-    fn writer(&mut self) -> Result<&mut WriteTxn<'_>> {
+    fn writer(&mut self) -> Result<&mut WriteTxn<'a>> {
         match self {
-            TxnTarget::Write(w) => Ok(w),
+            TxnTarget::Write(w) => Ok(&mut **w),
             TxnTarget::Read(_) => Err(Error::InvalidRequest("write in a read-only txn".into())),
         }
     }

@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod apply;
+pub mod authority_repair;
 pub mod config;
 pub mod error;
 pub mod kv;

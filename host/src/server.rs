@@ -8,10 +8,12 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 use tonic::transport::Server;
 
 use crate::api::{self, Core, IdGenerator, Limits};
 use crate::apply::{Applier, Waiters};
+use crate::authority_repair::AuthorityRepair;
 use crate::config::ServerConfig;
 use crate::membership::{Bootstrap, Membership};
 use crate::mvcc::MvccStore;
@@ -25,6 +27,9 @@ use crate::peer::{self, PeerService, Transport};
 use crate::proto::cairnpb::{peer_server::PeerServer, raft_request::Request as Proposal, MemberAttributes};
 use crate::raft::{LogLimits, Node};
 use crate::storage::Engine;
+
+/// How long open client requests may take to finish after SIGTERM.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// gRPC framing on top of the request limit, as etcd allows.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
@@ -123,7 +128,8 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
             .add_service(LockServer::new(api::LockService))
             .add_service(ElectionServer::new(api::ElectionService));
         let mut stop = stop_rx.clone();
-        servers.push(tokio::spawn(router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        let incoming = TcpListenerStream::new(listener).map(|conn| conn.map(AuthorityRepair::new));
+        servers.push(tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
             let _ = stop.wait_for(|s| *s).await;
         })));
     }
@@ -144,8 +150,12 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
     };
     publisher.abort();
     let _ = stop_tx.send(true);
-    for s in servers {
-        let _ = s.await;
+    // In-flight requests get a moment to finish; clients that keep idle
+    // connections open must not hold the shutdown forever.
+    let aborts: Vec<_> = servers.iter().map(|s| s.abort_handle()).collect();
+    if tokio::time::timeout(SHUTDOWN_GRACE, futures::future::join_all(servers)).await.is_err() {
+        tracing::info!("closing client connections still open");
+        aborts.iter().for_each(|a| a.abort());
     }
     node.stop();
     let joined = match raft_result {

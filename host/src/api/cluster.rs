@@ -30,6 +30,11 @@ impl ClusterService {
         ClusterService { core }
     }
 
+    /// etcd's Cluster service leaves the revision out of its headers.
+    fn header(&self) -> Option<crate::proto::etcdserverpb::ResponseHeader> {
+        Some(self.core.header(0))
+    }
+
     fn members(&self) -> Vec<PbMember> {
         self.core.membership.table.list().iter().map(Member::to_proto).collect()
     }
@@ -111,7 +116,7 @@ impl Cluster for ClusterService {
         let change = if r.is_learner { ConfChangeType::AddLearnerNode } else { ConfChangeType::AddNode };
         self.configure(change, member.clone()).await?;
         Ok(Response::new(MemberAddResponse {
-            header: Some(self.core.header(self.core.store.current_revision())),
+            header: self.header(),
             member: Some(member),
             members: self.members(),
         }))
@@ -122,7 +127,7 @@ impl Cluster for ClusterService {
         let member = self.core.membership.table.get(id).ok_or(Error::MemberNotFound)?;
         self.configure(ConfChangeType::RemoveNode, member.to_proto()).await?;
         Ok(Response::new(MemberRemoveResponse {
-            header: Some(self.core.header(self.core.store.current_revision())),
+            header: self.header(),
             members: self.members(),
         }))
     }
@@ -139,7 +144,7 @@ impl Cluster for ClusterService {
             }))
             .await?;
         Ok(Response::new(MemberUpdateResponse {
-            header: Some(self.core.header(self.core.store.current_revision())),
+            header: self.header(),
             members: self.members(),
         }))
     }
@@ -147,7 +152,7 @@ impl Cluster for ClusterService {
     async fn member_list(&self, _: Request<MemberListRequest>) -> Result<Response<MemberListResponse>, Status> {
         let core = &self.core;
         Ok(Response::new(MemberListResponse {
-            header: Some(core.header(core.store.current_revision())),
+            header: self.header(),
             members: self.members(),
         }))
     }
@@ -161,7 +166,7 @@ impl Cluster for ClusterService {
         self.core.node.check_learner_ready(id).await?;
         self.configure(ConfChangeType::AddNode, member.to_proto()).await?;
         Ok(Response::new(MemberPromoteResponse {
-            header: Some(self.core.header(self.core.store.current_revision())),
+            header: self.header(),
             members: self.members(),
         }))
     }

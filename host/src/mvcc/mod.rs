@@ -9,6 +9,9 @@ mod encoding;
 mod read;
 mod write;
 
+#[cfg(test)]
+mod model_test;
+
 pub use encoding::Revision;
 pub use read::{KeyRange, MvccStore, RangeResult, ReadView, Reader};
 pub use write::WriteTxn;
