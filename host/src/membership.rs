@@ -354,6 +354,7 @@ impl InitialCluster {
         };
         let mut advertised = cfg.initial_advertise_peer_urls.clone();
         advertised.sort();
+        let local_id = member_id(own_urls, &cfg.initial_cluster_token);
         let mut own = own_urls.clone();
         own.sort();
         if advertised != own {
@@ -378,7 +379,6 @@ impl InitialCluster {
             })
             .collect();
         let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
-        let local_id = member_id(own_urls, &cfg.initial_cluster_token);
         Ok(InitialCluster {
             cluster_id: cluster_id(&ids),
             local_id,

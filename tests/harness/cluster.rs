@@ -189,7 +189,8 @@ impl Cluster {
                 return;
             }
             if start.elapsed() > READY_TIMEOUT {
-                panic!("member {} not ready after {READY_TIMEOUT:?}\n{}", m.name, self.log_tails());
+                let name = m.name.clone();
+                panic!("member {name} not ready after {READY_TIMEOUT:?}\n{}", self.log_tails());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -301,7 +302,6 @@ impl Cluster {
     /// and the same HashKV, and returns that revision.
     pub fn assert_converged(&mut self) -> i64 {
         let start = Instant::now();
-        let mut last = Vec::new();
         loop {
             let mut seen = Vec::new();
             for i in 0..self.members.len() {
@@ -320,9 +320,8 @@ impl Cluster {
             if !seen.is_empty() && seen.iter().all(|s| *s == seen[0]) {
                 return seen[0].0;
             }
-            last = seen;
             if start.elapsed() > CONVERGE_TIMEOUT {
-                panic!("members did not converge: (revision, hash) = {last:?}\n{}", self.log_tails());
+                panic!("members did not converge: (revision, hash) = {seen:?}\n{}", self.log_tails());
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -372,7 +371,8 @@ impl Cluster {
                 return;
             }
             if start.elapsed() > READY_TIMEOUT {
-                panic!("member {} not serving after {READY_TIMEOUT:?}\n{}", m.name, self.log_tails());
+                let name = m.name.clone();
+                panic!("member {name} not serving after {READY_TIMEOUT:?}\n{}", self.log_tails());
             }
             std::thread::sleep(Duration::from_millis(100));
         }

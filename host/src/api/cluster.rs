@@ -150,7 +150,6 @@ impl Cluster for ClusterService {
     }
 
     async fn member_list(&self, _: Request<MemberListRequest>) -> Result<Response<MemberListResponse>, Status> {
-        let core = &self.core;
         Ok(Response::new(MemberListResponse {
             header: self.header(),
             members: self.members(),

@@ -307,3 +307,92 @@ impl raft::Storage for LogStore {
         Ok(snapshot)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use raft::Storage;
+
+    use super::*;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        let mut e = Entry::default();
+        e.index = index;
+        e.term = term;
+        e.data = format!("entry {index}").into_bytes().into();
+        e
+    }
+
+    fn store_with_entries(dir: &std::path::Path, last: u64) -> LogStore {
+        let engine = Engine::open(dir).unwrap();
+        let mut store = LogStore::open(engine.clone(), &[1, 2, 3]).unwrap();
+        let entries: Vec<Entry> = (BOOTSTRAP_INDEX + 1..=last).map(|i| entry(i, 2)).collect();
+        let mut batch = WriteBatch::default();
+        store.stage_append(&mut batch, &entries).unwrap();
+        engine.write(batch, true).unwrap();
+        store.commit_staged();
+        store
+    }
+
+    #[test]
+    fn bootstrap_starts_after_a_compacted_first_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path()).unwrap();
+        let store = LogStore::open(engine, &[1, 2, 3]).unwrap();
+        assert_eq!(store.first_index().unwrap(), BOOTSTRAP_INDEX + 1);
+        assert_eq!(store.last_index().unwrap(), BOOTSTRAP_INDEX);
+        assert_eq!(store.term(BOOTSTRAP_INDEX).unwrap(), BOOTSTRAP_TERM);
+        assert_eq!(store.hard_state().commit, BOOTSTRAP_INDEX);
+        assert_eq!(store.conf_state().voters, vec![1, 2, 3]);
+        // A member joining an existing cluster starts empty.
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::open(Engine::open(dir.path()).unwrap(), &[]).unwrap();
+        assert_eq!(store.first_index().unwrap(), 1);
+        assert_eq!(store.last_index().unwrap(), 0);
+        assert!(store.conf_state().voters.is_empty());
+    }
+
+    #[test]
+    fn compaction_survives_reopen_and_reports_compacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = store_with_entries(dir.path(), 50);
+        store.set_applied(40);
+        store.compact_to(45).unwrap(); // beyond applied: refused
+        assert_eq!(store.first_index().unwrap(), BOOTSTRAP_INDEX + 1);
+        store.compact_to(30).unwrap();
+        assert_eq!(store.first_index().unwrap(), 31);
+        assert!(matches!(store.term(29), Err(raft::Error::Store(StorageError::Compacted))));
+        assert_eq!(store.term(30).unwrap(), 2);
+        assert!(matches!(
+            store.entries(30, 40, None, GetEntriesContext::empty(false)),
+            Err(raft::Error::Store(StorageError::Compacted))
+        ));
+        assert_eq!(store.entries(31, 51, None, GetEntriesContext::empty(false)).unwrap().len(), 20);
+        drop(store);
+        let store = LogStore::open(Engine::open(dir.path()).unwrap(), &[1, 2, 3]).unwrap();
+        assert_eq!(store.first_index().unwrap(), 31);
+        assert_eq!(store.last_index().unwrap(), 50);
+    }
+
+    #[test]
+    fn snapshot_carries_applied_index_and_replaces_the_log_on_install() {
+        let src_dir = tempfile::tempdir().unwrap();
+        let mut src = store_with_entries(src_dir.path(), 20);
+        src.set_applied(15);
+        let snap = src.snapshot(0, 9).unwrap();
+        assert_eq!(snap.get_metadata().index, 15);
+        assert_eq!(snap.get_metadata().term, 2);
+        assert_eq!(snap.get_metadata().get_conf_state().voters, vec![1, 2, 3]);
+
+        let dst_dir = tempfile::tempdir().unwrap();
+        let mut dst = store_with_entries(dst_dir.path(), 5);
+        dst.install_snapshot(&snap).unwrap();
+        assert_eq!(dst.first_index().unwrap(), 16);
+        assert_eq!(dst.last_index().unwrap(), 15);
+        assert_eq!(dst.term(15).unwrap(), 2);
+        assert!(dst.hard_state().commit >= 15);
+        drop(dst);
+        let dst = LogStore::open(Engine::open(dst_dir.path()).unwrap(), &[]).unwrap();
+        assert_eq!(dst.first_index().unwrap(), 16);
+        assert_eq!(dst.conf_state().voters, vec![1, 2, 3]);
+    }
+}
