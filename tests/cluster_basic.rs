@@ -50,7 +50,10 @@ fn three_members_replicate_and_all_serve() {
     assert_eq!(statuses.len(), 3, "{out:?}");
     let leader = statuses[0]["Status"]["leader"].as_u64().unwrap();
     assert_ne!(leader, 0);
-    let ids: Vec<u64> = statuses.iter().map(|s| s["Status"]["header"]["member_id"].as_u64().unwrap()).collect();
+    let ids: Vec<u64> = statuses
+        .iter()
+        .map(|s| s["Status"]["header"]["member_id"].as_u64().unwrap())
+        .collect();
     assert!(ids.contains(&leader));
     for s in statuses {
         assert_eq!(s["Status"]["leader"].as_u64(), Some(leader));

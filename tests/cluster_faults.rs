@@ -76,7 +76,11 @@ fn wait_count(count: &AtomicUsize, at_least: usize, c: &Cluster, what: &str) {
     let start = Instant::now();
     while count.load(Ordering::SeqCst) < at_least {
         if start.elapsed() > PHASE_GUARD {
-            panic!("{what}: only {} acknowledged writes\n{}", count.load(Ordering::SeqCst), c.log_tails());
+            panic!(
+                "{what}: only {} acknowledged writes\n{}",
+                count.load(Ordering::SeqCst),
+                c.log_tails()
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -105,7 +109,11 @@ fn check_acked(rt: &tokio::runtime::Runtime, c: &Cluster, prefix: &str, acked: &
 
 #[test]
 fn leader_killed_under_write_load() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(3).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(3)
+        .enable_all()
+        .build()
+        .unwrap();
     let mut c = Cluster::start(3);
     let acked: Acked = Arc::default();
     for cycle in 0..KILL_CYCLES {
@@ -131,7 +139,11 @@ fn leader_killed_under_write_load() {
 
 #[test]
 fn whole_cluster_restarts_from_disk() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let mut c = Cluster::start(3);
     let eps = c.endpoints();
     let mut acked = BTreeMap::new();
@@ -157,7 +169,11 @@ fn whole_cluster_restarts_from_disk() {
 
 #[test]
 fn isolated_member_refuses_then_converges() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let mut c = Cluster::start(3);
     let mut acked = BTreeMap::new();
     // Cut off the leader first (it must lose leadership), then a follower.
@@ -182,8 +198,16 @@ fn isolated_member_refuses_then_converges() {
         let ep = c.members[cut].endpoint();
         let start = Instant::now();
         // (etcdctl's JSON omits a zero leader.)
-        while etcdctl(&ep, &["endpoint", "status", "-w", "json"]).json()[0]["Status"]["leader"].as_u64().unwrap_or(0) != 0 {
-            assert!(start.elapsed() < PHASE_GUARD, "isolated member still follows a leader\n{}", c.log_tails());
+        while etcdctl(&ep, &["endpoint", "status", "-w", "json"]).json()[0]["Status"]["leader"]
+            .as_u64()
+            .unwrap_or(0)
+            != 0
+        {
+            assert!(
+                start.elapsed() < PHASE_GUARD,
+                "isolated member still follows a leader\n{}",
+                c.log_tails()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         for args in [vec!["get", "part/x"], vec!["put", "part/never", "x"]] {

@@ -19,8 +19,15 @@ fn learner_joins_by_snapshot_is_promoted_and_a_member_is_removed() {
     let new = c.add_member(leader, true);
     let rev = c.assert_converged();
     assert!(rev >= 121);
-    assert!(c.log_contains(new, "installing snapshot"), "the new member did not catch up from a snapshot\n{}", c.log_tails());
-    let out = etcdctl(&c.members[new].endpoint(), &["get", "m/000", "--print-value-only", "--consistency=s"]);
+    assert!(
+        c.log_contains(new, "installing snapshot"),
+        "the new member did not catch up from a snapshot\n{}",
+        c.log_tails()
+    );
+    let out = etcdctl(
+        &c.members[new].endpoint(),
+        &["get", "m/000", "--print-value-only", "--consistency=s"],
+    );
     assert_eq!(out.ok().stdout, "v0\n");
     let listed = etcdctl(&eps[0], &["member", "list", "-w", "json"]).json();
     let learners: Vec<u64> = listed["members"]
@@ -49,7 +56,14 @@ fn learner_joins_by_snapshot_is_promoted_and_a_member_is_removed() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let listed = etcdctl(&eps[1], &["member", "list", "-w", "json"]).json();
-    assert!(listed["members"].as_array().unwrap().iter().all(|m| m["isLearner"].as_bool() != Some(true)), "{listed}");
+    assert!(
+        listed["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["isLearner"].as_bool() != Some(true)),
+        "{listed}"
+    );
     etcdctl(&c.members[new].endpoint(), &["put", "after/promote", "yes"]).ok();
 
     // Remove a member that is not the leader; it stops, the rest serve on.

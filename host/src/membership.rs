@@ -177,7 +177,9 @@ impl MemberTable {
 
     /// Records new peer URLs for a member (`MemberUpdate`).
     pub fn apply_update(&self, change: &MemberChange, extra: impl FnOnce(&mut WriteBatch)) -> Result<()> {
-        let Some(new) = &change.member else { return self.update(|_, _| {}, extra) };
+        let Some(new) = &change.member else {
+            return self.update(|_, _| {}, extra);
+        };
         self.update(
             |members, _| {
                 if let Some(m) = members.get_mut(&new.id) {
@@ -232,11 +234,7 @@ impl MemberTable {
         Ok(())
     }
 
-    fn update(
-        &self,
-        f: impl FnOnce(&mut BTreeMap<u64, Member>, &mut BTreeSet<u64>),
-        extra: impl FnOnce(&mut WriteBatch),
-    ) -> Result<()> {
+    fn update(&self, f: impl FnOnce(&mut BTreeMap<u64, Member>, &mut BTreeSet<u64>), extra: impl FnOnce(&mut WriteBatch)) -> Result<()> {
         let mut members = self.members.write();
         let mut removed_ids = self.removed_ids.write();
         let mut next = members.clone();
@@ -270,7 +268,14 @@ impl Membership {
     pub async fn open(cfg: &ServerConfig, engine: Arc<Engine>) -> anyhow::Result<(Membership, Bootstrap)> {
         if let (Some(local_id), Some(cluster_id)) = (engine.get_meta_u64(META_LOCAL_ID)?, engine.get_meta_u64(META_CLUSTER_ID)?) {
             let table = Arc::new(MemberTable::load(engine, cluster_id, local_id)?);
-            return Ok((Membership { cluster_id, local_id, table }, Bootstrap::FromDisk));
+            return Ok((
+                Membership {
+                    cluster_id,
+                    local_id,
+                    table,
+                },
+                Bootstrap::FromDisk,
+            ));
         }
         let initial = InitialCluster::from_config(cfg)?;
         let (set, local_id, bootstrap) = match cfg.initial_cluster_state {
@@ -286,11 +291,9 @@ impl Membership {
             crate::config::ClusterState::Existing => {
                 let set = crate::peer::fetch_members(&initial, cfg).await?;
                 let own = sorted(&cfg.initial_advertise_peer_urls);
-                let me = set
-                    .members
-                    .iter()
-                    .find(|m| sorted(&m.peer_ur_ls) == own)
-                    .ok_or_else(|| anyhow::anyhow!("member with peer URLs {own:?} has not been added to the cluster (use member add first)"))?;
+                let me = set.members.iter().find(|m| sorted(&m.peer_ur_ls) == own).ok_or_else(|| {
+                    anyhow::anyhow!("member with peer URLs {own:?} has not been added to the cluster (use member add first)")
+                })?;
                 let id = me.id;
                 (set, id, Bootstrap::FromDisk)
             }

@@ -66,7 +66,11 @@ impl Member {
 
     fn spawn(&mut self) {
         assert!(self.child.is_none(), "member {} already running", self.name);
-        let log = OpenOptions::new().create(true).append(true).open(self.log_path()).expect("open member log");
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open member log");
         {
             use std::io::Write;
             let _ = (&log).write_all(format!("\n===== launch: {} =====\n", self.args().join(" ")).as_bytes());
@@ -155,7 +159,11 @@ impl Cluster {
     pub fn start_with_args(n: usize, extra_args: &[&str]) -> Cluster {
         crate::require_etcdctl();
         let mut members: Vec<Member> = (0..n).map(|i| new_member(&format!("m{i}"), extra_args)).collect();
-        let initial = members.iter().map(|m| format!("{}={}", m.name, m.peer_url())).collect::<Vec<_>>().join(",");
+        let initial = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .collect::<Vec<_>>()
+            .join(",");
         for m in &mut members {
             m.initial_cluster = initial.clone();
         }
@@ -209,13 +217,21 @@ impl Cluster {
                 if !self.members[i].is_running() {
                     continue;
                 }
-                let out = etcdctl_timeout(&self.members[i].endpoint(), &["member", "list", "-w", "json"], None, Duration::from_secs(15));
+                let out = etcdctl_timeout(
+                    &self.members[i].endpoint(),
+                    &["member", "list", "-w", "json"],
+                    None,
+                    Duration::from_secs(15),
+                );
                 if out.status != Some(0) {
                     continue 'outer;
                 }
                 let j: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("member list json");
                 let members = j["members"].as_array().cloned().unwrap_or_default();
-                let published = members.iter().filter(|m| m["clientURLs"].as_array().is_some_and(|a| !a.is_empty())).count();
+                let published = members
+                    .iter()
+                    .filter(|m| m["clientURLs"].as_array().is_some_and(|a| !a.is_empty()))
+                    .count();
                 if members.len() != want || published != want {
                     continue 'outer;
                 }
@@ -267,7 +283,12 @@ impl Cluster {
                 if !self.members[i].is_running() {
                     continue;
                 }
-                let out = etcdctl_timeout(&self.members[i].endpoint(), &["endpoint", "status", "-w", "json"], None, Duration::from_secs(15));
+                let out = etcdctl_timeout(
+                    &self.members[i].endpoint(),
+                    &["endpoint", "status", "-w", "json"],
+                    None,
+                    Duration::from_secs(15),
+                );
                 if out.status != Some(0) {
                     leaders.clear();
                     break;
@@ -293,7 +314,12 @@ impl Cluster {
 
     /// Member id (from `endpoint status`) of member `i`.
     pub fn member_id(&self, i: usize) -> u64 {
-        let out = etcdctl_timeout(&self.members[i].endpoint(), &["endpoint", "status", "-w", "json"], None, Duration::from_secs(15));
+        let out = etcdctl_timeout(
+            &self.members[i].endpoint(),
+            &["endpoint", "status", "-w", "json"],
+            None,
+            Duration::from_secs(15),
+        );
         out.ok();
         out.json()[0]["Status"]["header"]["member_id"].as_u64().expect("member id")
     }
@@ -308,7 +334,12 @@ impl Cluster {
                 if !self.members[i].is_running() {
                     continue;
                 }
-                let out = etcdctl_timeout(&self.members[i].endpoint(), &["endpoint", "hashkv", "-w", "json"], None, Duration::from_secs(15));
+                let out = etcdctl_timeout(
+                    &self.members[i].endpoint(),
+                    &["endpoint", "hashkv", "-w", "json"],
+                    None,
+                    Duration::from_secs(15),
+                );
                 if out.status != Some(0) {
                     seen.clear();
                     break;
@@ -366,7 +397,12 @@ impl Cluster {
             if !m.is_running() {
                 panic!("member {} exited\n{}", m.name, m.log_tail(60));
             }
-            let out = etcdctl_timeout(&m.endpoint(), &["endpoint", "status", "--dial-timeout=1s"], None, Duration::from_secs(10));
+            let out = etcdctl_timeout(
+                &m.endpoint(),
+                &["endpoint", "status", "--dial-timeout=1s"],
+                None,
+                Duration::from_secs(10),
+            );
             if out.status == Some(0) {
                 return;
             }
@@ -392,7 +428,9 @@ impl Cluster {
 
     /// Whether member `i`'s log mentions `needle` (diagnostics only).
     pub fn log_contains(&self, i: usize, needle: &str) -> bool {
-        std::fs::read_to_string(self.members[i].log_path()).unwrap_or_default().contains(needle)
+        std::fs::read_to_string(self.members[i].log_path())
+            .unwrap_or_default()
+            .contains(needle)
     }
 
     pub fn log_tails(&self) -> String {

@@ -113,7 +113,11 @@ impl Cluster for ClusterService {
             client_ur_ls: Vec::new(),
             is_learner: r.is_learner,
         };
-        let change = if r.is_learner { ConfChangeType::AddLearnerNode } else { ConfChangeType::AddNode };
+        let change = if r.is_learner {
+            ConfChangeType::AddLearnerNode
+        } else {
+            ConfChangeType::AddNode
+        };
         self.configure(change, member.clone()).await?;
         Ok(Response::new(MemberAddResponse {
             header: self.header(),

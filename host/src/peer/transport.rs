@@ -119,11 +119,7 @@ enum StreamEnd {
     Broken(String),
 }
 
-async fn stream_to(
-    shared: &Shared,
-    mut client: PeerClient<tonic::transport::Channel>,
-    queue: &mut mpsc::Receiver<Message>,
-) -> StreamEnd {
+async fn stream_to(shared: &Shared, mut client: PeerClient<tonic::transport::Channel>, queue: &mut mpsc::Receiver<Message>) -> StreamEnd {
     let (batch_tx, batch_rx) = mpsc::channel::<RaftBatch>(4);
     let mut call = tokio::spawn(async move { client.stream(ReceiverStream::new(batch_rx)).await });
     let end = loop {
@@ -182,10 +178,7 @@ async fn send_snapshot(shared: Arc<Shared>, message: Message) {
 }
 
 async fn try_send_snapshot(shared: &Shared, message: &Message) -> anyhow::Result<()> {
-    let url = shared
-        .members
-        .peer_url(message.to)
-        .ok_or_else(|| anyhow::anyhow!("not a member"))?;
+    let url = shared.members.peer_url(message.to).ok_or_else(|| anyhow::anyhow!("not a member"))?;
     let raw = message.write_to_bytes()?;
     let chunks: Vec<SnapshotChunk> = raw
         .chunks(SNAPSHOT_CHUNK_BYTES)

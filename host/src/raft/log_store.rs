@@ -78,7 +78,11 @@ impl LogStore {
             Some(_) => return Err(Error::Corrupt("raft truncation record".into())),
             None => (0, 0),
         };
-        let last = engine.db().iterator_cf(engine.cf(CF_RAFT_LOG), IteratorMode::End).next().transpose()?;
+        let last = engine
+            .db()
+            .iterator_cf(engine.cf(CF_RAFT_LOG), IteratorMode::End)
+            .next()
+            .transpose()?;
         let last_index = match last {
             Some((k, _)) => u64::from_be_bytes(k.as_ref().try_into().map_err(|_| Error::Corrupt("raft log key".into()))?),
             None => 0,
@@ -140,7 +144,10 @@ impl LogStore {
         if index <= self.truncated_index || index > self.applied_index.min(self.last_index) {
             return Ok(());
         }
-        let term = self.read_entry(index).map_err(|e| Error::Corrupt(format!("raft log entry {index}: {e}")))?.term;
+        let term = self
+            .read_entry(index)
+            .map_err(|e| Error::Corrupt(format!("raft log entry {index}: {e}")))?
+            .term;
         let mut batch = WriteBatch::default();
         batch.put_cf(self.engine.cf(CF_META), META_TRUNCATED, truncation_record(index, term));
         batch.delete_range_cf(self.engine.cf(CF_RAFT_LOG), log_key(self.truncated_index + 1), log_key(index + 1));
@@ -201,13 +208,21 @@ impl LogStore {
     }
 
     pub fn stage_hard_state(&mut self, batch: &mut WriteBatch, hs: &HardState) -> Result<()> {
-        batch.put_cf(self.engine.cf(CF_META), META_HARD_STATE, hs.write_to_bytes().map_err(|e| Error::Corrupt(e.to_string()))?);
+        batch.put_cf(
+            self.engine.cf(CF_META),
+            META_HARD_STATE,
+            hs.write_to_bytes().map_err(|e| Error::Corrupt(e.to_string()))?,
+        );
         self.staged_hard_state = Some(hs.clone());
         Ok(())
     }
 
     pub fn stage_conf_state(&mut self, batch: &mut WriteBatch, cs: &ConfState) -> Result<()> {
-        batch.put_cf(self.engine.cf(CF_META), META_CONF_STATE, cs.write_to_bytes().map_err(|e| Error::Corrupt(e.to_string()))?);
+        batch.put_cf(
+            self.engine.cf(CF_META),
+            META_CONF_STATE,
+            cs.write_to_bytes().map_err(|e| Error::Corrupt(e.to_string()))?,
+        );
         self.conf_state = cs.clone();
         Ok(())
     }

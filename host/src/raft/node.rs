@@ -100,15 +100,29 @@ impl RaftStatus {
 }
 
 enum Command {
-    Propose { data: Vec<u8>, ack: oneshot::Sender<Result<()>> },
-    ProposeConfChange { cc: ConfChangeV2, ack: oneshot::Sender<Result<()>> },
-    ReadIndex { ack: oneshot::Sender<u64> },
+    Propose {
+        data: Vec<u8>,
+        ack: oneshot::Sender<Result<()>>,
+    },
+    ProposeConfChange {
+        cc: ConfChangeV2,
+        ack: oneshot::Sender<Result<()>>,
+    },
+    ReadIndex {
+        ack: oneshot::Sender<u64>,
+    },
     Step(Box<Message>),
     Unreachable(u64),
-    SnapshotDone { to: u64, ok: bool },
+    SnapshotDone {
+        to: u64,
+        ok: bool,
+    },
     TransferLeader(u64),
     /// How far a member and the leader have replicated; only the leader knows.
-    Progress { id: u64, ack: oneshot::Sender<Option<(u64, u64)>> },
+    Progress {
+        id: u64,
+        ack: oneshot::Sender<Option<(u64, u64)>>,
+    },
     Stop,
 }
 
@@ -361,13 +375,12 @@ impl<S: StateMachine> Node<S> {
             Command::TransferLeader(to) => self.raw.transfer_leader(to),
             Command::Progress { id, ack } => {
                 let raft = &self.raw.raft;
-                let progress = (raft.state == StateRole::Leader)
-                    .then(|| {
-                        let prs = raft.prs();
-                        let member = prs.get(id).map_or(0, |p| p.matched);
-                        let leader = prs.get(raft.id).map_or(0, |p| p.matched);
-                        (member, leader)
-                    });
+                let progress = (raft.state == StateRole::Leader).then(|| {
+                    let prs = raft.prs();
+                    let member = prs.get(id).map_or(0, |p| p.matched);
+                    let leader = prs.get(raft.id).map_or(0, |p| p.matched);
+                    (member, leader)
+                });
                 let _ = ack.send(progress);
             }
             Command::Stop => return false,
@@ -458,7 +471,12 @@ impl<S: StateMachine> Node<S> {
     /// Replaces the state with a snapshot from the leader.
     fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<()> {
         let index = snapshot.get_metadata().index;
-        tracing::info!(index, term = snapshot.get_metadata().term, bytes = snapshot.data.len(), "installing snapshot");
+        tracing::info!(
+            index,
+            term = snapshot.get_metadata().term,
+            bytes = snapshot.data.len(),
+            "installing snapshot"
+        );
         self.raw.mut_store().install_snapshot(&snapshot)?;
         self.state_machine.restored(index)?;
         self.status.applied.store(index, Ordering::Relaxed);
@@ -478,7 +496,9 @@ impl<S: StateMachine> Node<S> {
     }
 
     fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<()> {
-        let Some(last) = entries.last().map(|e| e.index) else { return Ok(()) };
+        let Some(last) = entries.last().map(|e| e.index) else {
+            return Ok(());
+        };
         for entry in entries {
             match entry.get_entry_type() {
                 EntryType::EntryNormal => self.state_machine.apply(entry.index, &entry.data)?,

@@ -119,7 +119,10 @@ mod tests {
         assert_eq!(db.get_cf(dst.cf(CF_KV_INDEX), b"stale").unwrap(), None);
         assert_eq!(db.get_cf(dst.cf(CF_KV_REV), b"r").unwrap().as_deref(), Some(&b""[..]));
         assert_eq!(dst.get_meta_u64(b"mvcc/current_rev").unwrap(), Some(7));
-        assert_eq!(dst.get_meta(b"raft/hard_state").unwrap().as_deref(), Some(&b"destination's own"[..]));
+        assert_eq!(
+            dst.get_meta(b"raft/hard_state").unwrap().as_deref(),
+            Some(&b"destination's own"[..])
+        );
         assert_eq!(dst.get_meta(b"local/member_id").unwrap().as_deref(), Some(&b"me"[..]));
     }
 
