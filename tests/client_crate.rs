@@ -4,8 +4,7 @@
 use std::os::unix::process::ExitStatusExt;
 
 use etcd_client::{
-    Client, Compare, CompareOp, DeleteOptions, GetOptions, GetResponse, PutOptions, SortOrder,
-    SortTarget, Txn, TxnOp, TxnOpResponse,
+    Client, Compare, CompareOp, DeleteOptions, GetOptions, GetResponse, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
 };
 use harness::{connect, grpc_status, Server};
 use tonic::Code;
@@ -59,7 +58,10 @@ async fn range_semantics() {
 
     // limit / more / count
     let r = c.get("k", Some(GetOptions::new().with_prefix().with_limit(3))).await.unwrap();
-    assert_eq!((keys(&r), r.more(), r.count()), (vec!["k0".into(), "k1".into(), "k2".into()], true, 10));
+    assert_eq!(
+        (keys(&r), r.more(), r.count()),
+        (vec!["k0".into(), "k1".into(), "k2".into()], true, 10)
+    );
     let r = c.get("k", Some(GetOptions::new().with_prefix().with_limit(10))).await.unwrap();
     assert_eq!((r.kvs().len(), r.more(), r.count()), (10, false, 10));
     let r = c.get("k", Some(GetOptions::new().with_prefix().with_limit(11))).await.unwrap();
@@ -94,30 +96,66 @@ async fn range_semantics() {
     let sorted = |t, o| GetOptions::new().with_all_keys().with_sort(t, o);
     let r = c.get("", Some(sorted(SortTarget::Key, SortOrder::Descend))).await.unwrap();
     assert_eq!(keys(&r).first().map(String::as_str), Some("k9"));
-    let r = c.get("", Some(sorted(SortTarget::Value, SortOrder::Ascend).with_limit(2))).await.unwrap();
+    let r = c
+        .get("", Some(sorted(SortTarget::Value, SortOrder::Ascend).with_limit(2)))
+        .await
+        .unwrap();
     assert_eq!((values(&r), r.more(), r.count()), (vec!["a5".to_string(), "v0".into()], true, 10));
-    let r = c.get("", Some(sorted(SortTarget::Value, SortOrder::Descend).with_limit(1))).await.unwrap();
+    let r = c
+        .get("", Some(sorted(SortTarget::Value, SortOrder::Descend).with_limit(1)))
+        .await
+        .unwrap();
     assert_eq!(values(&r), vec!["z3"]);
-    let r = c.get("", Some(sorted(SortTarget::Mod, SortOrder::Descend).with_limit(3))).await.unwrap();
+    let r = c
+        .get("", Some(sorted(SortTarget::Mod, SortOrder::Descend).with_limit(3)))
+        .await
+        .unwrap();
     assert_eq!(keys(&r), vec!["k5", "k3", "k9"]);
-    let r = c.get("", Some(sorted(SortTarget::Create, SortOrder::Descend).with_limit(2))).await.unwrap();
+    let r = c
+        .get("", Some(sorted(SortTarget::Create, SortOrder::Descend).with_limit(2)))
+        .await
+        .unwrap();
     assert_eq!(keys(&r), vec!["k9", "k8"]);
-    let r = c.get("", Some(sorted(SortTarget::Version, SortOrder::Descend).with_limit(2))).await.unwrap();
+    let r = c
+        .get("", Some(sorted(SortTarget::Version, SortOrder::Descend).with_limit(2)))
+        .await
+        .unwrap();
     let mut top: Vec<String> = keys(&r);
     top.sort();
     assert_eq!(top, vec!["k3", "k5"]);
 
     // min/max mod/create revision filters (count ignores them)
-    let r = c.get("", Some(GetOptions::new().with_all_keys().with_min_mod_revision(11))).await.unwrap();
+    let r = c
+        .get("", Some(GetOptions::new().with_all_keys().with_min_mod_revision(11)))
+        .await
+        .unwrap();
     assert_eq!((keys(&r), r.count()), (vec!["k3".into(), "k5".into(), "k9".into()], 10));
-    let r = c.get("", Some(GetOptions::new().with_all_keys().with_max_mod_revision(3))).await.unwrap();
-    assert_eq!(keys(&r), vec!["k0", "k1"]);
-    let r = c.get("", Some(GetOptions::new().with_all_keys().with_min_create_revision(10))).await.unwrap();
-    assert_eq!(keys(&r), vec!["k8", "k9"]);
-    let r = c.get("", Some(GetOptions::new().with_all_keys().with_max_create_revision(3))).await.unwrap();
+    let r = c
+        .get("", Some(GetOptions::new().with_all_keys().with_max_mod_revision(3)))
+        .await
+        .unwrap();
     assert_eq!(keys(&r), vec!["k0", "k1"]);
     let r = c
-        .get("", Some(GetOptions::new().with_all_keys().with_min_create_revision(4).with_max_mod_revision(8).with_limit(2)))
+        .get("", Some(GetOptions::new().with_all_keys().with_min_create_revision(10)))
+        .await
+        .unwrap();
+    assert_eq!(keys(&r), vec!["k8", "k9"]);
+    let r = c
+        .get("", Some(GetOptions::new().with_all_keys().with_max_create_revision(3)))
+        .await
+        .unwrap();
+    assert_eq!(keys(&r), vec!["k0", "k1"]);
+    let r = c
+        .get(
+            "",
+            Some(
+                GetOptions::new()
+                    .with_all_keys()
+                    .with_min_create_revision(4)
+                    .with_max_mod_revision(8)
+                    .with_limit(2),
+            ),
+        )
         .await
         .unwrap();
     assert_eq!((keys(&r), r.more()), (vec!["k2".into(), "k4".into()], true));
@@ -142,7 +180,10 @@ async fn put_and_delete_prev_kv() {
     assert!(r.prev_key().is_none(), "prev_kv only when asked");
     assert_eq!(r.header().unwrap().revision(), 4);
 
-    let r = c.put("a", "", Some(PutOptions::new().with_ignore_value().with_prev_key())).await.unwrap();
+    let r = c
+        .put("a", "", Some(PutOptions::new().with_ignore_value().with_prev_key()))
+        .await
+        .unwrap();
     assert_eq!(r.prev_key().unwrap().value(), b"3");
     let g = c.get("a", None).await.unwrap();
     assert_eq!((values(&g), g.kvs()[0].version()), (vec!["3".to_string()], 4));
@@ -155,11 +196,25 @@ async fn put_and_delete_prev_kv() {
     assert_eq!((r.deleted(), r.prev_kvs().len(), r.header().unwrap().revision()), (0, 0, before));
     assert_eq!(rev(&all(&mut c).await), before, "no-op delete must not bump the revision");
 
-    let r = c.delete("b", Some(DeleteOptions::new().with_prefix().with_prev_key())).await.unwrap();
+    let r = c
+        .delete("b", Some(DeleteOptions::new().with_prefix().with_prev_key()))
+        .await
+        .unwrap();
     assert_eq!(r.deleted(), 3);
     assert_eq!(r.header().unwrap().revision(), before + 1, "one revision per delete request");
-    let pk: Vec<_> = r.prev_kvs().iter().map(|kv| (kv.key_str().unwrap().to_string(), kv.value_str().unwrap().to_string())).collect();
-    assert_eq!(pk, vec![("b1".to_string(), "val-b1".to_string()), ("b2".into(), "val-b2".into()), ("b3".into(), "val-b3".into())]);
+    let pk: Vec<_> = r
+        .prev_kvs()
+        .iter()
+        .map(|kv| (kv.key_str().unwrap().to_string(), kv.value_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(
+        pk,
+        vec![
+            ("b1".to_string(), "val-b1".to_string()),
+            ("b2".into(), "val-b2".into()),
+            ("b3".into(), "val-b3".into())
+        ]
+    );
     let r = c.delete("c", None).await.unwrap();
     assert_eq!((r.deleted(), r.prev_kvs().len()), (1, 0));
 
@@ -222,12 +277,36 @@ async fn txn_compares() {
         ("mod equal", Compare::mod_revision("r2", CompareOp::Equal, 5), true),
         ("mod less", Compare::mod_revision("r2", CompareOp::Less, 5), false),
         ("create greater", Compare::create_revision("r2", CompareOp::Greater, 3), true),
-        ("value range all same", Compare::value("r1", CompareOp::Equal, "same").with_range("r3"), true),
-        ("value range one differs", Compare::value("r1", CompareOp::Equal, "same").with_range("r4"), false),
-        ("version range all > 0", Compare::version("r", CompareOp::Greater, 0).with_prefix(), true),
-        ("version range not all > 1", Compare::version("r", CompareOp::Greater, 1).with_prefix(), false),
-        ("mod range all < 7", Compare::mod_revision("r1", CompareOp::Less, 7).with_range("r9"), true),
-        ("empty range compares like a missing key", Compare::version("x1", CompareOp::Equal, 0).with_range("x9"), true),
+        (
+            "value range all same",
+            Compare::value("r1", CompareOp::Equal, "same").with_range("r3"),
+            true,
+        ),
+        (
+            "value range one differs",
+            Compare::value("r1", CompareOp::Equal, "same").with_range("r4"),
+            false,
+        ),
+        (
+            "version range all > 0",
+            Compare::version("r", CompareOp::Greater, 0).with_prefix(),
+            true,
+        ),
+        (
+            "version range not all > 1",
+            Compare::version("r", CompareOp::Greater, 1).with_prefix(),
+            false,
+        ),
+        (
+            "mod range all < 7",
+            Compare::mod_revision("r1", CompareOp::Less, 7).with_range("r9"),
+            true,
+        ),
+        (
+            "empty range compares like a missing key",
+            Compare::version("x1", CompareOp::Equal, 0).with_range("x9"),
+            true,
+        ),
         ("value greater", Compare::value("r3", CompareOp::Greater, "oth"), true),
     ];
     for (name, cmp, expect) in cases {
@@ -264,7 +343,10 @@ async fn txn_compares() {
         .when(vec![Compare::value("t1", CompareOp::Equal, "a")])
         .and_then(vec![TxnOp::put("n", "inner", None)])
         .or_else(vec![]);
-    let r = c.txn(Txn::new().and_then(vec![TxnOp::txn(inner), TxnOp::put("o", "outer", None)])).await.unwrap();
+    let r = c
+        .txn(Txn::new().and_then(vec![TxnOp::txn(inner), TxnOp::put("o", "outer", None)]))
+        .await
+        .unwrap();
     assert_eq!(r.header().unwrap().revision(), 8);
     match &r.op_responses()[0] {
         TxnOpResponse::Txn(t) => assert!(t.succeeded()),
@@ -275,7 +357,8 @@ async fn txn_compares() {
 
     // Errors.
     assert_status(
-        c.txn(Txn::new().and_then(vec![TxnOp::put("d", "1", None), TxnOp::put("d", "2", None)])).await,
+        c.txn(Txn::new().and_then(vec![TxnOp::put("d", "1", None), TxnOp::put("d", "2", None)]))
+            .await,
         Code::InvalidArgument,
         "etcdserver: duplicate key given in txn request",
     );
@@ -286,7 +369,8 @@ async fn txn_compares() {
         "etcdserver: too many operations in txn request",
     );
     assert_status(
-        c.txn(Txn::new().and_then(vec![TxnOp::put("k", "v", Some(PutOptions::new().with_lease(12345)))])).await,
+        c.txn(Txn::new().and_then(vec![TxnOp::put("k", "v", Some(PutOptions::new().with_lease(12345)))]))
+            .await,
         Code::NotFound,
         "etcdserver: requested lease not found",
     );
@@ -314,10 +398,24 @@ async fn error_codes() {
     );
     let r = c.get("k", Some(GetOptions::new().with_revision(4))).await.unwrap();
     assert_eq!(values(&r), vec!["2"], "the compaction revision itself stays readable");
-    assert_status(c.compact(4, None).await, Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted");
-    assert_status(c.compact(3, None).await, Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted");
-    assert_status(c.compact(7, None).await, Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision");
-    c.compact(6, Some(etcd_client::CompactionOptions::new().with_physical())).await.unwrap();
+    assert_status(
+        c.compact(4, None).await,
+        Code::OutOfRange,
+        "etcdserver: mvcc: required revision has been compacted",
+    );
+    assert_status(
+        c.compact(3, None).await,
+        Code::OutOfRange,
+        "etcdserver: mvcc: required revision has been compacted",
+    );
+    assert_status(
+        c.compact(7, None).await,
+        Code::OutOfRange,
+        "etcdserver: mvcc: required revision is a future revision",
+    );
+    c.compact(6, Some(etcd_client::CompactionOptions::new().with_physical()))
+        .await
+        .unwrap();
     assert_status(
         c.get("k", Some(GetOptions::new().with_revision(5))).await,
         Code::OutOfRange,
@@ -373,7 +471,15 @@ async fn restart_persistence() {
     let dump = |r: &GetResponse| -> Vec<(Vec<u8>, Vec<u8>, i64, i64, i64)> {
         r.kvs()
             .iter()
-            .map(|kv| (kv.key().to_vec(), kv.value().to_vec(), kv.create_revision(), kv.mod_revision(), kv.version()))
+            .map(|kv| {
+                (
+                    kv.key().to_vec(),
+                    kv.value().to_vec(),
+                    kv.create_revision(),
+                    kv.mod_revision(),
+                    kv.version(),
+                )
+            })
             .collect()
     };
     assert_eq!(dump(&r), dump(&snapshot), "data survives restart");

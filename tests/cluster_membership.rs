@@ -44,17 +44,20 @@ fn learner_joins_by_snapshot_is_promoted_and_a_member_is_removed() {
     let out = etcdctl(&eps[0], &["member", "add", "extra", "--learner", "--peer-urls=http://127.0.0.1:1"]);
     assert!(out.stderr.contains("etcdserver: too many learner members in cluster"), "{out:?}");
 
-    // Promote (through the leader; it checks the learner is in sync).
+    // Promote through a follower, which asks the leader whether the
+    // learner is in sync, as etcd forwards promotions to its leader.
     let start = Instant::now();
     loop {
-        let leader = c.leader();
-        let out = etcdctl(&c.members[leader].endpoint(), &["member", "promote", &new_id]);
+        let follower = (c.leader() + 1) % 3;
+        let out = etcdctl(&c.members[follower].endpoint(), &["member", "promote", &new_id]);
         if out.status == Some(0) {
             break;
         }
         assert!(start.elapsed() < Duration::from_secs(60), "promote kept failing: {out:?}");
         std::thread::sleep(Duration::from_millis(200));
     }
+    let out = etcdctl(&eps[0], &["member", "promote", &new_id]);
+    assert!(out.stderr.contains("etcdserver: can only promote a learner member"), "{out:?}");
     let listed = etcdctl(&eps[1], &["member", "list", "-w", "json"]).json();
     assert!(
         listed["members"]

@@ -77,9 +77,7 @@ async fn acknowledged_writes_survive_kill9() {
         }
 
         let start = Instant::now();
-        while count.load(Ordering::SeqCst) < ACKS_BEFORE_KILL
-            && done.load(Ordering::SeqCst) < WRITERS
-        {
+        while count.load(Ordering::SeqCst) < ACKS_BEFORE_KILL && done.load(Ordering::SeqCst) < WRITERS {
             assert!(
                 start.elapsed() < CYCLE_GUARD,
                 "cycle {cycle}: only {} puts acknowledged within {CYCLE_GUARD:?}\n{}",

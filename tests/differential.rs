@@ -79,10 +79,25 @@ fn get_variants() {
             d.ctl(&format!("get sort {target} {order} limit 3"), &args);
         }
     }
-    d.ctl("get order only DESCEND", &["get", "", "--prefix", "--order", "DESCEND", "-w", "json"]);
+    d.ctl(
+        "get order only DESCEND",
+        &["get", "", "--prefix", "--order", "DESCEND", "-w", "json"],
+    );
     d.ctl(
         "get sort with rev",
-        &["get", "foo", "--prefix", "--rev", "6", "--sort-by", "VALUE", "--order", "DESCEND", "-w", "json"],
+        &[
+            "get",
+            "foo",
+            "--prefix",
+            "--rev",
+            "6",
+            "--sort-by",
+            "VALUE",
+            "--order",
+            "DESCEND",
+            "-w",
+            "json",
+        ],
     );
 }
 
@@ -105,13 +120,22 @@ fn put_and_delete() {
     // --ignore-value / --ignore-lease
     d.ctl("ignore-value existing", &["put", "new", "--ignore-value", "-w", "json"]);
     d.ctl("after ignore-value", &["get", "new", "-w", "json"]);
-    d.ctl("ignore-value existing prev-kv", &["put", "new", "--ignore-value", "--prev-kv", "-w", "json"]);
+    d.ctl(
+        "ignore-value existing prev-kv",
+        &["put", "new", "--ignore-value", "--prev-kv", "-w", "json"],
+    );
     d.ctl("ignore-value missing key", &["put", "missing", "--ignore-value"]);
-    d.ctl("ignore-value with value arg (etcdctl rejects)", &["put", "new", "v", "--ignore-value"]);
+    d.ctl(
+        "ignore-value with value arg (etcdctl rejects)",
+        &["put", "new", "v", "--ignore-value"],
+    );
     d.ctl("ignore-lease existing", &["put", "new", "n4", "--ignore-lease", "-w", "json"]);
     d.ctl("ignore-lease missing key", &["put", "missing", "v", "--ignore-lease"]);
     d.ctl("ignore-lease with lease", &["put", "new", "v", "--ignore-lease", "--lease=1234"]);
-    d.ctl("ignore value and lease", &["put", "new", "--ignore-value", "--ignore-lease", "-w", "json"]);
+    d.ctl(
+        "ignore value and lease",
+        &["put", "new", "--ignore-value", "--ignore-lease", "-w", "json"],
+    );
     d.ctl("get after ignores", &["get", "new", "-w", "json"]);
 
     // Deletes.
@@ -151,7 +175,12 @@ fn txn() {
             "value equal success, multiple ops",
             txn_input(
                 &[r#"value("foo") = "m""#, r#"ver("foo/b") > "2""#],
-                &["put t1 one", "get foo --prefix --limit 2", "del foo/c --prev-kv", "put t2 two --prev-kv"],
+                &[
+                    "put t1 one",
+                    "get foo --prefix --limit 2",
+                    "del foo/c --prev-kv",
+                    "put t2 two --prev-kv",
+                ],
                 &["put never x"],
             ),
         ),
@@ -173,11 +202,7 @@ fn txn() {
         ),
         (
             "version less and not-equal",
-            txn_input(
-                &[r#"ver("foo/b") < "5""#, r#"ver("zeta") != "2""#],
-                &["get foo/b", "get zeta"],
-                &[],
-            ),
+            txn_input(&[r#"ver("foo/b") < "5""#, r#"ver("zeta") != "2""#], &["get foo/b", "get zeta"], &[]),
         ),
         (
             "value greater / less",
@@ -195,8 +220,14 @@ fn txn() {
             "version compare on missing key",
             txn_input(&[r#"ver("missing") = "0""#], &["put ver0 ok"], &["put ver0 nok"]),
         ),
-        ("empty compares succeed", txn_input(&[], &["get t1", "put t3 three"], &["put never x"])),
-        ("empty failure branch", txn_input(&[r#"value("foo") = "other""#], &["put never x"], &[])),
+        (
+            "empty compares succeed",
+            txn_input(&[], &["get t1", "put t3 three"], &["put never x"]),
+        ),
+        (
+            "empty failure branch",
+            txn_input(&[r#"value("foo") = "other""#], &["put never x"], &[]),
+        ),
         ("read-only txn", txn_input(&[], &["get foo", "get zeta", "get missing"], &[])),
         (
             "get sees earlier put in same txn",
@@ -210,14 +241,8 @@ fn txn() {
             "ops with revision reads",
             txn_input(&[], &["get foo --rev 3", "get foo/a --rev 9 --keys-only"], &[]),
         ),
-        (
-            "duplicate key error",
-            txn_input(&[], &["put dup a", "put dup b"], &[]),
-        ),
-        (
-            "duplicate key put and delete",
-            txn_input(&[], &["put dup a", "del dup"], &[]),
-        ),
+        ("duplicate key error", txn_input(&[], &["put dup a", "put dup b"], &[])),
+        ("duplicate key put and delete", txn_input(&[], &["put dup a", "del dup"], &[])),
         (
             "duplicate key only in untaken branch is still an error",
             txn_input(&[r#"value("foo") = "nope""#], &["put x 1", "put x 2"], &["put y 1"]),
@@ -226,22 +251,13 @@ fn txn() {
             "duplicate puts in different branches are fine",
             txn_input(&[r#"value("foo") = "nope""#], &["put z 1"], &["put z 2"]),
         ),
-        (
-            "empty key in txn",
-            txn_input(&[], &["put \"\" v"], &[]),
-        ),
-        (
-            "unknown lease in txn",
-            txn_input(&[], &["put lk v --lease=abcdef"], &[]),
-        ),
+        ("empty key in txn", txn_input(&[], &["put \"\" v"], &[])),
+        ("unknown lease in txn", txn_input(&[], &["put lk v --lease=abcdef"], &[])),
         (
             "compacted revision read in txn (not compacted yet)",
             txn_input(&[], &["get foo --rev 1"], &[]),
         ),
-        (
-            "future revision read in txn",
-            txn_input(&[], &["get foo --rev 100000"], &[]),
-        ),
+        ("future revision read in txn", txn_input(&[], &["get foo --rev 100000"], &[])),
     ];
     for (name, input) in &cases {
         d.ctl_stdin(&format!("txn {name} json"), &["txn", "-w", "json"], input.as_bytes());
@@ -393,19 +409,17 @@ fn leases() {
         None,
     );
     d.ctl("get shows lease", &["get", "lk", "--prefix", "-w", "json"]);
-    d.ctl("ignore-lease keeps lease", &["put", "lk", "v3", "--ignore-lease", "--prev-kv", "-w", "json"]);
+    d.ctl(
+        "ignore-lease keeps lease",
+        &["put", "lk", "v3", "--ignore-lease", "--prev-kv", "-w", "json"],
+    );
     d.ctl("get after ignore-lease", &["get", "lk", "-w", "json"]);
     d.ctl("put without lease detaches", &["put", "lk2", "v4", "-w", "json"]);
     d.ctl("get after detach", &["get", "lk", "--prefix", "-w", "json"]);
     d.ctl("lease list", &["lease", "list", "-w", "json"]);
     d.ctl_each("revoke", &["lease", "revoke", &rhex], &["lease", "revoke", &thex], None);
     d.ctl("keys of revoked lease are gone", &["get", "lk", "--prefix", "-w", "json"]);
-    d.ctl_each(
-        "revoke again",
-        &["lease", "revoke", &rhex],
-        &["lease", "revoke", &thex],
-        None,
-    );
+    d.ctl_each("revoke again", &["lease", "revoke", &rhex], &["lease", "revoke", &thex], None);
     d.ctl_each(
         "put with revoked lease",
         &["put", "lk", "v", "--lease", &rhex],
@@ -480,13 +494,8 @@ fn grpc_scenario() {
     let mut d = Differential::start();
     let ref_ep = d.reference.endpoint();
     let tgt_ep = d.target.endpoint();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (r, t) = rt.block_on(async {
-        tokio::join!(grpc_steps(&ref_ep), grpc_steps(&tgt_ep))
-    });
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (r, t) = rt.block_on(async { tokio::join!(grpc_steps(&ref_ep), grpc_steps(&tgt_ep)) });
     assert_eq!(r.len(), t.len());
     for ((name, rv), (_, tv)) in r.iter().zip(t.iter()) {
         d.compare_json(name, rv, tv);
@@ -494,10 +503,7 @@ fn grpc_scenario() {
 }
 
 async fn grpc_steps(ep: &str) -> Vec<(String, Value)> {
-    use etcd_client::{
-        Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget, Txn,
-        TxnOp,
-    };
+    use etcd_client::{Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp};
     let mut c = harness::connect(ep).await;
     let mut out: Vec<(String, Value)> = Vec::new();
     macro_rules! rec {
@@ -510,23 +516,60 @@ async fn grpc_steps(ep: &str) -> Vec<(String, Value)> {
     for (k, v) in [("a", "1"), ("b", "2"), ("c", "3"), ("b", "22"), ("d/x", "4"), ("d/y", "5")] {
         rec!(format!("put {k}"), c.put(k, v, None).await, convert::put);
     }
-    rec!("put prev", c.put("a", "11", Some(PutOptions::new().with_prev_key())).await, convert::put);
-    rec!("put prev new", c.put("e", "5", Some(PutOptions::new().with_prev_key())).await, convert::put);
+    rec!(
+        "put prev",
+        c.put("a", "11", Some(PutOptions::new().with_prev_key())).await,
+        convert::put
+    );
+    rec!(
+        "put prev new",
+        c.put("e", "5", Some(PutOptions::new().with_prev_key())).await,
+        convert::put
+    );
     rec!("get a", c.get("a", None).await, convert::get);
     rec!("get all", c.get("", Some(GetOptions::new().with_all_keys())).await, convert::get);
-    rec!("get prefix d/", c.get("d/", Some(GetOptions::new().with_prefix())).await, convert::get);
-    rec!("get range", c.get("a", Some(GetOptions::new().with_range("c"))).await, convert::get);
-    rec!("get from c", c.get("c", Some(GetOptions::new().with_from_key())).await, convert::get);
-    rec!("get limit", c.get("", Some(GetOptions::new().with_all_keys().with_limit(2))).await, convert::get);
-    rec!("get count only", c.get("", Some(GetOptions::new().with_all_keys().with_count_only())).await, convert::get);
     rec!(
-        "get count only limit",
-        c.get("", Some(GetOptions::new().with_all_keys().with_count_only().with_limit(1))).await,
+        "get prefix d/",
+        c.get("d/", Some(GetOptions::new().with_prefix())).await,
         convert::get
     );
-    rec!("get keys only", c.get("", Some(GetOptions::new().with_all_keys().with_keys_only())).await, convert::get);
-    rec!("get rev 3", c.get("", Some(GetOptions::new().with_all_keys().with_revision(3))).await, convert::get);
-    rec!("get serializable", c.get("b", Some(GetOptions::new().with_serializable())).await, convert::get);
+    rec!("get range", c.get("a", Some(GetOptions::new().with_range("c"))).await, convert::get);
+    rec!(
+        "get from c",
+        c.get("c", Some(GetOptions::new().with_from_key())).await,
+        convert::get
+    );
+    rec!(
+        "get limit",
+        c.get("", Some(GetOptions::new().with_all_keys().with_limit(2))).await,
+        convert::get
+    );
+    rec!(
+        "get count only",
+        c.get("", Some(GetOptions::new().with_all_keys().with_count_only())).await,
+        convert::get
+    );
+    rec!(
+        "get count only limit",
+        c.get("", Some(GetOptions::new().with_all_keys().with_count_only().with_limit(1)))
+            .await,
+        convert::get
+    );
+    rec!(
+        "get keys only",
+        c.get("", Some(GetOptions::new().with_all_keys().with_keys_only())).await,
+        convert::get
+    );
+    rec!(
+        "get rev 3",
+        c.get("", Some(GetOptions::new().with_all_keys().with_revision(3))).await,
+        convert::get
+    );
+    rec!(
+        "get serializable",
+        c.get("b", Some(GetOptions::new().with_serializable())).await,
+        convert::get
+    );
     for (min_mod, max_mod, min_c, max_c) in [(4, 0, 0, 0), (0, 4, 0, 0), (0, 0, 3, 0), (0, 0, 0, 3), (3, 7, 2, 6)] {
         let opts = GetOptions::new()
             .with_all_keys()
@@ -534,18 +577,29 @@ async fn grpc_steps(ep: &str) -> Vec<(String, Value)> {
             .with_max_mod_revision(max_mod)
             .with_min_create_revision(min_c)
             .with_max_create_revision(max_c);
-        rec!(format!("get filters {min_mod} {max_mod} {min_c} {max_c}"), c.get("", Some(opts.clone())).await, convert::get);
+        rec!(
+            format!("get filters {min_mod} {max_mod} {min_c} {max_c}"),
+            c.get("", Some(opts.clone())).await,
+            convert::get
+        );
         rec!(
             format!("get filters {min_mod} {max_mod} {min_c} {max_c} limit 1"),
             c.get("", Some(opts.with_limit(1))).await,
             convert::get
         );
     }
-    for target in [SortTarget::Key, SortTarget::Version, SortTarget::Create, SortTarget::Mod, SortTarget::Value] {
+    for target in [
+        SortTarget::Key,
+        SortTarget::Version,
+        SortTarget::Create,
+        SortTarget::Mod,
+        SortTarget::Value,
+    ] {
         for order in [SortOrder::Ascend, SortOrder::Descend] {
             rec!(
                 format!("get sort {target:?} {order:?} limit 3"),
-                c.get("", Some(GetOptions::new().with_all_keys().with_sort(target, order).with_limit(3))).await,
+                c.get("", Some(GetOptions::new().with_all_keys().with_sort(target, order).with_limit(3)))
+                    .await,
                 convert::get
             );
         }
@@ -554,16 +608,40 @@ async fn grpc_steps(ep: &str) -> Vec<(String, Value)> {
     rec!("get empty key", c.get("", None).await, convert::get);
     rec!("put empty key", c.put("", "v", None).await, convert::put);
     rec!("delete empty key", c.delete("", None).await, convert::delete);
-    rec!("get future rev", c.get("a", Some(GetOptions::new().with_revision(1000))).await, convert::get);
-    rec!("put unknown lease", c.put("l", "v", Some(PutOptions::new().with_lease(77))).await, convert::put);
-    rec!("put ignore value missing", c.put("zz", "", Some(PutOptions::new().with_ignore_value())).await, convert::put);
-    rec!("put ignore value with value", c.put("a", "x", Some(PutOptions::new().with_ignore_value())).await, convert::put);
+    rec!(
+        "get future rev",
+        c.get("a", Some(GetOptions::new().with_revision(1000))).await,
+        convert::get
+    );
+    rec!(
+        "put unknown lease",
+        c.put("l", "v", Some(PutOptions::new().with_lease(77))).await,
+        convert::put
+    );
+    rec!(
+        "put ignore value missing",
+        c.put("zz", "", Some(PutOptions::new().with_ignore_value())).await,
+        convert::put
+    );
+    rec!(
+        "put ignore value with value",
+        c.put("a", "x", Some(PutOptions::new().with_ignore_value())).await,
+        convert::put
+    );
     rec!("put too large", c.put("big", vec![b'z'; 1_600_000], None).await, convert::put);
 
     // Deletes.
     rec!("delete missing", c.delete("nope", None).await, convert::delete);
-    rec!("delete prev", c.delete("e", Some(DeleteOptions::new().with_prev_key())).await, convert::delete);
-    rec!("delete prefix", c.delete("d/", Some(DeleteOptions::new().with_prefix().with_prev_key())).await, convert::delete);
+    rec!(
+        "delete prev",
+        c.delete("e", Some(DeleteOptions::new().with_prev_key())).await,
+        convert::delete
+    );
+    rec!(
+        "delete prefix",
+        c.delete("d/", Some(DeleteOptions::new().with_prefix().with_prev_key())).await,
+        convert::delete
+    );
 
     // Transactions, including nested ones (supported since etcd 3.3).
     let txn = Txn::new()
@@ -617,7 +695,10 @@ async fn grpc_steps(ep: &str) -> Vec<(String, Value)> {
     rec!("txn duplicate key", c.txn(txn).await, convert::txn);
     let txn = Txn::new().and_then(vec![TxnOp::get("dup", None), TxnOp::get("dup", None)]);
     rec!("txn duplicate reads are fine", c.txn(txn).await, convert::txn);
-    let txn = Txn::new().and_then(vec![TxnOp::delete("", Some(DeleteOptions::new().with_all_keys())), TxnOp::put("q", "1", None)]);
+    let txn = Txn::new().and_then(vec![
+        TxnOp::delete("", Some(DeleteOptions::new().with_all_keys())),
+        TxnOp::put("q", "1", None),
+    ]);
     rec!("txn delete range overlapping put", c.txn(txn).await, convert::txn);
     let txn = Txn::new().and_then(vec![TxnOp::get("a", Some(GetOptions::new().with_revision(1000)))]);
     rec!("txn future rev read", c.txn(txn).await, convert::txn);
@@ -625,12 +706,24 @@ async fn grpc_steps(ep: &str) -> Vec<(String, Value)> {
     rec!("txn empty key", c.txn(txn).await, convert::txn);
     let txn = Txn::new().and_then(vec![TxnOp::put("k", "v", Some(PutOptions::new().with_lease(99)))]);
     rec!("txn unknown lease", c.txn(txn).await, convert::txn);
-    rec!("get all after txns", c.get("", Some(GetOptions::new().with_all_keys())).await, convert::get);
+    rec!(
+        "get all after txns",
+        c.get("", Some(GetOptions::new().with_all_keys())).await,
+        convert::get
+    );
 
     // Compaction.
     rec!("compact 4", c.compact(4, None).await, convert::compaction);
-    rec!("get compacted", c.get("a", Some(GetOptions::new().with_revision(3))).await, convert::get);
-    rec!("get at compact rev", c.get("", Some(GetOptions::new().with_all_keys().with_revision(4))).await, convert::get);
+    rec!(
+        "get compacted",
+        c.get("a", Some(GetOptions::new().with_revision(3))).await,
+        convert::get
+    );
+    rec!(
+        "get at compact rev",
+        c.get("", Some(GetOptions::new().with_all_keys().with_revision(4))).await,
+        convert::get
+    );
     rec!("compact again", c.compact(4, None).await, convert::compaction);
     rec!("compact future", c.compact(100_000, None).await, convert::compaction);
     let txn = Txn::new().and_then(vec![TxnOp::get("a", Some(GetOptions::new().with_revision(2)))]);

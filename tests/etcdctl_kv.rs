@@ -28,14 +28,20 @@ fn quick_start() {
     for (k, v) in [("foo/1", "one"), ("foo/2", "two"), ("foo/3", "three")] {
         assert_eq!(out(&ctl(&["put", k, v])), "OK\n");
     }
-    assert_eq!(
-        out(&ctl(&["get", "foo", "--prefix"])),
-        "foo/1\none\nfoo/2\ntwo\nfoo/3\nthree\n"
-    );
+    assert_eq!(out(&ctl(&["get", "foo", "--prefix"])), "foo/1\none\nfoo/2\ntwo\nfoo/3\nthree\n");
     assert_eq!(out(&ctl(&["get", "foo", "--prefix", "--keys-only"])), "foo/1\n\nfoo/2\n\nfoo/3\n\n");
     assert_eq!(out(&ctl(&["get", "foo", "--prefix", "--limit", "1"])), "foo/1\none\n");
     assert_eq!(
-        out(&ctl(&["get", "foo", "--prefix", "--sort-by", "VALUE", "--order", "DESCEND", "--print-value-only"])),
+        out(&ctl(&[
+            "get",
+            "foo",
+            "--prefix",
+            "--sort-by",
+            "VALUE",
+            "--order",
+            "DESCEND",
+            "--print-value-only"
+        ])),
         "two\nthree\none\n"
     );
     assert_eq!(out(&ctl(&["get", "greeting", "--rev", "2"])), "greeting\nhello world\n");
@@ -65,7 +71,12 @@ fn quick_start() {
     let o = etcdctl_stdin(
         &ep,
         &["txn"],
-        txn_input(&[r#"ver("greeting") = "1""#], &["del greeting"], &["get greeting --print-value-only"]).as_bytes(),
+        txn_input(
+            &[r#"ver("greeting") = "1""#],
+            &["del greeting"],
+            &["get greeting --print-value-only"],
+        )
+        .as_bytes(),
     );
     // (--print-value-only inside a txn request is accepted but has no effect)
     assert_eq!(out(&o), "FAILURE\n\ngreeting\nbonjour\n");
@@ -73,7 +84,9 @@ fn quick_start() {
     o.fails_with(1, "etcdserver: duplicate key given in txn request");
 
     // compaction
-    let rev = ctl(&["get", "greeting", "-w", "json"]).json()["header"]["revision"].as_i64().unwrap();
+    let rev = ctl(&["get", "greeting", "-w", "json"]).json()["header"]["revision"]
+        .as_i64()
+        .unwrap();
     assert_eq!(rev, 9);
     assert_eq!(out(&ctl(&["compaction", "5"])), "compacted revision 5\n");
     ctl(&["get", "greeting", "--rev", "4"]).fails_with(1, "etcdserver: mvcc: required revision has been compacted");

@@ -181,7 +181,9 @@ impl HeaderTable {
         loop {
             let b = *block.get(*pos).ok_or(Malformed)?;
             *pos += 1;
-            value = value.checked_add(((b & 0x7F) as usize).checked_shl(shift).ok_or(Malformed)?).ok_or(Malformed)?;
+            value = value
+                .checked_add(((b & 0x7F) as usize).checked_shl(shift).ok_or(Malformed)?)
+                .ok_or(Malformed)?;
             if b & 0x80 == 0 {
                 return Ok(value);
             }

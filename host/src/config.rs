@@ -23,19 +23,39 @@ pub struct ServerConfig {
     pub data_dir: Option<PathBuf>,
 
     /// URLs to listen on for client traffic.
-    #[arg(long, env = "ETCD_LISTEN_CLIENT_URLS", value_delimiter = ',', default_value = "http://localhost:2379")]
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_CLIENT_URLS",
+        value_delimiter = ',',
+        default_value = "http://localhost:2379"
+    )]
     pub listen_client_urls: Vec<String>,
 
     /// This member's client URLs to advertise to the rest of the cluster.
-    #[arg(long, env = "ETCD_ADVERTISE_CLIENT_URLS", value_delimiter = ',', default_value = "http://localhost:2379")]
+    #[arg(
+        long,
+        env = "ETCD_ADVERTISE_CLIENT_URLS",
+        value_delimiter = ',',
+        default_value = "http://localhost:2379"
+    )]
     pub advertise_client_urls: Vec<String>,
 
     /// URLs to listen on for peer traffic.
-    #[arg(long, env = "ETCD_LISTEN_PEER_URLS", value_delimiter = ',', default_value = "http://localhost:2380")]
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_PEER_URLS",
+        value_delimiter = ',',
+        default_value = "http://localhost:2380"
+    )]
     pub listen_peer_urls: Vec<String>,
 
     /// This member's peer URLs to advertise to the rest of the cluster.
-    #[arg(long, env = "ETCD_INITIAL_ADVERTISE_PEER_URLS", value_delimiter = ',', default_value = "http://localhost:2380")]
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_ADVERTISE_PEER_URLS",
+        value_delimiter = ',',
+        default_value = "http://localhost:2380"
+    )]
     pub initial_advertise_peer_urls: Vec<String>,
 
     /// Initial cluster configuration for bootstrapping: name=peer-url,...
@@ -71,7 +91,9 @@ pub struct ServerConfig {
 
 impl ServerConfig {
     pub fn data_dir(&self) -> PathBuf {
-        self.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("{}.etcd", self.name)))
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("{}.etcd", self.name)))
     }
 
     pub fn initial_cluster(&self) -> String {

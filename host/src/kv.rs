@@ -13,8 +13,8 @@ use crate::proto::etcdserverpb::{
     range_request::{SortOrder, SortTarget},
     request_op::Request,
     response_op::Response,
-    Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
-    ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+    Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader,
+    ResponseOp, TxnRequest, TxnResponse,
 };
 use crate::proto::mvccpb::KeyValue;
 
@@ -24,7 +24,10 @@ pub trait LeaseLookup {
 }
 
 fn header(revision: i64) -> Option<ResponseHeader> {
-    Some(ResponseHeader { revision, ..Default::default() })
+    Some(ResponseHeader {
+        revision,
+        ..Default::default()
+    })
 }
 
 // ---- validation done before a request is proposed ----
@@ -247,7 +250,11 @@ fn put_in_txn(txn: &mut WriteTxn<'_>, r: &PutRequest) -> Result<PutResponse> {
 
 pub fn delete_range(txn: &mut WriteTxn<'_>, r: &DeleteRangeRequest) -> Result<DeleteRangeResponse> {
     let range = KeyRange::new(&r.key, &r.range_end);
-    let prev_kvs = if r.prev_kv { txn.range(&range, 0, 0, false)?.kvs } else { Vec::new() };
+    let prev_kvs = if r.prev_kv {
+        txn.range(&range, 0, 0, false)?.kvs
+    } else {
+        Vec::new()
+    };
     let (deleted, rev) = txn.delete_range(&range)?;
     Ok(DeleteRangeResponse {
         header: header(rev),

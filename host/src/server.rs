@@ -17,14 +17,14 @@ use crate::authority_repair::AuthorityRepair;
 use crate::config::ServerConfig;
 use crate::membership::{Bootstrap, Membership};
 use crate::mvcc::MvccStore;
+use crate::peer::{self, PeerService, Transport};
+use crate::proto::cairnpb::{peer_server::PeerServer, raft_request::Request as Proposal, MemberAttributes};
 use crate::proto::etcdserverpb::{
     auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
     maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
 use crate::proto::v3electionpb::election_server::ElectionServer;
 use crate::proto::v3lockpb::lock_server::LockServer;
-use crate::peer::{self, PeerService, Transport};
-use crate::proto::cairnpb::{peer_server::PeerServer, raft_request::Request as Proposal, MemberAttributes};
 use crate::raft::{LogLimits, Node};
 use crate::storage::Engine;
 
@@ -109,17 +109,28 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
                 .max_decoding_message_size(peer::MAX_PEER_MESSAGE_BYTES),
         );
         let mut stop = stop_rx.clone();
-        servers.push(tokio::spawn(router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })));
+        servers.push(tokio::spawn(router.serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        )));
     }
-    let publisher = tokio::spawn(publish_attributes(core.clone(), cfg.name.clone(), cfg.advertise_client_urls.clone()));
+    let publisher = tokio::spawn(publish_attributes(
+        core.clone(),
+        cfg.name.clone(),
+        cfg.advertise_client_urls.clone(),
+    ));
     for addr in resolve(&cfg.listen_client_urls).await? {
         let listener = TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
         tracing::info!(%addr, "serving client requests");
         let max_recv = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
         let router = Server::builder()
-            .add_service(KvServer::new(api::KvService::new(core.clone())).max_decoding_message_size(max_recv).max_encoding_message_size(usize::MAX))
+            .add_service(
+                KvServer::new(api::KvService::new(core.clone()))
+                    .max_decoding_message_size(max_recv)
+                    .max_encoding_message_size(usize::MAX),
+            )
             .add_service(MaintenanceServer::new(api::MaintenanceService::new(core.clone())).max_decoding_message_size(max_recv))
             .add_service(ClusterServer::new(api::ClusterService::new(core.clone())).max_decoding_message_size(max_recv))
             .add_service(WatchServer::new(api::WatchService))
@@ -153,7 +164,10 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
     // In-flight requests get a moment to finish; clients that keep idle
     // connections open must not hold the shutdown forever.
     let aborts: Vec<_> = servers.iter().map(|s| s.abort_handle()).collect();
-    if tokio::time::timeout(SHUTDOWN_GRACE, futures::future::join_all(servers)).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_GRACE, futures::future::join_all(servers))
+        .await
+        .is_err()
+    {
         tracing::info!("closing client connections still open");
         aborts.iter().for_each(|a| a.abort());
     }

@@ -6,8 +6,7 @@
 //! Feed the result through [`crate::Normalizer::json`] before comparing.
 
 use etcd_client::{
-    CompactionResponse, DeleteResponse, Error, GetResponse, KeyValue, PutResponse,
-    ResponseHeader, TxnOpResponse, TxnResponse,
+    CompactionResponse, DeleteResponse, Error, GetResponse, KeyValue, PutResponse, ResponseHeader, TxnOpResponse, TxnResponse,
 };
 use serde_json::{json, Value};
 

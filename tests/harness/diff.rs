@@ -17,10 +17,7 @@ pub struct Differential {
 }
 
 /// Runs two closures on two threads and returns both results, re-raising panics.
-pub fn both<A: Send, B: Send>(
-    a: impl FnOnce() -> A + Send,
-    b: impl FnOnce() -> B + Send,
-) -> (A, B) {
+pub fn both<A: Send, B: Send>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B + Send) -> (A, B) {
     std::thread::scope(|s| {
         let ha = s.spawn(a);
         let hb = s.spawn(b);
@@ -44,10 +41,7 @@ impl Differential {
     pub fn start_with_args(args: &[&str]) -> Differential {
         crate::require_etcd();
         let kind = crate::target_kind();
-        let (reference, target) = both(
-            || Server::start_with_args(Kind::Etcd, args),
-            || Server::start_with_args(kind, args),
-        );
+        let (reference, target) = both(|| Server::start_with_args(Kind::Etcd, args), || Server::start_with_args(kind, args));
         let nref = Normalizer::for_server(&reference);
         let ntgt = Normalizer::for_server(&target);
         Differential {
@@ -75,24 +69,12 @@ impl Differential {
     /// Like [`Differential::ctl`] but with different arguments per side
     /// (e.g. server-generated lease ids), still compared after normalisation.
     #[track_caller]
-    pub fn ctl_each(
-        &mut self,
-        step: &str,
-        args_ref: &[&str],
-        args_tgt: &[&str],
-        stdin: Option<&[u8]>,
-    ) -> (Output, Output) {
+    pub fn ctl_each(&mut self, step: &str, args_ref: &[&str], args_tgt: &[&str], stdin: Option<&[u8]>) -> (Output, Output) {
         self.ctl_inner(step, args_ref, args_tgt, stdin)
     }
 
     #[track_caller]
-    fn ctl_inner(
-        &mut self,
-        step: &str,
-        args_ref: &[&str],
-        args_tgt: &[&str],
-        stdin: Option<&[u8]>,
-    ) -> (Output, Output) {
+    fn ctl_inner(&mut self, step: &str, args_ref: &[&str], args_tgt: &[&str], stdin: Option<&[u8]>) -> (Output, Output) {
         self.steps += 1;
         let ep_ref = self.reference.endpoint();
         let ep_tgt = self.target.endpoint();

@@ -30,18 +30,14 @@ impl Output {
     pub fn fails_with(&self, code: i32, msg: &str) -> &Self {
         assert_eq!(self.status, Some(code), "unexpected exit code: {self:#?}");
         let want = format!("Error: {msg}");
-        assert!(
-            self.stderr.lines().any(|l| l == want),
-            "stderr lacks {want:?}: {self:#?}"
-        );
+        assert!(self.stderr.lines().any(|l| l == want), "stderr lacks {want:?}: {self:#?}");
         self
     }
 
     /// Parses stdout as one JSON document.
     #[track_caller]
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(self.stdout.trim())
-            .unwrap_or_else(|e| panic!("etcdctl stdout is not JSON ({e}): {self:#?}"))
+        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| panic!("etcdctl stdout is not JSON ({e}): {self:#?}"))
     }
 
     /// The `Error: ...` lines of stderr (etcdctl prints one per failure).
@@ -63,12 +59,7 @@ pub fn etcdctl_stdin(endpoint: &str, args: &[&str], stdin: &[u8]) -> Output {
 
 /// Fully parameterised etcdctl runner.  Stdin is `/dev/null` when `None`.
 /// Panics if the process outlives `timeout` (after killing it).
-pub fn etcdctl_timeout(
-    endpoint: &str,
-    args: &[&str],
-    stdin: Option<&[u8]>,
-    timeout: Duration,
-) -> Output {
+pub fn etcdctl_timeout(endpoint: &str, args: &[&str], stdin: Option<&[u8]>, timeout: Duration) -> Output {
     let bin = crate::require_etcdctl();
     let mut cmd = Command::new(&bin);
     // Keep the user's environment from leaking into the tests.
@@ -85,9 +76,7 @@ pub fn etcdctl_timeout(
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
 
     let writer = stdin.map(|data| {
         let mut pipe = child.stdin.take().unwrap();

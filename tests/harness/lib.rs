@@ -49,9 +49,7 @@ fn find_executable(env_var: &str, defaults: &[&str], name: &str) -> Option<PathB
         }
     }
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| p.is_file())
 }
 
 /// Path of the reference `etcd` binary, if installed.

@@ -50,8 +50,7 @@ impl Normalizer {
     /// Adds a literal text substitution applied to every string.
     pub fn add_replacement(&mut self, from: &str, to: &str) {
         self.replacements.push((from.to_string(), to.to_string()));
-        self.replacements
-            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+        self.replacements.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
     }
 
     /// Registers a lease id (as returned by LeaseGrant) and returns its placeholder.
@@ -70,10 +69,7 @@ impl Normalizer {
 
     fn member(&mut self, key: String) -> String {
         let next = self.members.len() + 1;
-        self.members
-            .entry(key)
-            .or_insert_with(|| format!("<member-{next}>"))
-            .clone()
+        self.members.entry(key).or_insert_with(|| format!("<member-{next}>")).clone()
     }
 
     /// Applies the literal substitutions to a string.
@@ -115,18 +111,13 @@ impl Normalizer {
                 // Lease ids: `lease` of a key-value, `ID` of lease responses.
                 "lease" | "ID" if !is_zero(v) => match v {
                     Value::Number(n) => {
-                        let id = n
-                            .as_i64()
-                            .or_else(|| n.as_u64().map(|u| u as i64))
-                            .expect("lease id fits in i64");
+                        let id = n.as_i64().or_else(|| n.as_u64().map(|u| u as i64)).expect("lease id fits in i64");
                         Value::String(self.lease(id))
                     }
                     _ => self.json(v),
                 },
                 "raft_term" | "raftTerm" if !is_zero(v) => Value::String("<raft-term>".into()),
-                "raftIndex" | "raftAppliedIndex" if !is_zero(v) => {
-                    Value::String("<raft-index>".into())
-                }
+                "raftIndex" | "raftAppliedIndex" if !is_zero(v) => Value::String("<raft-index>".into()),
                 "dbSize" | "dbSizeInUse" if !is_zero(v) => Value::String("<db-size>".into()),
                 "took" => Value::String("<duration>".into()),
                 // Server version (string); a key-value's `version` is a number and kept.
@@ -203,10 +194,7 @@ mod tests {
     fn kv_fields_are_kept_and_leases_mapped() {
         let mut n = Normalizer::default();
         let grant = json!({"header":{"revision":3},"ID":7587862000000000001i64,"TTL":60});
-        assert_eq!(
-            n.json(&grant),
-            json!({"header":{"revision":3},"ID":"<lease-1>","TTL":60})
-        );
+        assert_eq!(n.json(&grant), json!({"header":{"revision":3},"ID":"<lease-1>","TTL":60}));
         let get = json!({"kvs":[{"key":"YQ==","create_revision":2,"mod_revision":3,"version":2,
                           "value":"MQ==","lease":7587862000000000001i64}],"count":1});
         assert_eq!(

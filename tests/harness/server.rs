@@ -239,14 +239,9 @@ impl Server {
         loop {
             if let Some(st) = self.child.as_mut().expect("not running").try_wait().unwrap() {
                 self.child = None;
-                panic!(
-                    "{:?} server exited during startup with {st}\n{}",
-                    self.kind,
-                    self.log_tail(60)
-                );
+                panic!("{:?} server exited during startup with {st}\n{}", self.kind, self.log_tail(60));
             }
-            if TcpStream::connect_timeout(&self.client_addr(), Duration::from_millis(500)).is_ok()
-            {
+            if TcpStream::connect_timeout(&self.client_addr(), Duration::from_millis(500)).is_ok() {
                 let out = etcdctl_timeout(
                     &self.endpoint(),
                     &["endpoint", "health", "--dial-timeout=2s", "--command-timeout=3s"],

@@ -166,7 +166,14 @@ impl Cluster for ClusterService {
         if !member.is_learner {
             return Err(Error::MemberNotLearner.into());
         }
-        self.core.node.check_learner_ready(id).await?;
+        match self.core.node.check_learner_ready(id).await {
+            Err(Error::NotLeader) => {
+                let leader = self.core.node.status().leader();
+                let url = self.core.membership.table.peer_url(leader).ok_or(Error::NoLeader)?;
+                crate::peer::learner_ready_at_leader(&url, id).await?;
+            }
+            other => other?,
+        }
         self.configure(ConfChangeType::AddNode, member.to_proto()).await?;
         Ok(Response::new(MemberPromoteResponse {
             header: self.header(),

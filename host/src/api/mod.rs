@@ -92,7 +92,11 @@ impl Core {
     /// Replicates a request through Raft and waits for this member to apply it.
     pub async fn propose(&self, request: Request) -> Result<Response> {
         let id = self.ids.next();
-        let data = RaftRequest { id, request: Some(request) }.encode_to_vec();
+        let data = RaftRequest {
+            id,
+            request: Some(request),
+        }
+        .encode_to_vec();
         if data.len() > self.limits.max_request_bytes {
             return Err(Error::RequestTooLarge);
         }

@@ -25,7 +25,6 @@ impl etcdserverpb::watch_server::Watch for WatchService {
     async fn watch(&self, _: Request<Streaming<etcdserverpb::WatchRequest>>) -> Result<Response<Self::WatchStream>, Status> {
         not_yet("Watch.Watch")
     }
-
 }
 
 pub struct LeaseService;
@@ -36,24 +35,35 @@ impl etcdserverpb::lease_server::Lease for LeaseService {
         not_yet("Lease.LeaseGrant")
     }
 
-    async fn lease_revoke(&self, _: Request<etcdserverpb::LeaseRevokeRequest>) -> Result<Response<etcdserverpb::LeaseRevokeResponse>, Status> {
+    async fn lease_revoke(
+        &self,
+        _: Request<etcdserverpb::LeaseRevokeRequest>,
+    ) -> Result<Response<etcdserverpb::LeaseRevokeResponse>, Status> {
         not_yet("Lease.LeaseRevoke")
     }
 
     type LeaseKeepAliveStream = BoxStream<etcdserverpb::LeaseKeepAliveResponse>;
 
-    async fn lease_keep_alive(&self, _: Request<Streaming<etcdserverpb::LeaseKeepAliveRequest>>) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+    async fn lease_keep_alive(
+        &self,
+        _: Request<Streaming<etcdserverpb::LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         not_yet("Lease.LeaseKeepAlive")
     }
 
-    async fn lease_time_to_live(&self, _: Request<etcdserverpb::LeaseTimeToLiveRequest>) -> Result<Response<etcdserverpb::LeaseTimeToLiveResponse>, Status> {
+    async fn lease_time_to_live(
+        &self,
+        _: Request<etcdserverpb::LeaseTimeToLiveRequest>,
+    ) -> Result<Response<etcdserverpb::LeaseTimeToLiveResponse>, Status> {
         not_yet("Lease.LeaseTimeToLive")
     }
 
-    async fn lease_leases(&self, _: Request<etcdserverpb::LeaseLeasesRequest>) -> Result<Response<etcdserverpb::LeaseLeasesResponse>, Status> {
+    async fn lease_leases(
+        &self,
+        _: Request<etcdserverpb::LeaseLeasesRequest>,
+    ) -> Result<Response<etcdserverpb::LeaseLeasesResponse>, Status> {
         not_yet("Lease.LeaseLeases")
     }
-
 }
 
 pub struct AuthService;
@@ -64,11 +74,17 @@ impl etcdserverpb::auth_server::Auth for AuthService {
         not_yet("Auth.AuthEnable")
     }
 
-    async fn auth_disable(&self, _: Request<etcdserverpb::AuthDisableRequest>) -> Result<Response<etcdserverpb::AuthDisableResponse>, Status> {
+    async fn auth_disable(
+        &self,
+        _: Request<etcdserverpb::AuthDisableRequest>,
+    ) -> Result<Response<etcdserverpb::AuthDisableResponse>, Status> {
         not_yet("Auth.AuthDisable")
     }
 
-    async fn authenticate(&self, _: Request<etcdserverpb::AuthenticateRequest>) -> Result<Response<etcdserverpb::AuthenticateResponse>, Status> {
+    async fn authenticate(
+        &self,
+        _: Request<etcdserverpb::AuthenticateRequest>,
+    ) -> Result<Response<etcdserverpb::AuthenticateResponse>, Status> {
         not_yet("Auth.Authenticate")
     }
 
@@ -80,23 +96,38 @@ impl etcdserverpb::auth_server::Auth for AuthService {
         not_yet("Auth.UserGet")
     }
 
-    async fn user_list(&self, _: Request<etcdserverpb::AuthUserListRequest>) -> Result<Response<etcdserverpb::AuthUserListResponse>, Status> {
+    async fn user_list(
+        &self,
+        _: Request<etcdserverpb::AuthUserListRequest>,
+    ) -> Result<Response<etcdserverpb::AuthUserListResponse>, Status> {
         not_yet("Auth.UserList")
     }
 
-    async fn user_delete(&self, _: Request<etcdserverpb::AuthUserDeleteRequest>) -> Result<Response<etcdserverpb::AuthUserDeleteResponse>, Status> {
+    async fn user_delete(
+        &self,
+        _: Request<etcdserverpb::AuthUserDeleteRequest>,
+    ) -> Result<Response<etcdserverpb::AuthUserDeleteResponse>, Status> {
         not_yet("Auth.UserDelete")
     }
 
-    async fn user_change_password(&self, _: Request<etcdserverpb::AuthUserChangePasswordRequest>) -> Result<Response<etcdserverpb::AuthUserChangePasswordResponse>, Status> {
+    async fn user_change_password(
+        &self,
+        _: Request<etcdserverpb::AuthUserChangePasswordRequest>,
+    ) -> Result<Response<etcdserverpb::AuthUserChangePasswordResponse>, Status> {
         not_yet("Auth.UserChangePassword")
     }
 
-    async fn user_grant_role(&self, _: Request<etcdserverpb::AuthUserGrantRoleRequest>) -> Result<Response<etcdserverpb::AuthUserGrantRoleResponse>, Status> {
+    async fn user_grant_role(
+        &self,
+        _: Request<etcdserverpb::AuthUserGrantRoleRequest>,
+    ) -> Result<Response<etcdserverpb::AuthUserGrantRoleResponse>, Status> {
         not_yet("Auth.UserGrantRole")
     }
 
-    async fn user_revoke_role(&self, _: Request<etcdserverpb::AuthUserRevokeRoleRequest>) -> Result<Response<etcdserverpb::AuthUserRevokeRoleResponse>, Status> {
+    async fn user_revoke_role(
+        &self,
+        _: Request<etcdserverpb::AuthUserRevokeRoleRequest>,
+    ) -> Result<Response<etcdserverpb::AuthUserRevokeRoleResponse>, Status> {
         not_yet("Auth.UserRevokeRole")
     }
 
@@ -108,22 +139,33 @@ impl etcdserverpb::auth_server::Auth for AuthService {
         not_yet("Auth.RoleGet")
     }
 
-    async fn role_list(&self, _: Request<etcdserverpb::AuthRoleListRequest>) -> Result<Response<etcdserverpb::AuthRoleListResponse>, Status> {
+    async fn role_list(
+        &self,
+        _: Request<etcdserverpb::AuthRoleListRequest>,
+    ) -> Result<Response<etcdserverpb::AuthRoleListResponse>, Status> {
         not_yet("Auth.RoleList")
     }
 
-    async fn role_delete(&self, _: Request<etcdserverpb::AuthRoleDeleteRequest>) -> Result<Response<etcdserverpb::AuthRoleDeleteResponse>, Status> {
+    async fn role_delete(
+        &self,
+        _: Request<etcdserverpb::AuthRoleDeleteRequest>,
+    ) -> Result<Response<etcdserverpb::AuthRoleDeleteResponse>, Status> {
         not_yet("Auth.RoleDelete")
     }
 
-    async fn role_grant_permission(&self, _: Request<etcdserverpb::AuthRoleGrantPermissionRequest>) -> Result<Response<etcdserverpb::AuthRoleGrantPermissionResponse>, Status> {
+    async fn role_grant_permission(
+        &self,
+        _: Request<etcdserverpb::AuthRoleGrantPermissionRequest>,
+    ) -> Result<Response<etcdserverpb::AuthRoleGrantPermissionResponse>, Status> {
         not_yet("Auth.RoleGrantPermission")
     }
 
-    async fn role_revoke_permission(&self, _: Request<etcdserverpb::AuthRoleRevokePermissionRequest>) -> Result<Response<etcdserverpb::AuthRoleRevokePermissionResponse>, Status> {
+    async fn role_revoke_permission(
+        &self,
+        _: Request<etcdserverpb::AuthRoleRevokePermissionRequest>,
+    ) -> Result<Response<etcdserverpb::AuthRoleRevokePermissionResponse>, Status> {
         not_yet("Auth.RoleRevokePermission")
     }
-
 }
 
 pub struct LockService;
@@ -137,7 +179,6 @@ impl v3lockpb::lock_server::Lock for LockService {
     async fn unlock(&self, _: Request<v3lockpb::UnlockRequest>) -> Result<Response<v3lockpb::UnlockResponse>, Status> {
         not_yet("Lock.Unlock")
     }
-
 }
 
 pub struct ElectionService;
@@ -165,5 +206,4 @@ impl v3electionpb::election_server::Election for ElectionService {
     async fn resign(&self, _: Request<v3electionpb::ResignRequest>) -> Result<Response<v3electionpb::ResignResponse>, Status> {
         not_yet("Election.Resign")
     }
-
 }

@@ -13,8 +13,14 @@ impl From<Error> for Status {
             Error::LeaseProvided => (Code::InvalidArgument, "etcdserver: lease is provided".to_string()),
             Error::TooManyOps => (Code::InvalidArgument, "etcdserver: too many operations in txn request".to_string()),
             Error::DuplicateKey => (Code::InvalidArgument, "etcdserver: duplicate key given in txn request".to_string()),
-            Error::Compacted => (Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted".to_string()),
-            Error::FutureRev => (Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision".to_string()),
+            Error::Compacted => (
+                Code::OutOfRange,
+                "etcdserver: mvcc: required revision has been compacted".to_string(),
+            ),
+            Error::FutureRev => (
+                Code::OutOfRange,
+                "etcdserver: mvcc: required revision is a future revision".to_string(),
+            ),
             Error::LeaseNotFound => (Code::NotFound, "etcdserver: requested lease not found".to_string()),
             Error::RequestTooLarge => (Code::InvalidArgument, "etcdserver: request is too large".to_string()),
             Error::NoLeader => (Code::Unavailable, "etcdserver: no leader".to_string()),

@@ -8,7 +8,10 @@ use cairn::config::ServerConfig;
 fn main() -> anyhow::Result<()> {
     let cfg = ServerConfig::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("{},raft=warn", cfg.log_level)));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(cairn::server::run(cfg, shutdown_signal()))
 }

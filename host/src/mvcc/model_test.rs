@@ -99,7 +99,12 @@ impl Model {
         if at < self.compacted {
             return Err("compacted");
         }
-        Ok(self.history.keys().filter(|k| range.contains(k)).filter_map(|k| self.at(k, at)).collect())
+        Ok(self
+            .history
+            .keys()
+            .filter(|k| range.contains(k))
+            .filter_map(|k| self.at(k, at))
+            .collect())
     }
 
     fn compact(&mut self, rev: i64) -> Result<(), &'static str> {
@@ -195,7 +200,11 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Read { start, end, back } => {
                 // Revisions from the future, the latest (0) and the past.
-                let rev = if back < 0 { model.current - back } else { (model.current - back).max(0) };
+                let rev = if back < 0 {
+                    model.current - back
+                } else {
+                    (model.current - back).max(0)
+                };
                 let range = KeyRange::new(&start, &end);
                 let got = store.range(&range, rev, 0, false).map(|r| r.kvs).map_err(|e| error_kind(&e));
                 prop_assert_eq!(got, model.range(&range, rev), "range {:?} at {}", range, rev);

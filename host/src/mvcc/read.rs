@@ -33,8 +33,14 @@ impl KeyRange {
     pub fn new(key: &[u8], range_end: &[u8]) -> Self {
         match range_end {
             [] => KeyRange::Single(key.to_vec()),
-            [0] => KeyRange::Span { start: key.to_vec(), end: None },
-            end => KeyRange::Span { start: key.to_vec(), end: Some(end.to_vec()) },
+            [0] => KeyRange::Span {
+                start: key.to_vec(),
+                end: None,
+            },
+            end => KeyRange::Span {
+                start: key.to_vec(),
+                end: Some(end.to_vec()),
+            },
         }
     }
 
@@ -110,7 +116,11 @@ impl MvccStore {
         // it is published before any data is removed.)
         let rev = self.current_revision();
         let snapshot = self.engine.db().snapshot();
-        ReadView { store: self, snapshot, rev }
+        ReadView {
+            store: self,
+            snapshot,
+            rev,
+        }
     }
 
     /// Reads `range` as of `rev` (0 = latest). `limit` 0 means no limit.
@@ -307,7 +317,10 @@ pub(super) fn scan(
     mut visit: impl FnMut(&[u8]) -> Result<bool>,
 ) -> Result<()> {
     let (start, upper) = match range {
-        KeyRange::Single(key) => (encoding::index_key(key, Revision::new(rev, i64::MAX)), Some(encoding::index_key_end(key))),
+        KeyRange::Single(key) => (
+            encoding::index_key(key, Revision::new(rev, i64::MAX)),
+            Some(encoding::index_key_end(key)),
+        ),
         KeyRange::Span { start, end } => {
             if let Some(end) = end {
                 if end.as_slice() <= start.as_slice() {

@@ -144,8 +144,10 @@ impl<'a> WriteTxn<'a> {
         };
         let engine = &self.store.engine;
         let live = IndexValue::Live(kv.clone());
-        self.batch.put_cf(engine.cf(CF_KV_INDEX), encoding::index_key(key, rev), live.encode());
-        self.batch.put_cf(engine.cf(CF_KV_REV), rev.to_bytes(), encoding::encode_rev_value(key, false));
+        self.batch
+            .put_cf(engine.cf(CF_KV_INDEX), encoding::index_key(key, rev), live.encode());
+        self.batch
+            .put_cf(engine.cf(CF_KV_REV), rev.to_bytes(), encoding::encode_rev_value(key, false));
         self.overlay.insert(key.to_vec(), live);
         self.events.push(Event {
             r#type: EventType::Put as i32,
@@ -162,8 +164,13 @@ impl<'a> WriteTxn<'a> {
         let engine = self.store.engine.clone();
         for key in &keys {
             let rev = self.next_revision();
-            self.batch.put_cf(engine.cf(CF_KV_INDEX), encoding::index_key(key, rev), IndexValue::Tombstone.encode());
-            self.batch.put_cf(engine.cf(CF_KV_REV), rev.to_bytes(), encoding::encode_rev_value(key, true));
+            self.batch.put_cf(
+                engine.cf(CF_KV_INDEX),
+                encoding::index_key(key, rev),
+                IndexValue::Tombstone.encode(),
+            );
+            self.batch
+                .put_cf(engine.cf(CF_KV_REV), rev.to_bytes(), encoding::encode_rev_value(key, true));
             self.overlay.insert(key.clone(), IndexValue::Tombstone);
             self.events.push(Event {
                 r#type: EventType::Delete as i32,

@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
 
+use crate::error::Error;
 use crate::membership::InitialCluster;
-use crate::proto::cairnpb::{peer_client::PeerClient, MemberSet, MembersRequest};
+use crate::proto::cairnpb::learner_ready_response::Verdict;
+use crate::proto::cairnpb::{peer_client::PeerClient, LearnerReadyRequest, MemberSet, MembersRequest};
 
 pub use service::PeerService;
 pub use transport::Transport;
@@ -60,4 +62,22 @@ pub async fn fetch_members(initial: &InitialCluster, cfg: &crate::config::Server
         }
     }
     anyhow::bail!("cannot fetch the cluster's members from its peers: {last_error}")
+}
+
+/// Asks the leader, at `leader_url`, whether learner `member_id` may be
+/// promoted, as etcd forwards a promotion to its leader.
+pub async fn learner_ready_at_leader(leader_url: &str, member_id: u64) -> Result<(), Error> {
+    let channel = connect(leader_url).await.map_err(|_| Error::NoLeader)?;
+    let mut client = PeerClient::new(channel);
+    let answer = tokio::time::timeout(Duration::from_secs(5), client.learner_ready(LearnerReadyRequest { member_id }))
+        .await
+        .map_err(|_| Error::Timeout)?
+        .map_err(|_| Error::NoLeader)?
+        .into_inner();
+    match Verdict::try_from(answer.verdict) {
+        Ok(Verdict::Ready) => Ok(()),
+        Ok(Verdict::NotReady) => Err(Error::LearnerNotReady),
+        // Leadership moved meanwhile; the client may retry.
+        _ => Err(Error::NotLeader),
+    }
 }

@@ -5,9 +5,13 @@ use raft::eraftpb::Message;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::MAX_SNAPSHOT_BYTES;
+use crate::error::Error;
 use crate::membership::Membership;
+use crate::proto::cairnpb::learner_ready_response::Verdict;
 use crate::proto::cairnpb::peer_server::Peer;
-use crate::proto::cairnpb::{MemberSet, MembersRequest, RaftBatch, SnapshotAck, SnapshotChunk, StreamEnd};
+use crate::proto::cairnpb::{
+    LearnerReadyRequest, LearnerReadyResponse, MemberSet, MembersRequest, RaftBatch, SnapshotAck, SnapshotChunk, StreamEnd,
+};
 use crate::raft::NodeHandle;
 
 pub struct PeerService {
@@ -68,5 +72,15 @@ impl Peer for PeerService {
 
     async fn members(&self, _: Request<MembersRequest>) -> Result<Response<MemberSet>, Status> {
         Ok(Response::new(self.membership.table.as_set()))
+    }
+
+    async fn learner_ready(&self, request: Request<LearnerReadyRequest>) -> Result<Response<LearnerReadyResponse>, Status> {
+        let verdict = match self.node.check_learner_ready(request.into_inner().member_id).await {
+            Ok(()) => Verdict::Ready,
+            Err(Error::LearnerNotReady) => Verdict::NotReady,
+            Err(Error::NotLeader) => Verdict::NotLeader,
+            Err(e) => return Err(Status::unavailable(e.to_string())),
+        };
+        Ok(Response::new(LearnerReadyResponse { verdict: verdict as i32 }))
     }
 }
