@@ -9,6 +9,9 @@ use etcd_client::{
 use harness::{connect, grpc_status, Server};
 use tonic::Code;
 
+/// key, value, create revision, mod revision, version.
+type KvTuple = (Vec<u8>, Vec<u8>, i64, i64, i64);
+
 fn keys(r: &GetResponse) -> Vec<String> {
     r.kvs().iter().map(|kv| kv.key_str().unwrap().to_string()).collect()
 }
@@ -468,7 +471,7 @@ async fn restart_persistence() {
     let mut c = connect(&srv.endpoint()).await;
     let r = all(&mut c).await;
     assert_eq!(rev(&r), 27, "revision survives restart");
-    let dump = |r: &GetResponse| -> Vec<(Vec<u8>, Vec<u8>, i64, i64, i64)> {
+    let dump = |r: &GetResponse| -> Vec<KvTuple> {
         r.kvs()
             .iter()
             .map(|kv| {
