@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "v3lockpb/v3lock.proto",
         "v3electionpb/v3election.proto",
         "cairnpb/raft_request.proto",
+        "cairnpb/peer.proto",
     ];
     let paths: Vec<_> = files.iter().map(|f| root.join(f)).collect();
     for p in &paths {

@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 use crate::error::{Error, Result};
 use crate::kv::{self, LeaseLookup, TxnTarget};
 use crate::lease::LeaseTable;
+use crate::membership::MemberTable;
 use crate::mvcc::{KeyRange, MvccStore, WriteTxn};
 use crate::proto::cairnpb::{raft_request::Request, RaftRequest};
 use crate::proto::etcdserverpb::{
@@ -35,6 +36,8 @@ pub enum Response {
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
     LeaseCheckpoint(LeaseCheckpointResponse),
+    /// A membership record was applied.
+    Members,
 }
 
 pub type ApplyResult = Result<Response>;
@@ -80,6 +83,7 @@ pub struct Applier {
     applied_index: u64,
     watch_hub: Arc<WatchHub>,
     leases: Arc<LeaseTable>,
+    members: Option<Arc<MemberTable>>,
 }
 
 impl Applier {
@@ -94,6 +98,7 @@ impl Applier {
             applied_index,
             watch_hub,
             leases,
+            members: None,
         })
     }
 
@@ -116,6 +121,12 @@ impl Applier {
             self.watch_hub.publish(self.store.current_revision(), events);
         }
         Ok(())
+    }
+
+    /// Lets applied entries change the member list.
+    pub fn with_members(mut self, members: Arc<MemberTable>) -> Self {
+        self.members = Some(members);
+        self
     }
 
     fn execute(&self, index: u64, request: &Request) -> ApplyResult {
@@ -184,6 +195,20 @@ impl Applier {
                 self.engine.write(batch, false)?;
                 Ok(Response::LeaseCheckpoint(LeaseCheckpointResponse { header: self.header() }))
             }
+            Request::MemberAttributes(a) => {
+                match &self.members {
+                    Some(m) => m.apply_attributes(a, mark_applied)?,
+                    None => self.persist_applied(index)?,
+                }
+                Ok(Response::Members)
+            }
+            Request::MemberUpdate(c) => {
+                match &self.members {
+                    Some(m) => m.apply_update(c, mark_applied)?,
+                    None => self.persist_applied(index)?,
+                }
+                Ok(Response::Members)
+            }
         }
     }
 
@@ -242,5 +267,29 @@ impl StateMachine for Applier {
 
     fn applied_index(&self) -> u64 {
         self.applied_index
+    }
+
+    fn apply_conf_change(&mut self, index: u64, change: raft::eraftpb::ConfChangeType, node_id: u64, context: &[u8]) -> Result<()> {
+        let cf = self.engine.cf(CF_META);
+        match &self.members {
+            Some(m) => m.apply_conf_change(change, node_id, context, |b| b.put_cf(cf, META_APPLIED_INDEX, index.to_be_bytes()))?,
+            None => self.persist_applied(index)?,
+        }
+        self.applied_index = index;
+        // The proposer waits on the change's id, carried in its context.
+        if let Ok(c) = crate::proto::cairnpb::MemberChange::decode(context) {
+            self.waiters.notify(c.request_id, Ok(Response::Members));
+        }
+        Ok(())
+    }
+
+    fn restored(&mut self, index: u64) -> Result<()> {
+        self.store.reload()?;
+        if let Some(m) = &self.members {
+            m.reload()?;
+        }
+        self.persist_applied(index)?;
+        self.applied_index = index;
+        Ok(())
     }
 }

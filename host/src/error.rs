@@ -40,6 +40,30 @@ pub enum Error {
     Timeout,
     #[error("server stopped")]
     Stopped,
+    #[error("member ID already exist")]
+    MemberExist,
+    #[error("Peer URLs already exists")]
+    PeerUrlExist,
+    #[error("given member URLs are invalid")]
+    MemberBadUrls,
+    #[error("member not found")]
+    MemberNotFound,
+    #[error("can only promote a learner member")]
+    MemberNotLearner,
+    #[error("can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    #[error("too many learner members in cluster")]
+    TooManyLearners,
+    #[error("re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
+    #[error("not leader")]
+    NotLeader,
+    #[error("bad leader transferee")]
+    BadLeaderTransferee,
+    #[error("request timed out, leader transfer took too long")]
+    LeaderTransferTimeout,
+    #[error("the member has been permanently removed from the cluster")]
+    MemberRemoved,
     #[error("{0} is not implemented yet")]
     Unimplemented(&'static str),
     #[error("invalid request: {0}")]

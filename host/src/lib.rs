@@ -18,6 +18,7 @@ pub mod kv;
 pub mod lease;
 pub mod membership;
 pub mod mvcc;
+pub mod peer;
 pub mod proto;
 pub mod raft;
 pub mod server;

@@ -15,15 +15,17 @@ use crate::api::{self, Core, IdGenerator, Limits};
 use crate::apply::{Applier, Waiters};
 use crate::authority_repair::AuthorityRepair;
 use crate::config::ServerConfig;
-use crate::membership::Membership;
+use crate::membership::{Bootstrap, Membership};
 use crate::mvcc::MvccStore;
+use crate::peer::{self, PeerService, Transport};
+use crate::proto::cairnpb::{peer_server::PeerServer, raft_request::Request as Proposal, MemberAttributes};
 use crate::proto::etcdserverpb::{
     auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
     maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
 use crate::proto::v3electionpb::election_server::ElectionServer;
 use crate::proto::v3lockpb::lock_server::LockServer;
-use crate::raft::Node;
+use crate::raft::{LogLimits, Node};
 use crate::storage::Engine;
 
 /// How long open client requests may take to finish after SIGTERM.
@@ -57,16 +59,26 @@ async fn resolve(urls: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
 
 /// Runs a member until `shutdown` resolves or Raft fails.
 pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let membership = Membership::from_config(&cfg)?;
     let data_dir = cfg.data_dir();
     let engine = Engine::open(&data_dir).with_context(|| format!("opening data dir {}", data_dir.display()))?;
+    let (membership, bootstrap) = Membership::open(&cfg, engine.clone()).await?;
     let store = Arc::new(MvccStore::open(engine.clone())?);
     let waiters = Arc::new(Waiters::default());
-    let applier = Applier::new(engine.clone(), store.clone(), waiters.clone())?;
+    let applier = Applier::new(engine.clone(), store.clone(), waiters.clone())?.with_members(membership.table.clone());
     let watch_hub = applier.watch_hub();
     let leases = applier.leases();
-    let voters: Vec<u64> = membership.members.iter().filter(|m| !m.is_learner).map(|m| m.id).collect();
-    let (node, raft_thread) = Node::start(membership.local_id, engine.clone(), &voters, applier)?;
+    let voters = match bootstrap {
+        Bootstrap::NewCluster(voters) => voters,
+        Bootstrap::FromDisk => Vec::new(),
+    };
+    let log_limits = LogLimits {
+        snapshot_count: cfg.snapshot_count.max(1),
+        catch_up_entries: cfg.snapshot_count.clamp(1, 5_000),
+    };
+    let (local_id, cluster_id, table) = (membership.local_id, membership.cluster_id, membership.table.clone());
+    let (node, raft_thread) = Node::start(local_id, engine.clone(), &voters, log_limits, applier, |handle| {
+        Box::new(Transport::new(local_id, cluster_id, table, handle))
+    })?;
     tracing::info!(
         name = %cfg.name,
         member_id = %format!("{:x}", membership.local_id),
@@ -94,6 +106,26 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
     let lease_clock = tokio::spawn(crate::lease::expiry::run(core.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
+    for addr in resolve(&cfg.listen_peer_urls).await? {
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
+        tracing::info!(%addr, "serving peer traffic");
+        let router = Server::builder().add_service(
+            PeerServer::new(PeerService::new(node.clone(), core.membership.clone()))
+                .max_decoding_message_size(peer::MAX_PEER_MESSAGE_BYTES),
+        );
+        let mut stop = stop_rx.clone();
+        servers.push(tokio::spawn(router.serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        )));
+    }
+    let publisher = tokio::spawn(publish_attributes(
+        core.clone(),
+        cfg.name.clone(),
+        cfg.advertise_client_urls.clone(),
+    ));
     for addr in resolve(&cfg.listen_client_urls).await? {
         let listener = TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
         tracing::info!(%addr, "serving client requests");
@@ -127,13 +159,19 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
 
     let raft_done = tokio::task::spawn_blocking(move || raft_thread.join());
     tokio::pin!(raft_done);
+    let removed = core.membership.table.clone();
     let raft_result = tokio::select! {
         _ = shutdown => {
             tracing::info!("shutting down");
             None
         }
+        _ = removed.removed() => {
+            tracing::warn!("this member was removed from the cluster; shutting down");
+            None
+        }
         joined = &mut raft_done => Some(joined),
     };
+    publisher.abort();
     let _ = stop_tx.send(true);
     // In-flight requests get a moment to finish; clients that keep idle
     // connections open must not hold the shutdown forever.
@@ -160,5 +198,20 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
         Ok(Ok(Err(e))) => Err(anyhow::anyhow!("raft loop failed: {e}")),
         Ok(Err(_)) => Err(anyhow::anyhow!("raft thread panicked")),
         Err(e) => Err(anyhow::anyhow!("raft thread join failed: {e}")),
+    }
+}
+
+/// Makes this member's name and client URLs known to the whole cluster
+/// through Raft, as etcd publishes its attributes on every start, retrying
+/// until applied.
+async fn publish_attributes(core: Arc<Core>, name: String, client_urls: Vec<String>) {
+    let attributes = MemberAttributes {
+        member_id: core.membership.local_id,
+        name,
+        client_urls,
+    };
+    while let Err(e) = core.propose(Proposal::MemberAttributes(attributes.clone())).await {
+        tracing::debug!(error = %e, "publishing member attributes failed; retrying");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }

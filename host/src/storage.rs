@@ -24,6 +24,12 @@ const MAX_TOTAL_WAL_BYTES: u64 = 128 << 20;
 
 const COLUMN_FAMILIES: [&str; 4] = [CF_RAFT_LOG, CF_META, CF_KV_INDEX, CF_KV_REV];
 
+/// The column families holding replicated state: all but the Raft log.
+/// Snapshots carry these.
+pub fn state_column_families() -> impl Iterator<Item = &'static str> {
+    COLUMN_FAMILIES.iter().copied().filter(|cf| *cf != CF_RAFT_LOG)
+}
+
 /// Shared handle to the member's database.
 pub struct Engine {
     db: DB,

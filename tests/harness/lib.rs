@@ -16,12 +16,15 @@
 //!   is how the suite itself is validated: every scenario must pass etcd-vs-etcd.
 
 pub mod background;
+pub mod cluster;
 pub mod convert;
 pub mod diff;
 pub mod etcdctl;
 pub mod normalize;
+pub mod proxy;
 pub mod server;
 
+pub use cluster::Cluster;
 pub use diff::{both, Differential};
 pub use etcdctl::{etcdctl, etcdctl_stdin, etcdctl_timeout, txn_input, Output};
 pub use normalize::Normalizer;

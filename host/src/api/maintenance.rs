@@ -25,6 +25,9 @@ impl MaintenanceService {
     }
 }
 
+/// How long `MoveLeader` waits for the transferee to take over.
+const MOVE_LEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(7);
+
 type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -50,7 +53,7 @@ impl Maintenance for MaintenanceService {
             raft_applied_index: raft.applied_index(),
             errors: Vec::new(),
             db_size_in_use: core.engine.size_in_use_bytes() as i64,
-            is_learner: false,
+            is_learner: core.membership.table.get(core.membership.local_id).is_some_and(|m| m.is_learner),
         }))
     }
 
@@ -87,7 +90,27 @@ impl Maintenance for MaintenanceService {
         Err(Error::Unimplemented("Maintenance.Snapshot").into())
     }
 
-    async fn move_leader(&self, _: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
-        Err(Error::Unimplemented("Maintenance.MoveLeader").into())
+    async fn move_leader(&self, request: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
+        let target = request.into_inner().target_id;
+        let core = &self.core;
+        let raft = core.node.status();
+        if !raft.is_leader() {
+            return Err(Error::NotLeader.into());
+        }
+        match core.membership.table.get(target) {
+            Some(m) if !m.is_learner => {}
+            _ => return Err(Error::BadLeaderTransferee.into()),
+        }
+        core.node.transfer_leader(target)?;
+        let deadline = tokio::time::Instant::now() + MOVE_LEADER_TIMEOUT;
+        while raft.leader() != target {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::LeaderTransferTimeout.into());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Ok(Response::new(MoveLeaderResponse {
+            header: Some(core.header(core.store.current_revision())),
+        }))
     }
 }

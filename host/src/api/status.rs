@@ -33,6 +33,17 @@ impl From<Error> for Status {
             Error::NoLeader => (Code::Unavailable, "etcdserver: no leader".to_string()),
             Error::Timeout => (Code::Unavailable, "etcdserver: request timed out".to_string()),
             Error::Stopped => (Code::Unavailable, "etcdserver: server stopped".to_string()),
+            Error::MemberNotFound => (Code::NotFound, format!("etcdserver: {e}")),
+            Error::MemberBadUrls => (Code::InvalidArgument, format!("etcdserver: {e}")),
+            Error::NotLeader => (Code::FailedPrecondition, format!("etcdserver: {e}")),
+            Error::LeaderTransferTimeout | Error::MemberRemoved => (Code::Unavailable, format!("etcdserver: {e}")),
+            Error::MemberExist
+            | Error::PeerUrlExist
+            | Error::MemberNotLearner
+            | Error::LearnerNotReady
+            | Error::TooManyLearners
+            | Error::NotEnoughStartedMembers
+            | Error::BadLeaderTransferee => (Code::FailedPrecondition, format!("etcdserver: {e}")),
             Error::Unimplemented(what) => (Code::Unimplemented, format!("cairn: {what} is not implemented yet")),
             Error::InvalidRequest(msg) => (Code::InvalidArgument, format!("etcdserver: {msg}")),
             Error::Storage(_) | Error::Corrupt(_) | Error::Raft(_) | Error::Io(_) => {

@@ -91,6 +91,15 @@ impl MvccStore {
         Ok(store)
     }
 
+    /// Re-reads the revisions after a snapshot replaced the data on disk.
+    pub fn reload(&self) -> Result<()> {
+        let current = self.engine.get_meta_u64(META_CURRENT_REV)?.map_or(1, |v| v as i64);
+        let compacted = self.engine.get_meta_u64(META_SCHEDULED_COMPACT)?.map_or(-1, |v| v as i64);
+        self.current_rev.store(current, Ordering::SeqCst);
+        self.compact_rev.store(compacted, Ordering::SeqCst);
+        Ok(())
+    }
+
     pub fn current_revision(&self) -> i64 {
         self.current_rev.load(Ordering::SeqCst)
     }

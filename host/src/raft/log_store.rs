@@ -28,39 +28,48 @@ pub struct LogStore {
     last_index: u64,
     staged_last_index: Option<u64>,
     staged_hard_state: Option<HardState>,
+    /// The state machine's applied index: snapshots are taken there.
+    applied_index: u64,
 }
+
+/// Where a bootstrapped log starts. A new cluster begins as if it had
+/// compacted a first entry away, so a member that joins later, with an empty
+/// log, can only catch up from a snapshot, which carries the configuration
+/// (the initial voters are in no log entry).
+const BOOTSTRAP_INDEX: u64 = 1;
+const BOOTSTRAP_TERM: u64 = 1;
 
 fn log_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
 }
 
+fn truncation_record(index: u64, term: u64) -> Vec<u8> {
+    let mut v = index.to_be_bytes().to_vec();
+    v.extend_from_slice(&term.to_be_bytes());
+    v
+}
+
+fn encode(m: &impl protobuf::Message) -> Result<Vec<u8>> {
+    m.write_to_bytes().map_err(|e| Error::Corrupt(e.to_string()))
+}
+
 impl LogStore {
     /// Loads the log's bookkeeping. A fresh store is created with `voters` as
-    /// its initial configuration.
+    /// its initial configuration; with no voters (a member joining an
+    /// existing cluster) it waits for a snapshot from the leader.
     pub fn open(engine: Arc<Engine>, voters: &[u64]) -> Result<Self> {
+        if engine.get_meta(META_CONF_STATE)?.is_none() {
+            Self::bootstrap(&engine, voters)?;
+        }
         let hard_state = match engine.get_meta(META_HARD_STATE)? {
             Some(b) => HardState::parse_from_bytes(&b).map_err(|e| Error::Corrupt(e.to_string()))?,
             None => HardState::default(),
         };
         let conf_state = match engine.get_meta(META_CONF_STATE)? {
             Some(b) => ConfState::parse_from_bytes(&b).map_err(|e| Error::Corrupt(e.to_string()))?,
-            None => {
-                let cs = ConfState {
-                    voters: voters.to_vec(),
-                    ..Default::default()
-                };
-                let mut batch = WriteBatch::default();
-                batch.put_cf(
-                    engine.cf(CF_META),
-                    META_CONF_STATE,
-                    cs.write_to_bytes().map_err(|e| Error::Corrupt(e.to_string()))?,
-                );
-                engine.write(batch, true)?;
-                cs
-            }
+            None => return Err(Error::Corrupt("raft configuration missing".into())),
         };
-        // Log compaction (with snapshots) records where the log now starts;
-        // until then nothing was truncated.
+        // Where the log starts after bootstrap, compaction or a snapshot.
         let (truncated_index, truncated_term) = match engine.get_meta(META_TRUNCATED)? {
             Some(b) if b.len() == 16 => (
                 u64::from_be_bytes(b[..8].try_into().expect("8 bytes")),
@@ -87,9 +96,92 @@ impl LogStore {
             last_index: last_index.max(truncated_index),
             staged_last_index: None,
             staged_hard_state: None,
+            applied_index: 0,
         })
     }
 
+    fn bootstrap(engine: &Engine, voters: &[u64]) -> Result<()> {
+        let mut cs = ConfState::default();
+        cs.voters = voters.to_vec();
+        let mut batch = WriteBatch::default();
+        let meta = engine.cf(CF_META);
+        batch.put_cf(meta, META_CONF_STATE, encode(&cs)?);
+        if !voters.is_empty() {
+            let mut hs = HardState::default();
+            hs.term = BOOTSTRAP_TERM;
+            hs.commit = BOOTSTRAP_INDEX;
+            batch.put_cf(meta, META_HARD_STATE, encode(&hs)?);
+            batch.put_cf(meta, META_TRUNCATED, truncation_record(BOOTSTRAP_INDEX, BOOTSTRAP_TERM));
+        }
+        engine.write(batch, true)
+    }
+
+    /// The index of the last entry compacted away (0 if none).
+    pub fn first_index_before(&self) -> u64 {
+        self.truncated_index
+    }
+
+    /// Makes the recorded commit index at least `index`.
+    pub fn raise_commit(&mut self, index: u64) -> Result<()> {
+        if self.hard_state.commit >= index {
+            return Ok(());
+        }
+        let mut hs = self.hard_state.clone();
+        hs.commit = index;
+        let mut batch = WriteBatch::default();
+        self.stage_hard_state(&mut batch, &hs)?;
+        self.engine.write(batch, true)?;
+        self.commit_staged();
+        Ok(())
+    }
+
+    pub fn set_applied(&mut self, index: u64) {
+        self.applied_index = index;
+    }
+
+    /// Drops the log up to and including `index`, which must be applied.
+    pub fn compact_to(&mut self, index: u64) -> Result<()> {
+        if index <= self.truncated_index || index > self.applied_index.min(self.last_index) {
+            return Ok(());
+        }
+        let term = self
+            .read_entry(index)
+            .map_err(|e| Error::Corrupt(format!("raft log entry {index}: {e}")))?
+            .term;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.engine.cf(CF_META), META_TRUNCATED, truncation_record(index, term));
+        batch.delete_range_cf(self.engine.cf(CF_RAFT_LOG), log_key(self.truncated_index + 1), log_key(index + 1));
+        self.engine.write(batch, false)?;
+        tracing::debug!(index, term, "raft log compacted");
+        self.truncated_index = index;
+        self.truncated_term = term;
+        Ok(())
+    }
+
+    /// Replaces the state machine's data and the whole log with `snapshot`,
+    /// durably, in one write.
+    pub fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<()> {
+        let meta = snapshot.get_metadata();
+        let mut batch = WriteBatch::default();
+        super::snapshot::stage_install(&self.engine, &mut batch, &snapshot.data)?;
+        let cf_meta = self.engine.cf(CF_META);
+        batch.put_cf(cf_meta, META_TRUNCATED, truncation_record(meta.index, meta.term));
+        batch.put_cf(cf_meta, META_CONF_STATE, encode(meta.get_conf_state())?);
+        let mut hs = self.hard_state.clone();
+        hs.term = hs.term.max(meta.term);
+        hs.commit = hs.commit.max(meta.index);
+        batch.put_cf(cf_meta, META_HARD_STATE, encode(&hs)?);
+        let cf_log = self.engine.cf(CF_RAFT_LOG);
+        batch.delete_range_cf(cf_log, log_key(0), log_key(self.last_index.max(meta.index) + 1));
+        self.engine.write(batch, true)?;
+        self.truncated_index = meta.index;
+        self.truncated_term = meta.term;
+        self.last_index = meta.index;
+        self.applied_index = meta.index;
+        self.conf_state = meta.get_conf_state().clone();
+        self.hard_state = hs;
+        Ok(())
+    }
     pub fn hard_state(&self) -> &HardState {
         &self.hard_state
     }
@@ -214,8 +306,108 @@ impl raft::Storage for LogStore {
         Ok(self.last_index)
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Snapshots are needed only to catch up other members.
-        Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+    /// The state as of the applied index. Built on the Ready loop's thread,
+    /// where nothing is applied meanwhile, so data and index agree.
+    fn snapshot(&self, _request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let index = self.applied_index;
+        let term = self.term(index)?;
+        let data = super::snapshot::build(&self.engine).map_err(|e| raft::Error::Store(StorageError::Other(Box::new(e))))?;
+        tracing::info!(index, term, to = %format!("{to:x}"), bytes = data.len(), "snapshot built");
+        let mut snapshot = Snapshot::default();
+        snapshot.data = data.into();
+        let meta = snapshot.mut_metadata();
+        meta.index = index;
+        meta.term = term;
+        meta.set_conf_state(self.conf_state.clone());
+        Ok(snapshot)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use raft::Storage;
+
+    use super::*;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        let mut e = Entry::default();
+        e.index = index;
+        e.term = term;
+        e.data = format!("entry {index}").into_bytes().into();
+        e
+    }
+
+    fn store_with_entries(dir: &std::path::Path, last: u64) -> LogStore {
+        let engine = Engine::open(dir).unwrap();
+        let mut store = LogStore::open(engine.clone(), &[1, 2, 3]).unwrap();
+        let entries: Vec<Entry> = (BOOTSTRAP_INDEX + 1..=last).map(|i| entry(i, 2)).collect();
+        let mut batch = WriteBatch::default();
+        store.stage_append(&mut batch, &entries).unwrap();
+        engine.write(batch, true).unwrap();
+        store.commit_staged();
+        store
+    }
+
+    #[test]
+    fn bootstrap_starts_after_a_compacted_first_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path()).unwrap();
+        let store = LogStore::open(engine, &[1, 2, 3]).unwrap();
+        assert_eq!(store.first_index().unwrap(), BOOTSTRAP_INDEX + 1);
+        assert_eq!(store.last_index().unwrap(), BOOTSTRAP_INDEX);
+        assert_eq!(store.term(BOOTSTRAP_INDEX).unwrap(), BOOTSTRAP_TERM);
+        assert_eq!(store.hard_state().commit, BOOTSTRAP_INDEX);
+        assert_eq!(store.conf_state().voters, vec![1, 2, 3]);
+        // A member joining an existing cluster starts empty.
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::open(Engine::open(dir.path()).unwrap(), &[]).unwrap();
+        assert_eq!(store.first_index().unwrap(), 1);
+        assert_eq!(store.last_index().unwrap(), 0);
+        assert!(store.conf_state().voters.is_empty());
+    }
+
+    #[test]
+    fn compaction_survives_reopen_and_reports_compacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = store_with_entries(dir.path(), 50);
+        store.set_applied(40);
+        store.compact_to(45).unwrap(); // beyond applied: refused
+        assert_eq!(store.first_index().unwrap(), BOOTSTRAP_INDEX + 1);
+        store.compact_to(30).unwrap();
+        assert_eq!(store.first_index().unwrap(), 31);
+        assert!(matches!(store.term(29), Err(raft::Error::Store(StorageError::Compacted))));
+        assert_eq!(store.term(30).unwrap(), 2);
+        assert!(matches!(
+            store.entries(30, 40, None, GetEntriesContext::empty(false)),
+            Err(raft::Error::Store(StorageError::Compacted))
+        ));
+        assert_eq!(store.entries(31, 51, None, GetEntriesContext::empty(false)).unwrap().len(), 20);
+        drop(store);
+        let store = LogStore::open(Engine::open(dir.path()).unwrap(), &[1, 2, 3]).unwrap();
+        assert_eq!(store.first_index().unwrap(), 31);
+        assert_eq!(store.last_index().unwrap(), 50);
+    }
+
+    #[test]
+    fn snapshot_carries_applied_index_and_replaces_the_log_on_install() {
+        let src_dir = tempfile::tempdir().unwrap();
+        let mut src = store_with_entries(src_dir.path(), 20);
+        src.set_applied(15);
+        let snap = src.snapshot(0, 9).unwrap();
+        assert_eq!(snap.get_metadata().index, 15);
+        assert_eq!(snap.get_metadata().term, 2);
+        assert_eq!(snap.get_metadata().get_conf_state().voters, vec![1, 2, 3]);
+
+        let dst_dir = tempfile::tempdir().unwrap();
+        let mut dst = store_with_entries(dst_dir.path(), 5);
+        dst.install_snapshot(&snap).unwrap();
+        assert_eq!(dst.first_index().unwrap(), 16);
+        assert_eq!(dst.last_index().unwrap(), 15);
+        assert_eq!(dst.term(15).unwrap(), 2);
+        assert!(dst.hard_state().commit >= 15);
+        drop(dst);
+        let dst = LogStore::open(Engine::open(dst_dir.path()).unwrap(), &[]).unwrap();
+        assert_eq!(dst.first_index().unwrap(), 16);
+        assert_eq!(dst.conf_state().voters, vec![1, 2, 3]);
     }
 }

@@ -4,6 +4,7 @@
 
 mod log_store;
 mod node;
+mod snapshot;
 
 pub use log_store::LogStore;
-pub use node::{Node, NodeHandle, RaftStatus, StateMachine};
+pub use node::{LogLimits, MessageSink, Node, NodeHandle, RaftStatus, StateMachine};

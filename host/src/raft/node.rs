@@ -10,8 +10,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message};
-use raft::{Config, RawNode, ReadOnlyOption, StateRole};
+use raft::eraftpb::{ConfChange, ConfChangeSingle, ConfChangeType, ConfChangeV2, Entry, EntryType, Message, Snapshot};
+use raft::{Config, RawNode, ReadOnlyOption, SnapshotStatus, StateRole};
 use rocksdb::WriteBatch;
 use tokio::sync::{oneshot, watch};
 
@@ -27,6 +27,9 @@ const HEARTBEAT_TICKS: usize = 1;
 /// A ReadIndex request unanswered for this many ticks is asked again: Raft
 /// drops them silently while a new leader has not yet committed in its term.
 const READ_RETRY_TICKS: u32 = 5;
+/// How long a request waits for an election to finish before it fails with
+/// "no leader": two election timeouts, enough for one failed round.
+const LEADER_WAIT: Duration = Duration::from_secs(2);
 
 /// Applies committed entries. Implementations must be deterministic: every
 /// member applies the same entries in the same order.
@@ -36,6 +39,32 @@ pub trait StateMachine: Send + 'static {
     fn apply(&mut self, index: u64, data: &[u8]) -> Result<()>;
     /// The last index applied, as persisted.
     fn applied_index(&self) -> u64;
+    /// Applies a committed configuration change: the member it concerns and
+    /// the context its proposer attached (the member's record).
+    fn apply_conf_change(&mut self, index: u64, change: ConfChangeType, node_id: u64, context: &[u8]) -> Result<()> {
+        let _ = (change, node_id, context);
+        self.apply(index, &[])
+    }
+    /// Called after a snapshot replaced the state on disk, so in-memory
+    /// caches can be reloaded.
+    fn restored(&mut self, index: u64) -> Result<()>;
+}
+
+/// Delivers Raft messages to other members. Delivery is best effort; a sink
+/// must never block the Ready loop.
+pub trait MessageSink: Send + 'static {
+    fn send(&mut self, messages: Vec<Message>);
+}
+
+/// Tuning of the Raft log's size.
+#[derive(Clone, Copy, Debug)]
+pub struct LogLimits {
+    /// Applied entries kept in the log before it is compacted (etcd's
+    /// `--snapshot-count`).
+    pub snapshot_count: u64,
+    /// Entries kept behind the applied index on compaction so that a member
+    /// that is slightly behind catches up from the log, not a snapshot.
+    pub catch_up_entries: u64,
 }
 
 /// What the rest of the server can observe of Raft, refreshed every Ready.
@@ -44,6 +73,7 @@ pub struct RaftStatus {
     pub id: u64,
     leader: AtomicU64,
     term: AtomicU64,
+    last_index: AtomicU64,
     commit: AtomicU64,
     applied: AtomicU64,
 }
@@ -61,11 +91,38 @@ impl RaftStatus {
     pub fn applied_index(&self) -> u64 {
         self.applied.load(Ordering::Relaxed)
     }
+    pub fn last_index(&self) -> u64 {
+        self.last_index.load(Ordering::Relaxed)
+    }
+    pub fn is_leader(&self) -> bool {
+        self.id != 0 && self.leader() == self.id
+    }
 }
 
 enum Command {
-    Propose { data: Vec<u8>, ack: oneshot::Sender<Result<()>> },
-    ReadIndex { ack: oneshot::Sender<u64> },
+    Propose {
+        data: Vec<u8>,
+        ack: oneshot::Sender<Result<()>>,
+    },
+    ProposeConfChange {
+        cc: ConfChangeV2,
+        ack: oneshot::Sender<Result<()>>,
+    },
+    ReadIndex {
+        ack: oneshot::Sender<u64>,
+    },
+    Step(Box<Message>),
+    Unreachable(u64),
+    SnapshotDone {
+        to: u64,
+        ok: bool,
+    },
+    TransferLeader(u64),
+    /// How far a member and the leader have replicated; only the leader knows.
+    Progress {
+        id: u64,
+        ack: oneshot::Sender<Option<(u64, u64)>>,
+    },
     Stop,
 }
 
@@ -78,18 +135,75 @@ pub struct NodeHandle {
 }
 
 impl NodeHandle {
-    /// Hands `data` to Raft. Success means the entry was accepted for
-    /// replication, not that it committed.
+    /// Hands `data` to Raft (a follower forwards it to the leader). Success
+    /// means the entry was accepted for replication, not that it committed.
     pub async fn propose(&self, data: Vec<u8>) -> Result<()> {
+        self.wait_leader().await?;
         let (ack, rx) = oneshot::channel();
         self.tx.send(Command::Propose { data, ack }).map_err(|_| Error::Stopped)?;
         rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Proposes a membership change; `ConfChangeV2` so that a learner's
+    /// promotion is one change like the others.
+    pub async fn propose_conf_change(&self, cc: ConfChangeV2) -> Result<()> {
+        self.wait_leader().await?;
+        let (ack, rx) = oneshot::channel();
+        self.tx.send(Command::ProposeConfChange { cc, ack }).map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Waits (bounded) for an election in progress to finish, so requests
+    /// arriving just after a leader died are not failed needlessly.
+    async fn wait_leader(&self) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+        while self.status.leader() == 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::NoLeader);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// Hands a message from another member to Raft.
+    pub fn step(&self, message: Message) -> Result<()> {
+        self.tx.send(Command::Step(Box::new(message))).map_err(|_| Error::Stopped)
+    }
+
+    /// Tells Raft a member could not be reached, so it stops streaming
+    /// entries optimistically and probes instead.
+    pub fn report_unreachable(&self, id: u64) {
+        let _ = self.tx.send(Command::Unreachable(id));
+    }
+
+    /// Tells Raft whether a snapshot reached member `to`.
+    pub fn report_snapshot(&self, to: u64, ok: bool) {
+        let _ = self.tx.send(Command::SnapshotDone { to, ok });
+    }
+
+    /// Asks the leader to hand leadership to `to`.
+    pub fn transfer_leader(&self, to: u64) -> Result<()> {
+        self.tx.send(Command::TransferLeader(to)).map_err(|_| Error::Stopped)
+    }
+
+    /// Fails unless this member leads and learner `id` has replicated at
+    /// least 90% of the leader's log, etcd's bar for promotion.
+    pub async fn check_learner_ready(&self, id: u64) -> Result<()> {
+        let (ack, rx) = oneshot::channel();
+        self.tx.send(Command::Progress { id, ack }).map_err(|_| Error::Stopped)?;
+        let (learner, leader) = rx.await.map_err(|_| Error::Stopped)?.ok_or(Error::NotLeader)?;
+        if (learner as f64) < (leader as f64) * 0.9 {
+            return Err(Error::LearnerNotReady);
+        }
+        Ok(())
     }
 
     /// Waits until this member has applied everything committed when the
     /// call was made, confirmed by a quorum (Raft's ReadIndex). Reads served
     /// afterwards are linearizable.
     pub async fn linearizable_barrier(&self) -> Result<()> {
+        self.wait_leader().await?;
         let (ack, rx) = oneshot::channel();
         self.tx.send(Command::ReadIndex { ack }).map_err(|_| Error::Stopped)?;
         let index = rx.await.map_err(|_| Error::Stopped)?;
@@ -124,6 +238,8 @@ pub struct Node<S: StateMachine> {
     rx: mpsc::Receiver<Command>,
     status: Arc<RaftStatus>,
     applied_tx: watch::Sender<u64>,
+    sink: Box<dyn MessageSink>,
+    limits: LogLimits,
     /// ReadIndex requests not yet handed to Raft; they share one request.
     queued_reads: Vec<oneshot::Sender<u64>>,
     reads_in_flight: HashMap<Vec<u8>, PendingRead>,
@@ -131,10 +247,23 @@ pub struct Node<S: StateMachine> {
 }
 
 impl<S: StateMachine> Node<S> {
-    /// Starts the Ready loop on its own thread.
-    pub fn start(id: u64, engine: Arc<Engine>, voters: &[u64], state_machine: S) -> Result<(NodeHandle, JoinHandle<Result<()>>)> {
-        let store = LogStore::open(engine.clone(), voters)?;
-        let applied = state_machine.applied_index();
+    /// Starts the Ready loop on its own thread. `voters` bootstraps a new
+    /// cluster (empty when joining an existing one); `sink` is built once the
+    /// handle exists, so the transport can report back to Raft.
+    pub fn start(
+        id: u64,
+        engine: Arc<Engine>,
+        voters: &[u64],
+        limits: LogLimits,
+        state_machine: S,
+        sink: impl FnOnce(NodeHandle) -> Box<dyn MessageSink>,
+    ) -> Result<(NodeHandle, JoinHandle<Result<()>>)> {
+        let mut store = LogStore::open(engine.clone(), voters)?;
+        let applied = state_machine.applied_index().max(store.first_index_before());
+        store.set_applied(applied);
+        // Apply may have reached disk before the hard state recording the
+        // commit did; what was applied was committed.
+        store.raise_commit(applied)?;
         let config = Config {
             id,
             election_tick: ELECTION_TICKS,
@@ -160,26 +289,27 @@ impl<S: StateMachine> Node<S> {
         let (applied_tx, applied_rx) = watch::channel(applied);
         let status = Arc::new(RaftStatus { id, ..Default::default() });
         status.applied.store(applied, Ordering::Relaxed);
+        let handle = NodeHandle {
+            tx,
+            status: status.clone(),
+            applied: applied_rx,
+        };
+        let sink = sink(handle.clone());
         let node = Node {
             raw,
             engine,
             state_machine,
             rx,
-            status: status.clone(),
+            status,
             applied_tx,
+            sink,
+            limits,
             queued_reads: Vec::new(),
             reads_in_flight: HashMap::new(),
             next_read_ctx: 0,
         };
         let thread = std::thread::Builder::new().name("raft".into()).spawn(move || node.run())?;
-        Ok((
-            NodeHandle {
-                tx,
-                status,
-                applied: applied_rx,
-            },
-            thread,
-        ))
+        Ok((handle, thread))
     }
 
     fn run(mut self) -> Result<()> {
@@ -222,7 +352,37 @@ impl<S: StateMachine> Node<S> {
                 });
                 let _ = ack.send(result);
             }
+            Command::ProposeConfChange { cc, ack } => {
+                let result = self.raw.propose_conf_change(Vec::new(), cc).map_err(|e| match e {
+                    raft::Error::ProposalDropped => Error::NoLeader,
+                    e => Error::Raft(e),
+                });
+                let _ = ack.send(result);
+            }
             Command::ReadIndex { ack } => self.queued_reads.push(ack),
+            Command::Step(m) => {
+                // Messages from members that were removed, or stale ones
+                // from an old term, are refused by Raft; nothing to do.
+                if let Err(e) = self.raw.step(*m) {
+                    tracing::debug!(error = %e, "raft message not stepped");
+                }
+            }
+            Command::Unreachable(id) => self.raw.report_unreachable(id),
+            Command::SnapshotDone { to, ok } => {
+                let status = if ok { SnapshotStatus::Finish } else { SnapshotStatus::Failure };
+                self.raw.report_snapshot(to, status);
+            }
+            Command::TransferLeader(to) => self.raw.transfer_leader(to),
+            Command::Progress { id, ack } => {
+                let raft = &self.raw.raft;
+                let progress = (raft.state == StateRole::Leader).then(|| {
+                    let prs = raft.prs();
+                    let member = prs.get(id).map_or(0, |p| p.matched);
+                    let leader = prs.get(raft.id).map_or(0, |p| p.matched);
+                    (member, leader)
+                });
+                let _ = ack.send(progress);
+            }
             Command::Stop => return false,
         }
         true
@@ -258,6 +418,9 @@ impl<S: StateMachine> Node<S> {
         let mut ready = self.raw.ready();
         if !ready.messages().is_empty() {
             self.send(ready.take_messages());
+        }
+        if !ready.snapshot().is_empty() {
+            self.install_snapshot(ready.snapshot().clone())?;
         }
         self.apply_entries(ready.take_committed_entries())?;
 
@@ -300,8 +463,36 @@ impl<S: StateMachine> Node<S> {
         self.send(light.take_messages());
         self.apply_entries(light.take_committed_entries())?;
         self.raw.advance_apply();
+        self.maybe_compact()?;
         self.publish_status();
         Ok(())
+    }
+
+    /// Replaces the state with a snapshot from the leader.
+    fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<()> {
+        let index = snapshot.get_metadata().index;
+        tracing::info!(
+            index,
+            term = snapshot.get_metadata().term,
+            bytes = snapshot.data.len(),
+            "installing snapshot"
+        );
+        self.raw.mut_store().install_snapshot(&snapshot)?;
+        self.state_machine.restored(index)?;
+        self.status.applied.store(index, Ordering::Relaxed);
+        self.applied_tx.send_replace(index);
+        Ok(())
+    }
+
+    /// Drops applied entries from the log once there are enough of them;
+    /// members that fall further behind get a snapshot instead.
+    fn maybe_compact(&mut self) -> Result<()> {
+        let applied = self.state_machine.applied_index();
+        let store = self.raw.mut_store();
+        if applied < store.first_index_before() + self.limits.snapshot_count + self.limits.catch_up_entries {
+            return Ok(());
+        }
+        store.compact_to(applied - self.limits.catch_up_entries)
     }
 
     fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<()> {
@@ -313,35 +504,47 @@ impl<S: StateMachine> Node<S> {
                 EntryType::EntryNormal => self.state_machine.apply(entry.index, &entry.data)?,
                 EntryType::EntryConfChange => {
                     let cc = ConfChange::parse_from_bytes(&entry.data).map_err(|e| Error::Corrupt(e.to_string()))?;
-                    let cs = self.raw.apply_conf_change(&cc)?;
-                    self.persist_conf_state(entry.index, &cs)?;
+                    self.apply_conf_change(entry.index, &to_v2(cc))?;
                 }
                 EntryType::EntryConfChangeV2 => {
                     let cc = ConfChangeV2::parse_from_bytes(&entry.data).map_err(|e| Error::Corrupt(e.to_string()))?;
-                    let cs = self.raw.apply_conf_change(&cc)?;
-                    self.persist_conf_state(entry.index, &cs)?;
+                    self.apply_conf_change(entry.index, &cc)?;
                 }
             }
         }
+        self.raw.mut_store().set_applied(last);
         self.status.applied.store(last, Ordering::Relaxed);
         self.applied_tx.send_replace(last);
         Ok(())
     }
 
-    /// Records the configuration a conf change produced; the entry itself
-    /// carries no request for the state machine.
-    fn persist_conf_state(&mut self, index: u64, cs: &ConfState) -> Result<()> {
-        let mut batch = WriteBatch::default();
-        self.raw.mut_store().stage_conf_state(&mut batch, cs)?;
-        self.engine.write(batch, false)?;
-        self.state_machine.apply(index, &[])
+    fn apply_conf_change(&mut self, index: u64, cc: &ConfChangeV2) -> Result<()> {
+        // A change Raft refuses (say, removing the last voter) is skipped
+        // the same way on every member.
+        match self.raw.apply_conf_change(cc) {
+            Ok(cs) => {
+                let mut batch = WriteBatch::default();
+                self.raw.mut_store().stage_conf_state(&mut batch, &cs)?;
+                self.engine.write(batch, false)?;
+                for change in cc.get_changes() {
+                    self.state_machine
+                        .apply_conf_change(index, change.get_change_type(), change.node_id, &cc.context)?;
+                }
+                if cc.get_changes().is_empty() {
+                    self.state_machine.apply(index, &[])?;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(index, error = %e, "configuration change refused by raft");
+                self.state_machine.apply(index, &[])
+            }
+        }
     }
 
     fn send(&mut self, messages: Vec<Message>) {
-        // A single member has nobody to talk to; peers arrive with the
-        // cluster transport.
         if !messages.is_empty() {
-            tracing::trace!(count = messages.len(), "dropping raft messages: no peer transport");
+            self.sink.send(messages);
         }
     }
 
@@ -350,10 +553,22 @@ impl<S: StateMachine> Node<S> {
         self.status.leader.store(raft.leader_id, Ordering::Relaxed);
         self.status.term.store(raft.term, Ordering::Relaxed);
         self.status.commit.store(raft.raft_log.committed, Ordering::Relaxed);
+        self.status.last_index.store(raft.raft_log.last_index(), Ordering::Relaxed);
         if raft.state == StateRole::Leader && !self.reads_in_flight.is_empty() {
             tracing::trace!(reads = self.reads_in_flight.len(), "linearizable reads waiting");
         }
     }
+}
+
+/// A legacy single change in the form every change is applied in.
+fn to_v2(cc: ConfChange) -> ConfChangeV2 {
+    let mut single = ConfChangeSingle::default();
+    single.set_change_type(cc.get_change_type());
+    single.node_id = cc.node_id;
+    let mut v2 = ConfChangeV2::default();
+    v2.set_changes(vec![single].into());
+    v2.context = cc.context;
+    v2
 }
 
 /// Forwards raft-rs's slog records to `tracing`.

@@ -1,0 +1,83 @@
+//! Member-to-member communication over the peer URLs: Raft messages in
+//! batches on one stream per peer, snapshots in chunks, and the member list
+//! for members joining a running cluster.
+
+mod service;
+mod transport;
+
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::Error;
+use crate::membership::InitialCluster;
+use crate::proto::cairnpb::learner_ready_response::Verdict;
+use crate::proto::cairnpb::{peer_client::PeerClient, LearnerReadyRequest, MemberSet, MembersRequest};
+
+pub use service::PeerService;
+pub use transport::Transport;
+
+/// Largest gRPC message a member accepts from a peer: a batch of Raft
+/// messages (entries are capped at 1 MiB per message by Raft) or a snapshot
+/// chunk.
+pub const MAX_PEER_MESSAGE_BYTES: usize = 16 << 20;
+/// What a member answers the traffic of a removed member with.
+pub(crate) const REMOVED_MESSAGE: &str = "the member has been permanently removed from the cluster";
+/// Largest snapshot a member accepts, reassembled.
+pub const MAX_SNAPSHOT_BYTES: usize = 8 << 30;
+
+/// A channel to a peer that notices a dead connection within seconds, so
+/// a crashed or cut-off member is reconnected to rather than written into a
+/// half-open socket forever.
+pub(crate) async fn connect(url: &str) -> Result<Channel, tonic::transport::Error> {
+    Endpoint::from_shared(url.to_string())?
+        .connect_timeout(Duration::from_millis(500))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(1))
+        .keep_alive_timeout(Duration::from_secs(3))
+        .keep_alive_while_idle(true)
+        .connect()
+        .await
+}
+
+/// Asks the members named in `--initial-cluster` for the member list, for a
+/// member joining a running cluster.
+pub async fn fetch_members(initial: &InitialCluster, cfg: &crate::config::ServerConfig) -> anyhow::Result<MemberSet> {
+    let mut last_error = String::from("no other member in --initial-cluster");
+    for member in initial.members.iter().filter(|m| m.name != cfg.name) {
+        for url in &member.peer_urls {
+            let channel = match connect(url).await {
+                Ok(c) => c,
+                Err(e) => {
+                    last_error = format!("{url}: {e}");
+                    continue;
+                }
+            };
+            let mut client = PeerClient::new(channel).max_decoding_message_size(MAX_PEER_MESSAGE_BYTES);
+            match tokio::time::timeout(Duration::from_secs(5), client.members(MembersRequest {})).await {
+                Ok(Ok(resp)) => return Ok(resp.into_inner()),
+                Ok(Err(e)) => last_error = format!("{url}: {e}"),
+                Err(_) => last_error = format!("{url}: timed out"),
+            }
+        }
+    }
+    anyhow::bail!("cannot fetch the cluster's members from its peers: {last_error}")
+}
+
+/// Asks the leader, at `leader_url`, whether learner `member_id` may be
+/// promoted, as etcd forwards a promotion to its leader.
+pub async fn learner_ready_at_leader(leader_url: &str, member_id: u64) -> Result<(), Error> {
+    let channel = connect(leader_url).await.map_err(|_| Error::NoLeader)?;
+    let mut client = PeerClient::new(channel);
+    let answer = tokio::time::timeout(Duration::from_secs(5), client.learner_ready(LearnerReadyRequest { member_id }))
+        .await
+        .map_err(|_| Error::Timeout)?
+        .map_err(|_| Error::NoLeader)?
+        .into_inner();
+    match Verdict::try_from(answer.verdict) {
+        Ok(Verdict::Ready) => Ok(()),
+        Ok(Verdict::NotReady) => Err(Error::LearnerNotReady),
+        // Leadership moved meanwhile; the client may retry.
+        _ => Err(Error::NotLeader),
+    }
+}

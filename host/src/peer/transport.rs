@@ -1,0 +1,197 @@
+//! The sending side of the peer protocol: one task per peer with a bounded
+//! queue. Raft retransmits anything lost, so a full queue drops messages
+//! rather than blocking the Ready loop, and a slow or dead peer costs the
+//! others nothing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use protobuf::Message as _;
+use raft::eraftpb::{Message, MessageType};
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::{connect, MAX_PEER_MESSAGE_BYTES};
+use crate::membership::MemberTable;
+use crate::proto::cairnpb::{peer_client::PeerClient, RaftBatch, SnapshotChunk};
+use crate::raft::{MessageSink, NodeHandle};
+
+/// Messages waiting for one peer; beyond this they are dropped.
+const QUEUE_LEN: usize = 4096;
+/// A batch is closed at this many bytes of encoded messages.
+const BATCH_BYTES: usize = 2 << 20;
+const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// What every peer task needs.
+struct Shared {
+    local_id: u64,
+    cluster_id: u64,
+    members: Arc<MemberTable>,
+    node: NodeHandle,
+}
+
+pub struct Transport {
+    shared: Arc<Shared>,
+    runtime: tokio::runtime::Handle,
+    peers: HashMap<u64, mpsc::Sender<Message>>,
+}
+
+impl Transport {
+    /// Must be called inside the Tokio runtime the peer tasks will run on.
+    pub fn new(local_id: u64, cluster_id: u64, members: Arc<MemberTable>, node: NodeHandle) -> Transport {
+        Transport {
+            shared: Arc::new(Shared {
+                local_id,
+                cluster_id,
+                members,
+                node,
+            }),
+            runtime: tokio::runtime::Handle::current(),
+            peers: HashMap::new(),
+        }
+    }
+
+    fn queue(&mut self, to: u64) -> &mpsc::Sender<Message> {
+        let alive = self.peers.get(&to).is_some_and(|q| !q.is_closed());
+        if !alive {
+            let (tx, rx) = mpsc::channel(QUEUE_LEN);
+            self.runtime.spawn(run_peer(self.shared.clone(), to, rx));
+            self.peers.insert(to, tx);
+        }
+        &self.peers[&to]
+    }
+}
+
+impl MessageSink for Transport {
+    fn send(&mut self, messages: Vec<Message>) {
+        for message in messages {
+            let to = message.to;
+            if message.get_msg_type() == MessageType::MsgSnapshot {
+                self.runtime.spawn(send_snapshot(self.shared.clone(), message));
+                continue;
+            }
+            match self.queue(to).try_send(message) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => tracing::debug!(to = %format!("{to:x}"), "peer queue full; raft message dropped"),
+                // The peer's task ended (member removed); a later message
+                // starts a new one if the member is back.
+                Err(TrySendError::Closed(_)) => {
+                    self.peers.remove(&to);
+                }
+            }
+        }
+    }
+}
+
+/// Streams messages to one peer for as long as it is a member, reconnecting
+/// with backoff.
+async fn run_peer(shared: Arc<Shared>, to: u64, mut queue: mpsc::Receiver<Message>) {
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let Some(url) = shared.members.peer_url(to) else {
+            tracing::debug!(to = %format!("{to:x}"), "not a member any more; peer sender stops");
+            return;
+        };
+        match connect(&url).await {
+            Ok(channel) => {
+                backoff = MIN_BACKOFF;
+                let client = PeerClient::new(channel).max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+                match stream_to(&shared, client, &mut queue).await {
+                    StreamEnd::QueueClosed => return,
+                    StreamEnd::Broken(why) => tracing::debug!(to = %format!("{to:x}"), %url, error = %why, "peer stream broken"),
+                }
+            }
+            Err(e) => tracing::debug!(to = %format!("{to:x}"), %url, error = %e, "cannot connect to peer"),
+        }
+        shared.node.report_unreachable(to);
+        // What queued up meanwhile is stale; Raft will send afresh.
+        while queue.try_recv().is_ok() {}
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+enum StreamEnd {
+    QueueClosed,
+    Broken(String),
+}
+
+async fn stream_to(shared: &Shared, mut client: PeerClient<tonic::transport::Channel>, queue: &mut mpsc::Receiver<Message>) -> StreamEnd {
+    let (batch_tx, batch_rx) = mpsc::channel::<RaftBatch>(4);
+    let mut call = tokio::spawn(async move { client.stream(ReceiverStream::new(batch_rx)).await });
+    let end = loop {
+        tokio::select! {
+            result = &mut call => {
+                break StreamEnd::Broken(match result {
+                    Ok(Ok(_)) => "peer ended the stream".to_string(),
+                    Ok(Err(status)) => {
+                        if status.code() == tonic::Code::PermissionDenied && status.message() == super::REMOVED_MESSAGE {
+                            shared.members.learn_removed();
+                        }
+                        status.to_string()
+                    }
+                    Err(e) => e.to_string(),
+                });
+            }
+            first = queue.recv() => {
+                let Some(first) = first else { break StreamEnd::QueueClosed };
+                let mut batch = RaftBatch { cluster_id: shared.cluster_id, from: shared.local_id, messages: Vec::new() };
+                let mut bytes = 0;
+                let mut next = Some(first);
+                while let Some(message) = next.take() {
+                    match message.write_to_bytes() {
+                        Ok(raw) => {
+                            bytes += raw.len();
+                            batch.messages.push(raw);
+                        }
+                        Err(e) => tracing::error!(error = %e, "cannot encode raft message"),
+                    }
+                    if bytes < BATCH_BYTES {
+                        next = queue.try_recv().ok();
+                    }
+                }
+                if batch_tx.send(batch).await.is_err() {
+                    break StreamEnd::Broken("stream closed".to_string());
+                }
+            }
+        }
+    };
+    call.abort();
+    end
+}
+
+/// Sends one snapshot message in chunks on its own call, and reports the
+/// outcome to Raft, which holds back the peer until it knows.
+async fn send_snapshot(shared: Arc<Shared>, message: Message) {
+    let to = message.to;
+    let ok = match try_send_snapshot(&shared, &message).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(to = %format!("{to:x}"), error = %e, "sending snapshot failed");
+            false
+        }
+    };
+    shared.node.report_snapshot(to, ok);
+}
+
+async fn try_send_snapshot(shared: &Shared, message: &Message) -> anyhow::Result<()> {
+    let url = shared.members.peer_url(message.to).ok_or_else(|| anyhow::anyhow!("not a member"))?;
+    let raw = message.write_to_bytes()?;
+    let chunks: Vec<SnapshotChunk> = raw
+        .chunks(SNAPSHOT_CHUNK_BYTES)
+        .map(|c| SnapshotChunk {
+            cluster_id: shared.cluster_id,
+            from: shared.local_id,
+            data: c.to_vec(),
+        })
+        .collect();
+    let channel = connect(&url).await?;
+    let mut client = PeerClient::new(channel).max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+    tokio::time::timeout(Duration::from_secs(120), client.snapshot(tokio_stream::iter(chunks)))
+        .await
+        .map_err(|_| anyhow::anyhow!("timed out"))??;
+    Ok(())
+}

@@ -1,0 +1,464 @@
+//! A multi-member cairn cluster of real processes on loopback ports, each
+//! member's peer traffic passing through a [`PeerProxy`] so tests can cut it
+//! off from the others.
+
+use std::fs::OpenOptions;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::etcdctl::etcdctl_timeout;
+use crate::proxy::PeerProxy;
+use crate::server::{free_port, READY_TIMEOUT};
+
+/// How long members may take to agree after a fault heals.
+pub const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct Member {
+    pub name: String,
+    client_port: u16,
+    peer_port: u16,
+    proxy: PeerProxy,
+    dir: TempDir,
+    child: Option<Child>,
+    initial_cluster: String,
+    state: &'static str,
+    extra_args: Vec<String>,
+}
+
+impl Member {
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// The advertised peer URL (the proxy's).
+    pub fn peer_url(&self) -> String {
+        self.proxy.url()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    fn args(&self) -> Vec<String> {
+        let ep = self.endpoint();
+        let mut args = vec![
+            format!("--name={}", self.name),
+            format!("--data-dir={}", self.data_dir().display()),
+            format!("--listen-client-urls={ep}"),
+            format!("--advertise-client-urls={ep}"),
+            format!("--listen-peer-urls=http://127.0.0.1:{}", self.peer_port),
+            format!("--initial-advertise-peer-urls={}", self.peer_url()),
+            format!("--initial-cluster={}", self.initial_cluster),
+            format!("--initial-cluster-state={}", self.state),
+            "--initial-cluster-token=cairn-test-cluster".to_string(),
+        ];
+        args.extend(self.extra_args.iter().cloned());
+        args
+    }
+
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "member {} already running", self.name);
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open member log");
+        {
+            use std::io::Write;
+            let _ = (&log).write_all(format!("\n===== launch: {} =====\n", self.args().join(" ")).as_bytes());
+        }
+        let child = Command::new(crate::cairn_bin())
+            .args(self.args())
+            .env("RUST_LOG", "info,raft=info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn cairn");
+        self.child = Some(child);
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            None => false,
+            Some(c) => c.try_wait().expect("try_wait").is_none(),
+        }
+    }
+
+    /// Whether the member answers a linearizable read.
+    pub fn healthy(&self) -> bool {
+        let out = etcdctl_timeout(
+            &self.endpoint(),
+            &["endpoint", "health", "--dial-timeout=1s", "--command-timeout=3s"],
+            None,
+            Duration::from_secs(10),
+        );
+        out.status == Some(0)
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        format!("--- {} log ---\n{}", self.name, all[all.len().saturating_sub(lines)..].join("\n"))
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on our own unreaped child.
+            unsafe {
+                libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
+            }
+            let start = Instant::now();
+            while c.try_wait().expect("try_wait").is_none() {
+                if start.elapsed() > Duration::from_secs(30) {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    panic!("member {} ignored SIGTERM\n{}", self.name, self.log_tail(40));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Cuts all peer traffic to this member (and so every reply to it).
+    pub fn isolate(&self) {
+        self.proxy.cut();
+    }
+
+    pub fn heal(&self) {
+        self.proxy.heal();
+    }
+}
+
+pub struct Cluster {
+    pub members: Vec<Member>,
+    extra_args: Vec<String>,
+}
+
+impl Cluster {
+    /// Starts `n` members as a new cluster and waits until each serves.
+    pub fn start(n: usize) -> Cluster {
+        Cluster::start_with_args(n, &[])
+    }
+
+    pub fn start_with_args(n: usize, extra_args: &[&str]) -> Cluster {
+        crate::require_etcdctl();
+        let mut members: Vec<Member> = (0..n).map(|i| new_member(&format!("m{i}"), extra_args)).collect();
+        let initial = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .collect::<Vec<_>>()
+            .join(",");
+        for m in &mut members {
+            m.initial_cluster = initial.clone();
+        }
+        let mut cluster = Cluster {
+            members,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        for m in &mut cluster.members {
+            m.spawn();
+        }
+        for i in 0..n {
+            cluster.wait_ready(i);
+        }
+        cluster.wait_members_published();
+        cluster
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(Member::endpoint).collect()
+    }
+
+    /// Waits (bounded) until member `i` answers a linearizable read.
+    pub fn wait_ready(&mut self, i: usize) {
+        let start = Instant::now();
+        loop {
+            let m = &mut self.members[i];
+            if !m.is_running() {
+                panic!("member {} exited\n{}", m.name, m.log_tail(60));
+            }
+            if m.healthy() {
+                return;
+            }
+            if start.elapsed() > READY_TIMEOUT {
+                let name = m.name.clone();
+                panic!("member {name} not ready after {READY_TIMEOUT:?}\n{}", self.log_tails());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until every running member lists every member with client URLs.
+    pub fn wait_members_published(&mut self) {
+        let start = Instant::now();
+        let want = self.members.len();
+        'outer: loop {
+            if start.elapsed() > READY_TIMEOUT {
+                panic!("members never learned each other's client URLs\n{}", self.log_tails());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            for i in 0..self.members.len() {
+                if !self.members[i].is_running() {
+                    continue;
+                }
+                let out = etcdctl_timeout(
+                    &self.members[i].endpoint(),
+                    &["member", "list", "-w", "json"],
+                    None,
+                    Duration::from_secs(15),
+                );
+                if out.status != Some(0) {
+                    continue 'outer;
+                }
+                let j: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("member list json");
+                let members = j["members"].as_array().cloned().unwrap_or_default();
+                let published = members
+                    .iter()
+                    .filter(|m| m["clientURLs"].as_array().is_some_and(|a| !a.is_empty()))
+                    .count();
+                if members.len() != want || published != want {
+                    continue 'outer;
+                }
+            }
+            return;
+        }
+    }
+
+    pub fn kill9(&mut self, i: usize) {
+        self.members[i].kill9();
+    }
+
+    /// Starts a stopped member again on its data dir and waits until it serves.
+    pub fn restart(&mut self, i: usize) {
+        self.members[i].kill9();
+        self.members[i].spawn();
+        self.wait_ready(i);
+    }
+
+    /// Kills every member with SIGKILL, starts them together (a restarted
+    /// cluster needs a quorum before any of them serves) and waits until
+    /// all serve.
+    pub fn restart_all(&mut self) {
+        for m in &mut self.members {
+            m.kill9();
+        }
+        for m in &mut self.members {
+            m.spawn();
+        }
+        for i in 0..self.members.len() {
+            self.wait_ready(i);
+        }
+    }
+
+    /// Index of the member every running member agrees leads, waiting
+    /// (bounded) for an election to settle.
+    pub fn leader(&mut self) -> usize {
+        let all: Vec<usize> = (0..self.members.len()).collect();
+        self.leader_among(&all)
+    }
+
+    /// Like [`Cluster::leader`], asking only members `among`.
+    pub fn leader_among(&mut self, among: &[usize]) -> usize {
+        let start = Instant::now();
+        loop {
+            let mut leaders = Vec::new();
+            let mut ids = Vec::new();
+            for &i in among {
+                if !self.members[i].is_running() {
+                    continue;
+                }
+                let out = etcdctl_timeout(
+                    &self.members[i].endpoint(),
+                    &["endpoint", "status", "-w", "json"],
+                    None,
+                    Duration::from_secs(15),
+                );
+                if out.status != Some(0) {
+                    leaders.clear();
+                    break;
+                }
+                let j: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("status json");
+                let st = &j[0]["Status"];
+                leaders.push(st["leader"].as_u64().unwrap_or(0));
+                ids.push((i, st["header"]["member_id"].as_u64().unwrap_or(0)));
+            }
+            if let Some(&l) = leaders.first() {
+                if l != 0 && leaders.iter().all(|x| *x == l) {
+                    if let Some((i, _)) = ids.iter().find(|(_, id)| *id == l) {
+                        return *i;
+                    }
+                }
+            }
+            if start.elapsed() > CONVERGE_TIMEOUT {
+                panic!("no agreed leader: {leaders:?}\n{}", self.log_tails());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Member id (from `endpoint status`) of member `i`.
+    pub fn member_id(&self, i: usize) -> u64 {
+        let out = etcdctl_timeout(
+            &self.members[i].endpoint(),
+            &["endpoint", "status", "-w", "json"],
+            None,
+            Duration::from_secs(15),
+        );
+        out.ok();
+        out.json()[0]["Status"]["header"]["member_id"].as_u64().expect("member id")
+    }
+
+    /// Waits (bounded) until every running member reports the same revision
+    /// and the same HashKV, and returns that revision.
+    pub fn assert_converged(&mut self) -> i64 {
+        let start = Instant::now();
+        loop {
+            let mut seen = Vec::new();
+            for i in 0..self.members.len() {
+                if !self.members[i].is_running() {
+                    continue;
+                }
+                let out = etcdctl_timeout(
+                    &self.members[i].endpoint(),
+                    &["endpoint", "hashkv", "-w", "json"],
+                    None,
+                    Duration::from_secs(15),
+                );
+                if out.status != Some(0) {
+                    seen.clear();
+                    break;
+                }
+                let j: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("hashkv json");
+                let h = &j[0]["HashKV"];
+                seen.push((h["header"]["revision"].as_i64().unwrap_or(-1), h["hash"].as_u64().unwrap_or(0)));
+            }
+            if !seen.is_empty() && seen.iter().all(|s| *s == seen[0]) {
+                return seen[0].0;
+            }
+            if start.elapsed() > CONVERGE_TIMEOUT {
+                panic!("members did not converge: (revision, hash) = {seen:?}\n{}", self.log_tails());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Adds a member with `etcdctl member add` (through member `via`) and
+    /// starts it with `--initial-cluster-state existing`; waits until it serves.
+    pub fn add_member(&mut self, via: usize, learner: bool) -> usize {
+        let name = format!("m{}", self.members.len());
+        let extra: Vec<&str> = self.extra_args.iter().map(String::as_str).collect();
+        let mut m = new_member(&name, &extra);
+        let mut args = vec!["member", "add", name.as_str()];
+        let peer = format!("--peer-urls={}", m.peer_url());
+        args.push(&peer);
+        if learner {
+            args.push("--learner");
+        }
+        let out = etcdctl_timeout(&self.members[via].endpoint(), &args, None, Duration::from_secs(30));
+        out.ok();
+        let initial = out
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER=\""))
+            .and_then(|l| l.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("member add printed no ETCD_INITIAL_CLUSTER: {out:?}"))
+            .to_string();
+        m.initial_cluster = initial;
+        m.state = "existing";
+        m.spawn();
+        self.members.push(m);
+        let i = self.members.len() - 1;
+        self.wait_status(i);
+        i
+    }
+
+    /// Waits (bounded) until member `i` answers `endpoint status`, which
+    /// needs no leader (a learner or a catching-up member answers it).
+    pub fn wait_status(&mut self, i: usize) {
+        let start = Instant::now();
+        loop {
+            let m = &mut self.members[i];
+            if !m.is_running() {
+                panic!("member {} exited\n{}", m.name, m.log_tail(60));
+            }
+            let out = etcdctl_timeout(
+                &m.endpoint(),
+                &["endpoint", "status", "--dial-timeout=1s"],
+                None,
+                Duration::from_secs(10),
+            );
+            if out.status == Some(0) {
+                return;
+            }
+            if start.elapsed() > READY_TIMEOUT {
+                let name = m.name.clone();
+                panic!("member {name} not serving after {READY_TIMEOUT:?}\n{}", self.log_tails());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits (bounded) until member `i`'s process has exited by itself.
+    pub fn wait_exited(&mut self, i: usize) {
+        let start = Instant::now();
+        while self.members[i].is_running() {
+            if start.elapsed() > READY_TIMEOUT {
+                panic!("member {} still running\n{}", self.members[i].name, self.members[i].log_tail(40));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.members[i].child = None;
+    }
+
+    /// Whether member `i`'s log mentions `needle` (diagnostics only).
+    pub fn log_contains(&self, i: usize, needle: &str) -> bool {
+        std::fs::read_to_string(self.members[i].log_path())
+            .unwrap_or_default()
+            .contains(needle)
+    }
+
+    pub fn log_tails(&self) -> String {
+        self.members.iter().map(|m| m.log_tail(40)).collect::<Vec<_>>().join("\n")
+    }
+}
+
+fn new_member(name: &str, extra_args: &[&str]) -> Member {
+    let peer_port = free_port();
+    let proxy = PeerProxy::start(free_port(), SocketAddr::from(([127, 0, 0, 1], peer_port)));
+    Member {
+        name: name.to_string(),
+        client_port: free_port(),
+        peer_port,
+        proxy,
+        dir: tempfile::Builder::new().prefix("cairn-cluster-").tempdir().expect("tempdir"),
+        child: None,
+        initial_cluster: String::new(),
+        state: "new",
+        extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.log_tail(60));
+        }
+        self.kill9();
+    }
+}
