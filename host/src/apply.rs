@@ -288,6 +288,9 @@ impl StateMachine for Applier {
         if let Some(m) = &self.members {
             m.reload()?;
         }
+        // State kept beside MVCC must follow the snapshot too.
+        self.leases.reload(&self.engine, &self.store)?;
+        self.watch_hub.restored(self.store.current_revision());
         self.persist_applied(index)?;
         self.applied_index = index;
         Ok(())

@@ -132,6 +132,14 @@ impl LeaseTable {
         })
     }
 
+    /// Replaces every lease with what the database now holds, after a
+    /// snapshot from the leader replaced the state.
+    pub fn reload(&self, engine: &Engine, store: &MvccStore) -> Result<()> {
+        let fresh = LeaseTable::open(engine, store)?;
+        *self.leases.lock() = fresh.leases.into_inner();
+        Ok(())
+    }
+
     // ---- applying replicated changes ----
 
     /// Applies a grant: records the lease in `batch`. Fails when the id is

@@ -101,15 +101,19 @@ impl LogStore {
     }
 
     fn bootstrap(engine: &Engine, voters: &[u64]) -> Result<()> {
-        let mut cs = ConfState::default();
-        cs.voters = voters.to_vec();
+        let cs = ConfState {
+            voters: voters.to_vec(),
+            ..Default::default()
+        };
         let mut batch = WriteBatch::default();
         let meta = engine.cf(CF_META);
         batch.put_cf(meta, META_CONF_STATE, encode(&cs)?);
         if !voters.is_empty() {
-            let mut hs = HardState::default();
-            hs.term = BOOTSTRAP_TERM;
-            hs.commit = BOOTSTRAP_INDEX;
+            let hs = HardState {
+                term: BOOTSTRAP_TERM,
+                commit: BOOTSTRAP_INDEX,
+                ..Default::default()
+            };
             batch.put_cf(meta, META_HARD_STATE, encode(&hs)?);
             batch.put_cf(meta, META_TRUNCATED, truncation_record(BOOTSTRAP_INDEX, BOOTSTRAP_TERM));
         }
@@ -313,8 +317,10 @@ impl raft::Storage for LogStore {
         let term = self.term(index)?;
         let data = super::snapshot::build(&self.engine).map_err(|e| raft::Error::Store(StorageError::Other(Box::new(e))))?;
         tracing::info!(index, term, to = %format!("{to:x}"), bytes = data.len(), "snapshot built");
-        let mut snapshot = Snapshot::default();
-        snapshot.data = data.into();
+        let mut snapshot = Snapshot {
+            data: data.into(),
+            ..Default::default()
+        };
         let meta = snapshot.mut_metadata();
         meta.index = index;
         meta.term = term;
@@ -330,11 +336,12 @@ mod tests {
     use super::*;
 
     fn entry(index: u64, term: u64) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
-        e.data = format!("entry {index}").into_bytes().into();
-        e
+        Entry {
+            index,
+            term,
+            data: format!("entry {index}").into_bytes().into(),
+            ..Default::default()
+        }
     }
 
     fn store_with_entries(dir: &std::path::Path, last: u64) -> LogStore {

@@ -89,6 +89,15 @@ impl WatchHub {
         self.state.lock().last_published
     }
 
+    /// After a snapshot replaced the state, the live feed jumps to
+    /// `revision`: every synced watcher leaves it and catches up from
+    /// history (or learns its revisions were compacted away).
+    pub fn restored(&self, revision: i64) {
+        let mut state = self.state.lock();
+        state.last_published = revision;
+        state.synced.clear();
+    }
+
     /// Hands a committed revision to the synced watchers whose range it
     /// touches. Called by the apply loop after the revision is durable and
     /// readable, in revision order.
