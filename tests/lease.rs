@@ -12,14 +12,6 @@ use serde_json::{json, Value};
 /// Hang guard for waiting on a lease to expire (TTLs here are 2-3 s).
 const EXPIRY_TIMEOUT: Duration = Duration::from_secs(20);
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn lease_id(out: &harness::Output) -> String {
     let id = out.json()["ID"].as_i64().unwrap_or_else(|| panic!("no lease ID in {out:?}"));
     format!("{id:x}")
@@ -204,8 +196,8 @@ async fn rpc_session(endpoint: String) -> Vec<Value> {
 fn lease_rpcs_match_etcd() {
     let mut d = Differential::start();
     let (r, t) = both(
-        || rt().block_on(rpc_session(d.reference.endpoint())),
-        || rt().block_on(rpc_session(d.target.endpoint())),
+        || harness::runtime().block_on(rpc_session(d.reference.endpoint())),
+        || harness::runtime().block_on(rpc_session(d.target.endpoint())),
     );
     d.compare_json("lease rpc session", &Value::Array(r), &Value::Array(t));
 }
@@ -214,7 +206,7 @@ fn lease_rpcs_match_etcd() {
 fn expiry_deletes_attached_keys_in_one_revision() {
     let server = Server::start_target();
     let ep = server.endpoint();
-    rt().block_on(async move {
+    harness::runtime().block_on(async move {
         let mut c = harness::connect(&ep).await;
         let short = c.lease_grant(2, None).await.unwrap().id();
         let long = c.lease_grant(60, None).await.unwrap().id();
@@ -250,7 +242,7 @@ fn expiry_deletes_attached_keys_in_one_revision() {
 fn keep_alive_holds_a_lease_past_its_ttl() {
     let server = Server::start_target();
     let ep = server.endpoint();
-    rt().block_on(async move {
+    harness::runtime().block_on(async move {
         let mut c = harness::connect(&ep).await;
         let id = c.lease_grant(2, None).await.unwrap().id();
         c.put("ka", "v", Some(PutOptions::new().with_lease(id))).await.unwrap();
@@ -270,7 +262,7 @@ fn keep_alive_holds_a_lease_past_its_ttl() {
 fn leases_and_attachments_survive_restart() {
     let mut server = Server::start_target();
     let ep = server.endpoint();
-    let (a, b) = rt().block_on(async {
+    let (a, b) = harness::runtime().block_on(async {
         let mut c = harness::connect(&ep).await;
         let a = c.lease_grant(600, None).await.unwrap().id();
         let b = c.lease_grant(600, None).await.unwrap().id();
@@ -284,7 +276,7 @@ fn leases_and_attachments_survive_restart() {
         (a, b)
     });
     server.restart();
-    rt().block_on(async {
+    harness::runtime().block_on(async {
         let mut c = harness::connect(&ep).await;
         let mut ids: Vec<i64> = c.leases().await.unwrap().leases().iter().map(|l| l.id()).collect();
         ids.sort();

@@ -14,14 +14,6 @@ use serde_json::{json, Value};
 /// Hang guard for one lock or campaign.
 const WAIT: Duration = Duration::from_secs(20);
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(WAIT, f)
         .await
@@ -32,7 +24,7 @@ async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
 fn lock_is_mutually_exclusive_under_contention() {
     let server = Server::start_target();
     let ep = server.endpoint();
-    rt().block_on(async move {
+    harness::runtime().block_on(async move {
         let holders = Arc::new(AtomicUsize::new(0));
         let entries = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();
@@ -81,7 +73,7 @@ fn lock_is_mutually_exclusive_under_contention() {
 fn lock_waits_for_the_holder_and_dies_with_its_lease() {
     let server = Server::start_target();
     let ep = server.endpoint();
-    rt().block_on(async move {
+    harness::runtime().block_on(async move {
         let mut a = harness::connect(&ep).await;
         let mut b = harness::connect(&ep).await;
         let la = a.lease_grant(2, None).await.unwrap().id();
@@ -104,7 +96,7 @@ fn lock_waits_for_the_holder_and_dies_with_its_lease() {
 fn election_with_contenders() {
     let server = Server::start_target();
     let ep = server.endpoint();
-    rt().block_on(async move {
+    harness::runtime().block_on(async move {
         let mut c = harness::connect(&ep).await;
         let err = c.leader("e").await.unwrap_err();
         assert_eq!(harness::grpc_status(&err).message(), "election: no leader");

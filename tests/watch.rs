@@ -21,14 +21,6 @@ async fn next(stream: &mut etcd_client::WatchStream) -> WatchResponse {
         .expect("watch stream ended")
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// History: puts, overwrites, a multi-key txn and deletes, revisions 2..=10.
 fn seed(d: &mut Differential) {
     for (k, v) in [("foo/a", "1"), ("foo/b", "1"), ("foo/a", "2"), ("bar", "x")] {
@@ -238,8 +230,8 @@ async fn stream_session(endpoint: String) -> Vec<Value> {
 fn watch_stream_control_messages_match_etcd() {
     let mut d = Differential::start();
     let (r, t) = both(
-        || rt().block_on(stream_session(d.reference.endpoint())),
-        || rt().block_on(stream_session(d.target.endpoint())),
+        || harness::runtime().block_on(stream_session(d.reference.endpoint())),
+        || harness::runtime().block_on(stream_session(d.target.endpoint())),
     );
     d.compare_json("watch stream session", &Value::Array(r), &Value::Array(t));
 }
@@ -306,7 +298,7 @@ async fn collect(stream: &mut etcd_client::WatchStream, last: i64, into: &mut Wr
 fn watch_guarantees_under_concurrent_writers() {
     let server = Server::start_target();
     let ep = server.endpoint();
-    rt().block_on(async move {
+    harness::runtime().block_on(async move {
         let mut c = harness::connect(&ep).await;
         let start = c.put("g/start", "", None).await.unwrap().header().unwrap().revision() + 1;
         let mut watch = c
@@ -344,7 +336,7 @@ fn watch_guarantees_under_concurrent_writers() {
 fn slow_watcher_does_not_block_writes_and_catches_up() {
     let server = Server::start_target();
     let ep = server.endpoint();
-    rt().block_on(async move {
+    harness::runtime().block_on(async move {
         let mut watch_client = harness::connect(&ep).await;
         let mut writes = harness::connect(&ep).await;
         let mut watch = watch_client.watch("slow/", Some(WatchOptions::new().with_prefix())).await.unwrap();
@@ -396,8 +388,8 @@ fn live_prev_kv_matches_etcd() {
         out
     };
     let (r, t) = both(
-        || rt().block_on(session(d.reference.endpoint())),
-        || rt().block_on(session(d.target.endpoint())),
+        || harness::runtime().block_on(session(d.reference.endpoint())),
+        || harness::runtime().block_on(session(d.target.endpoint())),
     );
     d.compare_json("prev_kv live", &Value::Array(r), &Value::Array(t));
 }
@@ -429,8 +421,8 @@ fn fragmented_watch_responses_match_etcd() {
     // allowance: 2.4 MB of history is more than that by default.
     let mut d = Differential::start();
     let (r, t) = both(
-        || rt().block_on(fragment_session(d.reference.endpoint())),
-        || rt().block_on(fragment_session(d.target.endpoint())),
+        || harness::runtime().block_on(fragment_session(d.reference.endpoint())),
+        || harness::runtime().block_on(fragment_session(d.target.endpoint())),
     );
     let shape = |responses: Vec<Value>| -> Value {
         Value::Array(

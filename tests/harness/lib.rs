@@ -127,6 +127,16 @@ pub fn target_kind() -> Kind {
     }
 }
 
+/// A small multi-threaded runtime for a synchronous test that drives async
+/// clients (for example one per side of a differential test).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("build a tokio runtime")
+}
+
 /// Connects an `etcd-client` to a single endpoint with bounded timeouts.
 pub async fn connect(endpoint: &str) -> etcd_client::Client {
     let opts = etcd_client::ConnectOptions::new()
