@@ -139,11 +139,7 @@ fn leader_killed_under_write_load() {
 
 #[test]
 fn whole_cluster_restarts_from_disk() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = harness::runtime();
     let mut c = Cluster::start(3);
     let eps = c.endpoints();
     let mut acked = BTreeMap::new();
@@ -169,11 +165,7 @@ fn whole_cluster_restarts_from_disk() {
 
 #[test]
 fn isolated_member_refuses_then_converges() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = harness::runtime();
     let mut c = Cluster::start(3);
     let mut acked = BTreeMap::new();
     // Cut off the leader first (it must lose leadership), then a follower.

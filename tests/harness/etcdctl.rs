@@ -57,12 +57,12 @@ pub fn etcdctl_stdin(endpoint: &str, args: &[&str], stdin: &[u8]) -> Output {
     etcdctl_timeout(endpoint, args, Some(stdin), ETCDCTL_TIMEOUT)
 }
 
-/// Fully parameterised etcdctl runner.  Stdin is `/dev/null` when `None`.
-/// Panics if the process outlives `timeout` (after killing it).
-pub fn etcdctl_timeout(endpoint: &str, args: &[&str], stdin: Option<&[u8]>, timeout: Duration) -> Output {
+/// `etcdctl --endpoints=ENDPOINT` speaking API v3, with the user's own
+/// `ETCDCTL_*` environment kept from leaking into the tests. Returns the
+/// binary's path (for messages) and the command, ready for more arguments.
+pub(crate) fn command(endpoint: &str) -> (std::path::PathBuf, Command) {
     let bin = crate::require_etcdctl();
     let mut cmd = Command::new(&bin);
-    // Keep the user's environment from leaking into the tests.
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("ETCDCTL_") {
             cmd.env_remove(k);
@@ -70,8 +70,15 @@ pub fn etcdctl_timeout(endpoint: &str, args: &[&str], stdin: Option<&[u8]>, time
     }
     cmd.env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoint}"))
-        .arg("--command-timeout=10s")
-        .arg("--dial-timeout=5s")
+        .arg("--dial-timeout=5s");
+    (bin, cmd)
+}
+
+/// Fully parameterised etcdctl runner.  Stdin is `/dev/null` when `None`.
+/// Panics if the process outlives `timeout` (after killing it).
+pub fn etcdctl_timeout(endpoint: &str, args: &[&str], stdin: Option<&[u8]>, timeout: Duration) -> Output {
+    let (bin, mut cmd) = command(endpoint);
+    cmd.arg("--command-timeout=10s")
         .args(args)
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())

@@ -63,14 +63,21 @@ pub struct ClientResult {
     pub counters: Vec<(&'static str, u64)>,
 }
 
+impl ClientResult {
+    /// No requests yet.
+    pub fn empty() -> Self {
+        ClientResult {
+            ok: 0,
+            errors: 0,
+            first_error: None,
+            latency: new_histogram(),
+            counters: Vec::new(),
+        }
+    }
+}
+
 async fn drive<W: Worker>(mut worker: W, budget: Arc<Budget>, timeout: Duration) -> ClientResult {
-    let mut r = ClientResult {
-        ok: 0,
-        errors: 0,
-        first_error: None,
-        latency: new_histogram(),
-        counters: Vec::new(),
-    };
+    let mut r = ClientResult::empty();
     while budget.take() {
         let start = Instant::now();
         let outcome = match tokio::time::timeout(timeout, worker.step()).await {

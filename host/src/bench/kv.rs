@@ -11,7 +11,7 @@ use tonic::transport::Channel;
 use super::args::{Common, Consistency};
 use super::driver::{merge, run_workers, Budget, ClientResult, Worker};
 use super::keys::{KeyGen, ValueGen};
-use super::report::{new_histogram, record, Report};
+use super::report::{record, Report};
 use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::proto::etcdserverpb::kv_client::KvClient;
 use crate::proto::etcdserverpb::request_op::Request as Op;
@@ -271,13 +271,7 @@ async fn fill(common: &Common, channels: &[Channel], batch: usize) -> anyhow::Re
         let space = common.key_space;
         let timeout = common.request_timeout;
         tasks.push(tokio::spawn(async move {
-            let mut r = ClientResult {
-                ok: 0,
-                errors: 0,
-                first_error: None,
-                latency: new_histogram(),
-                counters: Vec::new(),
-            };
+            let mut r = ClientResult::empty();
             loop {
                 let first = next.fetch_add(batch as u64, Ordering::Relaxed);
                 if first >= space {
