@@ -137,6 +137,7 @@ impl Normalizer {
             .lines()
             .map(|line| match serde_json::from_str::<Value>(line) {
                 Ok(v) if line.trim_start().starts_with(['{', '[']) => self.json(&v),
+                _ if line.starts_with(['+', '|']) => Value::String(table_row(&self.text(line))),
                 _ => Value::String(self.text(line)),
             })
             .collect()
@@ -228,4 +229,17 @@ Error: etcdserver: key is not provided"#;
             ]
         );
     }
+}
+
+/// A `-w table` row with its padding collapsed: column widths follow the
+/// widest cell, and ids (hex without leading zeros) vary in length.
+fn table_row(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    for c in line.chars() {
+        if (c == ' ' || c == '-') && out.ends_with(c) {
+            continue;
+        }
+        out.push(c);
+    }
+    out
 }
