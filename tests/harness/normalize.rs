@@ -169,6 +169,19 @@ impl Normalizer {
     }
 }
 
+/// A `-w table` row with its padding collapsed: column widths follow the
+/// widest cell, and ids (hex without leading zeros) vary in length.
+fn table_row(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    for c in line.chars() {
+        if (c == ' ' || c == '-') && out.ends_with(c) {
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,17 +242,4 @@ Error: etcdserver: key is not provided"#;
             ]
         );
     }
-}
-
-/// A `-w table` row with its padding collapsed: column widths follow the
-/// widest cell, and ids (hex without leading zeros) vary in length.
-fn table_row(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    for c in line.chars() {
-        if (c == ' ' || c == '-') && out.ends_with(c) {
-            continue;
-        }
-        out.push(c);
-    }
-    out
 }
