@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "v3electionpb/v3election.proto",
         "cairnpb/raft_request.proto",
         "cairnpb/peer.proto",
+        "cairnpb/plugin.proto",
     ];
     let paths: Vec<_> = files.iter().map(|f| root.join(f)).collect();
     for p in &paths {

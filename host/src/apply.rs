@@ -15,7 +15,8 @@ use crate::kv::{self, LeaseLookup, TxnTarget};
 use crate::lease::LeaseTable;
 use crate::membership::MemberTable;
 use crate::mvcc::{KeyRange, MvccStore, WriteTxn};
-use crate::proto::cairnpb::{raft_request::Request, RaftRequest};
+use crate::plugin::{Plugins, WriteView};
+use crate::proto::cairnpb::{raft_request::Request, PluginInfo, RaftRequest};
 use crate::proto::etcdserverpb::{
     CompactionResponse, DeleteRangeResponse, LeaseCheckpointResponse, LeaseGrantResponse, LeaseRevokeResponse, PutResponse, ResponseHeader,
     TxnResponse,
@@ -36,6 +37,8 @@ pub enum Response {
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
     LeaseCheckpoint(LeaseCheckpointResponse),
+    PluginInstall(PluginInfo),
+    PluginRemove,
     /// A membership record was applied.
     Members,
 }
@@ -84,6 +87,7 @@ pub struct Applier {
     watch_hub: Arc<WatchHub>,
     leases: Arc<LeaseTable>,
     members: Option<Arc<MemberTable>>,
+    plugins: Arc<Plugins>,
 }
 
 impl Applier {
@@ -91,6 +95,7 @@ impl Applier {
         let applied_index = engine.get_meta_u64(META_APPLIED_INDEX)?.unwrap_or(0);
         let watch_hub = WatchHub::new(store.current_revision());
         let leases = Arc::new(LeaseTable::open(&engine, &store)?);
+        let plugins = Plugins::open(&engine)?;
         Ok(Applier {
             engine,
             store,
@@ -99,12 +104,18 @@ impl Applier {
             watch_hub,
             leases,
             members: None,
+            plugins,
         })
     }
 
     /// The member's lease table, kept current by apply.
     pub fn leases(&self) -> Arc<LeaseTable> {
         self.leases.clone()
+    }
+
+    /// The member's plugin registry, kept current by apply.
+    pub fn plugins(&self) -> Arc<Plugins> {
+        self.plugins.clone()
     }
 
     /// Where this member's committed changes are published for watchers.
@@ -135,18 +146,21 @@ impl Applier {
         let leases = &*self.leases;
         match request {
             Request::Put(r) => {
+                self.plugins.admit(WriteView::Put(r), &self.store)?;
                 let mut txn = self.store.write_txn();
                 let resp = kv::put(&mut txn, r, leases)?;
                 self.commit(txn, mark_applied)?;
                 Ok(Response::Put(resp))
             }
             Request::DeleteRange(r) => {
+                self.plugins.admit(WriteView::DeleteRange(r), &self.store)?;
                 let mut txn = self.store.write_txn();
                 let resp = kv::delete_range(&mut txn, r)?;
                 self.commit(txn, mark_applied)?;
                 Ok(Response::DeleteRange(resp))
             }
             Request::Txn(r) => {
+                self.plugins.admit(WriteView::Txn(r), &self.store)?;
                 let mut txn = self.store.write_txn();
                 let resp = kv::txn(TxnTarget::Write(&mut txn), r, leases)?;
                 self.commit(txn, mark_applied)?;
@@ -194,6 +208,16 @@ impl Applier {
                 mark_applied(&mut batch);
                 self.engine.write(batch, false)?;
                 Ok(Response::LeaseCheckpoint(LeaseCheckpointResponse { header: self.header() }))
+            }
+            Request::PluginInstall(b) => Ok(Response::PluginInstall(self.plugins.apply_install(
+                &self.engine,
+                b,
+                index,
+                mark_applied,
+            )?)),
+            Request::PluginRemove(r) => {
+                self.plugins.apply_remove(&self.engine, &r.name, mark_applied)?;
+                Ok(Response::PluginRemove)
             }
             Request::MemberAttributes(a) => {
                 match &self.members {
@@ -290,6 +314,7 @@ impl StateMachine for Applier {
         }
         // State kept beside MVCC must follow the snapshot too.
         self.leases.reload(&self.engine, &self.store)?;
+        self.plugins.reload(&self.engine)?;
         self.watch_hub.restored(self.store.current_revision());
         self.persist_applied(index)?;
         self.applied_index = index;

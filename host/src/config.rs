@@ -87,6 +87,10 @@ pub struct ServerConfig {
     /// Maximum number of operations permitted in a transaction.
     #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
     pub max_txn_ops: usize,
+
+    /// Largest plugin component (bytes) this member accepts for install.
+    #[arg(long, env = "CAIRN_MAX_PLUGIN_BYTES", default_value_t = crate::plugin::registry::DEFAULT_MAX_PLUGIN_BYTES)]
+    pub max_plugin_bytes: usize,
 }
 
 impl ServerConfig {

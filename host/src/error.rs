@@ -66,6 +66,14 @@ pub enum Error {
     MemberRemoved,
     #[error("{0} is not implemented yet")]
     Unimplemented(&'static str),
+    #[error("plugin \"{plugin}\" denied the request: {reason}")]
+    PluginDenied { plugin: String, reason: String },
+    #[error("plugin \"{plugin}\" rejected key \"{key}\": {reason}")]
+    PluginRejectedKey { plugin: String, key: String, reason: String },
+    #[error("invalid plugin: {0}")]
+    PluginInvalid(String),
+    #[error("plugin \"{0}\" not found")]
+    PluginNotFound(String),
     #[error("invalid request: {0}")]
     InvalidRequest(String),
     #[error("storage: {0}")]

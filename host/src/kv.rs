@@ -309,6 +309,12 @@ fn choose_path(view: &dyn Reader, r: &TxnRequest, path: &mut Vec<bool>) {
     }
 }
 
+/// The operations a txn runs on `view`: its success or failure branch, as
+/// its compares select (nested txns are not resolved).
+pub fn chosen_branch<'r>(view: &dyn Reader, r: &'r TxnRequest) -> &'r [RequestOp] {
+    branch(r, r.compare.iter().all(|c| compare(view, c)))
+}
+
 fn branch(r: &TxnRequest, succeeded: bool) -> &[RequestOp] {
     if succeeded {
         &r.success

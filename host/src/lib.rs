@@ -19,6 +19,7 @@ pub mod lease;
 pub mod membership;
 pub mod mvcc;
 pub mod peer;
+pub mod plugin;
 pub mod proto;
 pub mod raft;
 pub mod server;

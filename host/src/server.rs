@@ -18,7 +18,7 @@ use crate::config::ServerConfig;
 use crate::membership::{Bootstrap, Membership};
 use crate::mvcc::MvccStore;
 use crate::peer::{self, PeerService, Transport};
-use crate::proto::cairnpb::{peer_server::PeerServer, raft_request::Request as Proposal, MemberAttributes};
+use crate::proto::cairnpb::{peer_server::PeerServer, plugins_server::PluginsServer, raft_request::Request as Proposal, MemberAttributes};
 use crate::proto::etcdserverpb::{
     auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
     maintenance_server::MaintenanceServer, watch_server::WatchServer,
@@ -67,6 +67,7 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
     let applier = Applier::new(engine.clone(), store.clone(), waiters.clone())?.with_members(membership.table.clone());
     let watch_hub = applier.watch_hub();
     let leases = applier.leases();
+    let plugins = applier.plugins();
     let voters = match bootstrap {
         Bootstrap::NewCluster(voters) => voters,
         Bootstrap::FromDisk => Vec::new(),
@@ -101,6 +102,7 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
         },
         watch_hub,
         leases,
+        plugins,
     });
 
     let lease_clock = tokio::spawn(crate::lease::expiry::run(core.clone()));
@@ -142,7 +144,11 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
             .add_service(LeaseServer::new(api::LeaseService::new(core.clone())))
             .add_service(AuthServer::new(api::AuthService))
             .add_service(LockServer::new(api::LockService::new(core.clone())))
-            .add_service(ElectionServer::new(api::ElectionService::new(core.clone())));
+            .add_service(ElectionServer::new(api::ElectionService::new(core.clone())))
+            .add_service(
+                PluginsServer::new(api::PluginService::new(core.clone(), cfg.max_plugin_bytes))
+                    .max_decoding_message_size(cfg.max_plugin_bytes + GRPC_OVERHEAD_BYTES),
+            );
         let mut stop = stop_rx.clone();
         // Nagle's algorithm would hold back a response's trailing frames
         // until the client's delayed ACK (tens of ms); etcd disables it too.

@@ -21,6 +21,7 @@ pub mod convert;
 pub mod diff;
 pub mod etcdctl;
 pub mod normalize;
+pub mod plugins;
 pub mod proxy;
 pub mod server;
 

@@ -9,6 +9,7 @@ mod lease;
 mod lock;
 mod maintenance;
 mod not_yet;
+mod plugins;
 mod status;
 mod watch;
 
@@ -23,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::lease::LeaseTable;
 use crate::membership::Membership;
 use crate::mvcc::MvccStore;
+use crate::plugin::Plugins;
 use crate::proto::cairnpb::{raft_request::Request, RaftRequest};
 use crate::proto::etcdserverpb::ResponseHeader;
 use crate::raft::NodeHandle;
@@ -36,6 +38,7 @@ pub use lease::LeaseService;
 pub use lock::LockService;
 pub use maintenance::MaintenanceService;
 pub use not_yet::AuthService;
+pub use plugins::PluginService;
 pub use watch::WatchService;
 
 /// The etcd API level Cairn speaks, reported by `Maintenance.Status`.
@@ -84,6 +87,7 @@ pub struct Core {
     pub limits: Limits,
     pub watch_hub: Arc<WatchHub>,
     pub leases: Arc<LeaseTable>,
+    pub plugins: Arc<Plugins>,
 }
 
 impl Core {
@@ -104,13 +108,19 @@ impl Core {
 
     /// Replicates a request through Raft and waits for this member to apply it.
     pub async fn propose(&self, request: Request) -> Result<Response> {
+        self.propose_within(request, self.limits.max_request_bytes).await
+    }
+
+    /// Like [`Core::propose`], for requests with a size limit of their own
+    /// (plugin components).
+    pub async fn propose_within(&self, request: Request, max_bytes: usize) -> Result<Response> {
         let id = self.ids.next();
         let data = RaftRequest {
             id,
             request: Some(request),
         }
         .encode_to_vec();
-        if data.len() > self.limits.max_request_bytes {
+        if data.len() > max_bytes {
             return Err(Error::RequestTooLarge);
         }
         let applied = self.waiters.register(id);

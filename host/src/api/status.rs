@@ -45,6 +45,9 @@ impl From<Error> for Status {
             | Error::NotEnoughStartedMembers
             | Error::BadLeaderTransferee => (Code::FailedPrecondition, format!("etcdserver: {e}")),
             Error::Unimplemented(what) => (Code::Unimplemented, format!("cairn: {what} is not implemented yet")),
+            Error::PluginDenied { .. } | Error::PluginRejectedKey { .. } => (Code::FailedPrecondition, format!("cairn: {e}")),
+            Error::PluginInvalid(_) => (Code::InvalidArgument, format!("cairn: {e}")),
+            Error::PluginNotFound(_) => (Code::NotFound, format!("cairn: {e}")),
             Error::InvalidRequest(msg) => (Code::InvalidArgument, format!("etcdserver: {msg}")),
             Error::Storage(_) | Error::Corrupt(_) | Error::Raft(_) | Error::Io(_) => {
                 tracing::error!(error = %e, "internal error serving request");

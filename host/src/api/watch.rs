@@ -342,7 +342,7 @@ impl Watcher {
                     return Err(Stop::Ended);
                 }
             };
-            let events = self.spec.select(&changes.events);
+            let events = self.core.plugins.transform(self.spec.select(&changes.events));
             // A watch that takes fragments gets etcd's shape: one batch, split
             // by `send`; others get whole revisions in responses of bounded size.
             let budget = if self.spec.fragment {
@@ -360,7 +360,7 @@ impl Watcher {
 
     /// Returns whether anything was sent.
     async fn deliver_live(&self, batch: &RevisionEvents) -> Result<bool, Stop> {
-        let events = self.spec.select(&batch.events);
+        let events = self.core.plugins.transform(self.spec.select(&batch.events));
         if events.is_empty() {
             return Ok(false);
         }

@@ -33,6 +33,9 @@ enum Command {
     /// Checks that every member holds the same history: compares HashKV at
     /// the lowest revision all members have reached. Exits 1 on a mismatch.
     Check,
+    /// Wasm plugins: install, list, remove, and test locally.
+    #[command(subcommand)]
+    Plugin(cairn::plugin::ctl::PluginCommand),
 }
 
 async fn connect(url: &str, timeout: Duration) -> anyhow::Result<MaintenanceClient<Channel>> {
@@ -125,6 +128,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Status => status(&cli, timeout).await,
             Command::Check => check(&cli, timeout).await,
+            Command::Plugin(command) => cairn::plugin::ctl::run(command, &cli.endpoints, timeout).await,
         }
     });
     match result {

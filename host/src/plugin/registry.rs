@@ -1,0 +1,251 @@
+//! The replicated plugin registry. Bindings live in the meta column family
+//! under `plugin/binding/<name>`, so Raft snapshots carry them like any other
+//! replicated record, and they change only when apply reaches an install or
+//! remove entry: every member switches at the same log index.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use prost::Message;
+use rocksdb::{IteratorMode, WriteBatch};
+
+use super::runtime::{self, Allocation, CallLimits, Compiled, Runtime};
+use super::Hook;
+use crate::error::{Error, Result};
+use crate::mvcc::KeyRange;
+use crate::proto::cairnpb::{PluginBinding, PluginFailurePolicy, PluginInfo, PluginMode, PluginRecord};
+use crate::storage::{Engine, CF_META};
+
+const BINDING_PREFIX: &[u8] = b"plugin/binding/";
+/// Names are printed in errors and logs and used as keys: keep them plain.
+const MAX_NAME_BYTES: usize = 128;
+/// Config blobs travel with every call.
+const MAX_CONFIG_BYTES: usize = 1 << 20;
+/// Size limit for components when the server is given none.
+pub const DEFAULT_MAX_PLUGIN_BYTES: usize = 8 << 20;
+
+fn binding_key(name: &str) -> Vec<u8> {
+    [BINDING_PREFIX, name.as_bytes()].concat()
+}
+
+/// One binding as the hooks use it.
+pub struct Bound {
+    pub record: PluginRecord,
+    pub name: String,
+    pub hook: Hook,
+    pub range: KeyRange,
+    pub limits: CallLimits,
+    pub mode: PluginMode,
+    pub policy: PluginFailurePolicy,
+    pub sha256: [u8; 32],
+}
+
+impl Bound {
+    fn new(record: PluginRecord) -> Result<Bound> {
+        let binding = record
+            .binding
+            .as_ref()
+            .ok_or_else(|| Error::Corrupt("plugin record without binding".into()))?;
+        let hook = Hook::from_proto(binding.hook).ok_or_else(|| Error::Corrupt(format!("plugin {:?} has no hook", binding.name)))?;
+        Ok(Bound {
+            name: binding.name.clone(),
+            hook,
+            range: KeyRange::new(&binding.key, &binding.range_end),
+            limits: CallLimits::resolve(binding.fuel, binding.max_memory_bytes),
+            mode: PluginMode::try_from(binding.mode).unwrap_or(PluginMode::Enforce),
+            policy: PluginFailurePolicy::try_from(binding.failure_policy).unwrap_or(PluginFailurePolicy::Fail),
+            sha256: runtime::sha256(&binding.wasm),
+            record,
+        })
+    }
+
+    pub fn binding(&self) -> &PluginBinding {
+        // `Bound::new` refuses records without a binding.
+        self.record
+            .binding
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("bound record has a binding"))
+    }
+
+    pub fn info(&self) -> PluginInfo {
+        let b = self.binding();
+        PluginInfo {
+            name: b.name.clone(),
+            hook: b.hook,
+            key: b.key.clone(),
+            range_end: b.range_end.clone(),
+            config: b.config.clone(),
+            failure_policy: b.failure_policy,
+            mode: b.mode,
+            fuel: self.limits.fuel,
+            max_memory_bytes: self.limits.max_memory_bytes,
+            sha256: runtime::hex(&self.sha256),
+            size_bytes: b.wasm.len() as u64,
+            installed_index: self.record.installed_index,
+        }
+    }
+}
+
+/// The bindings in force, by name (the order hooks run them in).
+#[derive(Default)]
+pub struct Registry {
+    pub bindings: BTreeMap<String, Arc<Bound>>,
+}
+
+impl Registry {
+    pub fn of(&self, hook: Hook) -> impl Iterator<Item = &Arc<Bound>> {
+        self.bindings.values().filter(move |b| b.hook == hook)
+    }
+}
+
+/// The plugin registry and the engines that run its plugins.
+pub struct Plugins {
+    /// Runs admission and validate calls; only the apply loop uses it.
+    pub(super) apply: Runtime,
+    /// Runs watch calls and install checks, from many tasks at once.
+    pub(super) serve: Runtime,
+    registry: RwLock<Arc<Registry>>,
+}
+
+impl Plugins {
+    /// Opens the registry stored in `engine`.
+    pub fn open(engine: &Engine) -> Result<Arc<Plugins>> {
+        let runtime_error = |e: String| Error::InvalidRequest(e);
+        let plugins = Plugins {
+            apply: Runtime::new(Allocation::Pooling).map_err(runtime_error)?,
+            serve: Runtime::new(Allocation::OnDemand).map_err(runtime_error)?,
+            registry: RwLock::new(Arc::new(Registry::default())),
+        };
+        plugins.reload(engine)?;
+        Ok(Arc::new(plugins))
+    }
+
+    /// Re-reads the bindings, after start-up or a snapshot install.
+    pub fn reload(&self, engine: &Engine) -> Result<()> {
+        let mut registry = Registry::default();
+        let db = engine.db();
+        let mode = IteratorMode::From(BINDING_PREFIX, rocksdb::Direction::Forward);
+        for item in db.iterator_cf(engine.cf(CF_META), mode) {
+            let (k, v) = item?;
+            if !k.starts_with(BINDING_PREFIX) {
+                break;
+            }
+            let bound = Bound::new(PluginRecord::decode(&*v)?)?;
+            registry.bindings.insert(bound.name.clone(), Arc::new(bound));
+        }
+        self.replace(registry);
+        Ok(())
+    }
+
+    fn replace(&self, registry: Registry) {
+        let live: Vec<[u8; 32]> = registry.bindings.values().map(|b| b.sha256).collect();
+        *self.registry.write() = Arc::new(registry);
+        self.apply.retain(|sha| live.contains(sha));
+        self.serve.retain(|sha| live.contains(sha));
+    }
+
+    /// The bindings in force now.
+    pub fn current(&self) -> Arc<Registry> {
+        self.registry.read().clone()
+    }
+
+    pub fn list(&self) -> Vec<PluginInfo> {
+        self.current().bindings.values().map(|b| b.info()).collect()
+    }
+
+    /// The checks the receiving member makes before proposing an install:
+    /// the deterministic ones apply repeats, plus this member's size limit.
+    pub fn check_install(&self, binding: &PluginBinding, max_plugin_bytes: usize) -> Result<()> {
+        if binding.wasm.len() > max_plugin_bytes {
+            return Err(Error::PluginInvalid(format!(
+                "the component is {} bytes, more than the limit of {max_plugin_bytes} bytes (--max-plugin-bytes)",
+                binding.wasm.len()
+            )));
+        }
+        check_binding(binding, &self.serve)
+    }
+
+    /// Applies an install (or upgrade) at Raft index `index`: checked again
+    /// here because this is where every member decides the same way.
+    pub fn apply_install(
+        &self,
+        engine: &Engine,
+        binding: &PluginBinding,
+        index: u64,
+        extra: impl FnOnce(&mut WriteBatch),
+    ) -> Result<PluginInfo> {
+        check_binding(binding, &self.apply)?;
+        let record = PluginRecord {
+            binding: Some(binding.clone()),
+            installed_index: index,
+        };
+        let bound = Bound::new(record)?;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(engine.cf(CF_META), binding_key(&binding.name), bound.record.encode_to_vec());
+        extra(&mut batch);
+        engine.write(batch, false)?;
+        let info = bound.info();
+        let mut registry = Registry {
+            bindings: self.current().bindings.clone(),
+        };
+        registry.bindings.insert(bound.name.clone(), Arc::new(bound));
+        self.replace(registry);
+        tracing::info!(plugin = %info.name, index, sha256 = %info.sha256, "plugin installed");
+        Ok(info)
+    }
+
+    /// Applies a removal at its Raft index.
+    pub fn apply_remove(&self, engine: &Engine, name: &str, extra: impl FnOnce(&mut WriteBatch)) -> Result<()> {
+        let mut registry = Registry {
+            bindings: self.current().bindings.clone(),
+        };
+        if registry.bindings.remove(name).is_none() {
+            return Err(Error::PluginNotFound(name.to_string()));
+        }
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(engine.cf(CF_META), binding_key(name));
+        extra(&mut batch);
+        engine.write(batch, false)?;
+        self.replace(registry);
+        tracing::info!(plugin = %name, "plugin removed");
+        Ok(())
+    }
+
+    /// The compiled form of `bound` on `runtime` (cached by sha256).
+    pub(super) fn compiled(runtime: &Runtime, bound: &Bound) -> std::result::Result<Compiled, runtime::CompileError> {
+        runtime.compile(&bound.binding().wasm, bound.hook)
+    }
+}
+
+/// The checks that depend only on the binding itself, so every member
+/// reaches the same answer.
+fn check_binding(binding: &PluginBinding, runtime: &Runtime) -> Result<()> {
+    let invalid = |m: String| Err(Error::PluginInvalid(m));
+    let name = &binding.name;
+    if name.is_empty() || name.len() > MAX_NAME_BYTES {
+        return invalid(format!("a plugin name must be 1 to {MAX_NAME_BYTES} bytes"));
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+        return invalid(format!("plugin name {name:?} may only use letters, digits, '-', '_' and '.'"));
+    }
+    let Some(hook) = Hook::from_proto(binding.hook) else {
+        return invalid("the hook must be admission, validate or watch".into());
+    };
+    if binding.key.is_empty() {
+        return invalid("the bound key range must not be empty (use --prefix)".into());
+    }
+    if binding.config.len() > MAX_CONFIG_BYTES {
+        return invalid(format!("the config is larger than {MAX_CONFIG_BYTES} bytes"));
+    }
+    if PluginMode::try_from(binding.mode).is_err() {
+        return invalid("unknown mode".into());
+    }
+    if PluginFailurePolicy::try_from(binding.failure_policy).is_err() {
+        return invalid("unknown failure policy".into());
+    }
+    runtime
+        .compile(&binding.wasm, hook)
+        .map_err(|e| Error::PluginInvalid(e.to_string()))?;
+    Ok(())
+}

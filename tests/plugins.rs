@@ -1,0 +1,354 @@
+//! Wasm plugins on a 3-member cluster: installed through one member, every
+//! member reaches the same decisions at the same log index; hostile plugins
+//! fail the same way everywhere and never take a member down.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use harness::plugins::{admission_component, cairnctl, json_object_validator, redact_to_config_watch, write_component, Admission};
+use harness::{etcdctl, Cluster};
+
+/// Installs `file` as `name` through `ep`; `extra` adds flags.
+fn install(ep: &str, name: &str, file: &Path, hook: &str, prefix: &str, extra: &[&str]) -> harness::Output {
+    let file = file.to_str().expect("utf-8 path");
+    let mut args = vec![
+        "--endpoints",
+        ep,
+        "plugin",
+        "install",
+        name,
+        file,
+        "--hook",
+        hook,
+        "--prefix",
+        prefix,
+    ];
+    args.extend_from_slice(extra);
+    cairnctl(&args)
+}
+
+/// Waits (bounded) until member `ep` lists a plugin line containing `needle`.
+fn wait_listed(ep: &str, needle: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let out = cairnctl(&["--endpoints", ep, "plugin", "list"]);
+        if let Some(line) = out.stdout.lines().find(|l| l.contains(needle)) {
+            return line.to_string();
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{ep} never listed {needle:?}: {out:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn revision(ep: &str) -> i64 {
+    let j = etcdctl(ep, &["get", "any-key", "-w", "json"]).ok().json();
+    j["header"]["revision"].as_i64().expect("revision in header")
+}
+
+/// The error a rejected put reports; panics if the put succeeds.
+fn put_error(ep: &str, key: &str, value: &str) -> String {
+    let out = etcdctl(ep, &["put", key, value]);
+    assert_ne!(out.status, Some(0), "put {key} via {ep} was accepted: {out:?}");
+    let line = out.error_lines().first().map(|l| l.to_string()).unwrap_or_default();
+    assert!(line.contains("code = FailedPrecondition"), "{out:?}");
+    line.split("desc = ").nth(1).unwrap_or(&line).to_string()
+}
+
+#[test]
+fn admission_and_validate_decide_alike_on_every_member() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut c = Cluster::start(3);
+    let eps = c.endpoints();
+
+    // A schema-like validate plugin, installed through member 0 only.
+    let json = write_component(dir.path(), "json-object", &json_object_validator());
+    install(&eps[0], "json-object", &json, "validate", "cfg/", &[]).ok();
+    for ep in &eps {
+        let line = wait_listed(ep, "json-object");
+        assert!(
+            line.contains("hook=validate key=\"cfg/\" range-end=\"cfg0\" mode=enforce failure-policy=fail"),
+            "{line}"
+        );
+    }
+    etcdctl(&eps[1], &["put", "cfg/a", "{\"x\":1}"]).ok();
+    etcdctl(&eps[1], &["put", "other/a", "not json"]).ok();
+    let before = revision(&eps[0]);
+    for ep in &eps {
+        assert_eq!(
+            put_error(ep, "cfg/b", "not json"),
+            "cairn: plugin \"json-object\" rejected key \"cfg/b\": value must be a JSON object"
+        );
+    }
+    // A txn whose chosen branch writes under the prefix is rejected whole.
+    let txn = etcdctl_txn(&eps[2], "\n\nput other/b ok\nput cfg/c nope\n\n");
+    assert!(txn.contains("rejected key \"cfg/c\""), "{txn}");
+    assert_eq!(revision(&eps[0]), before, "a rejected write must not make a revision");
+    assert_eq!(
+        etcdctl(&eps[0], &["get", "other/b", "--print-value-only"]).ok().stdout,
+        "",
+        "nothing of a rejected txn is applied"
+    );
+
+    // Admission reading the state: at most 2 keys under q/.
+    let quota = write_component(
+        dir.path(),
+        "quota",
+        &admission_component(Admission::Quota {
+            prefix: "q/",
+            prefix_end: "q0",
+            max: 2,
+        }),
+    );
+    install(&eps[2], "quota", &quota, "admission", "q/", &[]).ok();
+    for ep in &eps {
+        wait_listed(ep, "quota");
+    }
+    etcdctl(&eps[0], &["put", "q/1", "a"]).ok();
+    etcdctl(&eps[1], &["put", "q/2", "b"]).ok();
+    for ep in &eps {
+        assert_eq!(
+            put_error(ep, "q/3", "c"),
+            "cairn: plugin \"quota\" denied the request: quota exceeded"
+        );
+    }
+    etcdctl(&eps[2], &["del", "q/1"]).ok();
+    etcdctl(&eps[0], &["put", "q/3", "c"]).ok();
+
+    // Upgrade: the same name with another component takes effect at its
+    // own index, on every member.
+    let v1 = write_component(dir.path(), "gate-v1", &admission_component(Admission::Deny("closed (v1)")));
+    let v2 = write_component(dir.path(), "gate-v2", &admission_component(Admission::Deny("closed (v2)")));
+    install(&eps[0], "gate", &v1, "admission", "gate/", &[]).ok();
+    let first = wait_listed(&eps[0], "gate ");
+    for ep in &eps {
+        wait_listed(ep, "gate ");
+        assert_eq!(
+            put_error(ep, "gate/x", "1"),
+            "cairn: plugin \"gate\" denied the request: closed (v1)"
+        );
+    }
+    install(&eps[1], "gate", &v2, "admission", "gate/", &[]).ok();
+    let sha = |line: &str| {
+        line.split("sha256=")
+            .nth(1)
+            .unwrap_or_default()
+            .split(' ')
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    for ep in &eps {
+        let line = wait_listed(ep, &format!("sha256={}", sha_of(&v2)));
+        assert_ne!(sha(&line), sha(&first));
+        assert_eq!(
+            put_error(ep, "gate/x", "1"),
+            "cairn: plugin \"gate\" denied the request: closed (v2)"
+        );
+    }
+
+    // Warn and dry-run modes evaluate but allow.
+    let deny = write_component(dir.path(), "deny", &admission_component(Admission::Deny("no")));
+    install(&eps[0], "warned", &deny, "admission", "w/", &["--mode", "warn"]).ok();
+    install(&eps[0], "dry", &deny, "admission", "d/", &["--mode", "dry-run"]).ok();
+    for ep in &eps {
+        wait_listed(ep, "dry ");
+        etcdctl(ep, &["put", "w/k", "v"]).ok();
+        etcdctl(ep, &["put", "d/k", "v"]).ok();
+    }
+
+    // Removal, again at one index for all.
+    cairnctl(&["--endpoints", &eps[2], "plugin", "remove", "json-object"]).ok();
+    let out = cairnctl(&["--endpoints", &eps[2], "plugin", "remove", "json-object"]);
+    assert_ne!(out.status, Some(0));
+    assert!(out.stderr.contains("cairn: plugin \"json-object\" not found"), "{out:?}");
+    etcdctl(&eps[0], &["put", "cfg/b", "not json"]).ok();
+
+    c.assert_converged();
+}
+
+/// The hex sha256 that `plugin list` shows for a component file.
+fn sha_of(path: &Path) -> String {
+    let out = std::process::Command::new("sha256sum").arg(path).output().expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn etcdctl_txn(ep: &str, input: &str) -> String {
+    let out = harness::etcdctl_stdin(ep, &["txn"], input.as_bytes());
+    format!("{}{}", out.stdout, out.stderr)
+}
+
+#[test]
+fn hostile_plugins_fail_the_same_way_on_every_member() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut c = Cluster::start_with_args(3, &["--max-plugin-bytes=4096"]);
+    let eps = c.endpoints();
+    let cases = [
+        ("spin", Admission::Spin, "out of fuel"),
+        ("memory", Admission::MemoryBomb, "memory limit exceeded"),
+        ("trap", Admission::Trap, "trap: wasm `unreachable` instruction executed"),
+        ("recursion", Admission::Recursion, "stack overflow"),
+        ("huge", Admission::HugeOutput, "output too large"),
+    ];
+    for (name, behaviour, _) in &cases {
+        let file = write_component(dir.path(), name, &admission_component(*behaviour));
+        install(&eps[0], name, &file, "admission", &format!("fail/{name}/"), &["--fuel", "2000000"]).ok();
+        let ignored = format!("{name}-ignored");
+        install(
+            &eps[1],
+            &ignored,
+            &file,
+            "admission",
+            &format!("ignore/{name}/"),
+            &["--failure-policy", "ignore"],
+        )
+        .ok();
+    }
+    for ep in &eps {
+        wait_listed(ep, "spin-ignored");
+        wait_listed(ep, "huge-ignored");
+    }
+    let before = revision(&eps[0]);
+    for (name, _, kind) in &cases {
+        for ep in &eps {
+            assert_eq!(
+                put_error(ep, &format!("fail/{name}/k"), "v"),
+                format!("cairn: plugin \"{name}\" denied the request: plugin failed: {kind}")
+            );
+        }
+    }
+    assert_eq!(revision(&eps[0]), before);
+    for (name, _, _) in &cases {
+        etcdctl(&eps[2], &["put", &format!("ignore/{name}/k"), "v"]).ok();
+    }
+
+    // Refused at install, with nothing stored: bytes that are not Wasm, a
+    // component of another world, a component over --max-plugin-bytes.
+    let garbage = write_component(dir.path(), "garbage", b"\0asm not really");
+    let out = install(&eps[0], "garbage", &garbage, "admission", "x/", &[]);
+    assert_ne!(out.status, Some(0));
+    assert!(
+        out.stderr.contains("cairn: invalid plugin: not a valid WebAssembly component"),
+        "{out:?}"
+    );
+    let validator = write_component(dir.path(), "validator", &json_object_validator());
+    let out = install(&eps[1], "wrong-world", &validator, "admission", "x/", &[]);
+    assert!(out.stderr.contains("does not implement the admission world"), "{out:?}");
+    let big = write_component(
+        dir.path(),
+        "big",
+        &admission_component(Admission::Deny(Box::leak("x".repeat(5000).into_boxed_str()))),
+    );
+    let out = install(&eps[2], "big", &big, "admission", "x/", &[]);
+    assert!(out.stderr.contains("--max-plugin-bytes"), "{out:?}");
+    for ep in &eps {
+        let listed = cairnctl(&["--endpoints", ep, "plugin", "list"]).ok().stdout.clone();
+        assert!(
+            !listed.contains("garbage") && !listed.contains("wrong-world") && !listed.contains("big "),
+            "{listed}"
+        );
+        assert_eq!(listed.lines().count(), 2 * cases.len(), "{listed}");
+    }
+    // Every member is still up and agrees.
+    for i in 0..3 {
+        assert!(c.members[i].is_running(), "member {i} died\n{}", c.log_tails());
+    }
+    c.assert_converged();
+}
+
+#[test]
+fn plugins_survive_restart_and_snapshot_install() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut c = Cluster::start_with_args(3, &["--snapshot-count=20"]);
+    let eps = c.endpoints();
+    let leader = c.leader();
+    let lagging = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    c.kill9(lagging);
+
+    let json = write_component(dir.path(), "json-object", &json_object_validator());
+    install(&eps[leader], "json-object", &json, "validate", "cfg/", &[]).ok();
+    wait_listed(&eps[other], "json-object");
+    for i in 0..60 {
+        etcdctl(&eps[leader], &["put", &format!("fill/{i:02}"), "v"]).ok();
+    }
+    // The lagging member can only catch up from a snapshot, which must
+    // carry the registry.
+    c.restart(lagging);
+    c.assert_converged();
+    assert!(
+        c.log_contains(lagging, "installing snapshot"),
+        "the member did not catch up from a snapshot\n{}",
+        c.log_tails()
+    );
+    wait_listed(&eps[lagging], "json-object");
+    assert_eq!(
+        put_error(&eps[lagging], "cfg/x", "nope"),
+        "cairn: plugin \"json-object\" rejected key \"cfg/x\": value must be a JSON object"
+    );
+
+    // A restart reloads the registry from disk.
+    c.restart_all();
+    for ep in &eps {
+        wait_listed(ep, "json-object");
+        assert!(put_error(ep, "cfg/y", "nope").contains("value must be a JSON object"));
+    }
+    etcdctl(&eps[other], &["put", "cfg/y", "{}"]).ok();
+    c.assert_converged();
+}
+
+#[test]
+fn watch_transforms_look_the_same_through_two_members() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let c = Cluster::start(3);
+    let eps = c.endpoints();
+    let redact = write_component(dir.path(), "redact", &redact_to_config_watch());
+    let config = dir.path().join("config");
+    std::fs::write(&config, "REDACTED").expect("write config");
+    install(
+        &eps[0],
+        "redact",
+        &redact,
+        "watch",
+        "secret/",
+        &["--config", config.to_str().expect("utf-8")],
+    )
+    .ok();
+    for ep in &eps {
+        wait_listed(ep, "redact");
+    }
+    etcdctl(&eps[0], &["put", "secret/a", "hunter2"]).ok();
+    etcdctl(&eps[0], &["put", "public/a", "hello"]).ok();
+    etcdctl(&eps[0], &["put", "secret/b", "swordfish"]).ok();
+    // Replayed from history through two different members.
+    let rt = harness::runtime();
+    let watched = |ep: &str| {
+        rt.block_on(async {
+            let mut client = harness::connect(ep).await;
+            let opts = etcd_client::WatchOptions::new().with_range("t").with_start_revision(1);
+            let mut stream = client.watch("p", Some(opts)).await.expect("watch");
+            let mut seen = Vec::new();
+            while seen.len() < 3 {
+                let resp = tokio::time::timeout(Duration::from_secs(10), stream.message())
+                    .await
+                    .expect("events within the time limit")
+                    .expect("watch stream")
+                    .expect("stream open");
+                for e in resp.events() {
+                    let kv = e.kv().expect("event kv");
+                    seen.push((kv.key_str().expect("utf-8").to_string(), kv.value_str().expect("utf-8").to_string()));
+                }
+            }
+            seen
+        })
+    };
+    let want: Vec<(String, String)> = [("secret/a", "REDACTED"), ("public/a", "hello"), ("secret/b", "REDACTED")]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(watched(&eps[1]), want);
+    assert_eq!(watched(&eps[2]), want);
+}
