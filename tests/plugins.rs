@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use harness::plugins::{admission_component, cairnctl, json_object_validator, redact_to_config_watch, write_component, Admission};
-use harness::{etcdctl, Cluster};
+use harness::{etcdctl, txn_input, Cluster};
 
 /// Installs `file` as `name` through `ep`; `extra` adds flags.
 fn install(ep: &str, name: &str, file: &Path, hook: &str, prefix: &str, extra: &[&str]) -> harness::Output {
@@ -79,9 +79,17 @@ fn admission_and_validate_decide_alike_on_every_member() {
             "cairn: plugin \"json-object\" rejected key \"cfg/b\": value must be a JSON object"
         );
     }
-    // A txn whose chosen branch writes under the prefix is rejected whole.
-    let txn = etcdctl_txn(&eps[2], "\n\nput other/b ok\nput cfg/c nope\n\n");
+    // A txn whose chosen branch writes under the prefix is rejected whole;
+    // the branch its compares do not choose is not looked at.
+    let cfg_a_exists = ["create(\"cfg/a\") > \"0\""];
+    let txn = etcdctl_txn(
+        &eps[2],
+        &txn_input(&cfg_a_exists, &["put other/b ok", "put cfg/c nope"], &["put other/c ok"]),
+    );
     assert!(txn.contains("rejected key \"cfg/c\""), "{txn}");
+    let txn = etcdctl_txn(&eps[2], &txn_input(&cfg_a_exists, &["put other/c ok"], &["put cfg/c nope"]));
+    assert!(txn.starts_with("SUCCESS"), "{txn}");
+    let before = before + 1;
     assert_eq!(revision(&eps[0]), before, "a rejected write must not make a revision");
     assert_eq!(
         etcdctl(&eps[0], &["get", "other/b", "--print-value-only"]).ok().stdout,

@@ -103,8 +103,8 @@ pub enum Admission {
     Recursion,
     /// Returns a deny reason of 1 MiB.
     HugeOutput,
-    /// Denies once `[prefix, prefix_end)` already holds `max` keys, read
-    /// through the `state` import at the revision being applied.
+    /// Denies a put or txn once `[prefix, prefix_end)` already holds `max`
+    /// keys, read through the `state` import at the revision being applied.
     Quota {
         prefix: &'static str,
         prefix_end: &'static str,
@@ -131,9 +131,11 @@ pub fn admission_component(behaviour: Admission) -> Vec<u8> {
         Admission::Quota { prefix, prefix_end, max } => {
             let reason = "quota exceeded";
             // prefix at 1024, prefix_end at 2048.
+            // Deletes (request kind 1) always pass: they only free quota.
             let body = format!(
-                "(if (result i32) (i64.ge_u (call $range_count (i32.const 1024) (i32.const {}) (i32.const 2048) (i32.const {})) (i64.const {max})) \
-                 (then {}) (else {ALLOW}))",
+                "(if (result i32) (i32.eq (local.get 2) (i32.const 1)) (then {ALLOW}) (else \
+                 (if (result i32) (i64.ge_u (call $range_count (i32.const 1024) (i32.const {}) (i32.const 2048) (i32.const {})) (i64.const {max})) \
+                 (then {}) (else {ALLOW}))))",
                 prefix.len(),
                 prefix_end.len(),
                 deny(reason.len() as u32)
