@@ -40,6 +40,9 @@ const MAX_LOG_LINE_BYTES: usize = 512;
 /// Instances the apply engine's pool holds. Apply runs one call at a time,
 /// so this never runs out there.
 const POOL_COMPONENT_INSTANCES: u32 = 8;
+/// Memory and table bytes per pool slot zeroed in place between calls
+/// instead of being released to the kernel.
+const POOL_KEEP_RESIDENT_BYTES: usize = 64 << 10;
 /// Compiled components kept per engine before the cache is emptied.
 const MAX_CACHED_COMPONENTS: usize = 64;
 
@@ -254,6 +257,10 @@ fn deterministic_config(allocation: Allocation) -> Config {
         pool.total_memories(POOL_COMPONENT_INSTANCES * 2);
         pool.total_tables(POOL_COMPONENT_INSTANCES * 4);
         pool.max_memory_size(MAX_MEMORY_BYTES as usize);
+        // Resetting a slot's first pages with memset is much cheaper than
+        // returning them to the kernel after every call.
+        pool.linear_memory_keep_resident(POOL_KEEP_RESIDENT_BYTES);
+        pool.table_keep_resident(POOL_KEEP_RESIDENT_BYTES);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     config
