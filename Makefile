@@ -45,7 +45,8 @@ bench: deps
 # outside world, turned into components by plugins/componentize.
 PLUGIN_DIR := $(CARGO_TARGET_DIR)/plugins
 WASM_OUT := $(CARGO_TARGET_DIR)/wasm32-unknown-unknown/release
-PLUGINS := allow-all deny-all
+PLUGINS := json-schema key-policy quota redact allow-all deny-all \
+	hostile-spin hostile-memory hostile-trap hostile-recursion hostile-huge-output
 
 plugins: deps
 	cd plugins && $(CARGO) build --release --target wasm32-unknown-unknown --workspace --exclude componentize
