@@ -5,15 +5,20 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use harness::plugins::{admission_component, cairnctl, json_object_validator, redact_to_config_watch, write_component, Admission};
+use harness::plugins::{
+    admission_component, cairnctl, json_object_validator, plugin_wasm, redact_to_config_watch, write_component, Admission,
+};
 use harness::{etcdctl, txn_input, Cluster};
 
 /// Installs `file` as `name` through `ep`; `extra` adds flags.
 fn install(ep: &str, name: &str, file: &Path, hook: &str, prefix: &str, extra: &[&str]) -> harness::Output {
     let file = file.to_str().expect("utf-8 path");
+    // Compiling a large component takes seconds on a loaded machine.
     let mut args = vec![
         "--endpoints",
         ep,
+        "--timeout",
+        "60",
         "plugin",
         "install",
         name,
@@ -359,4 +364,209 @@ fn watch_transforms_look_the_same_through_two_members() {
         .collect();
     assert_eq!(watched(&eps[1]), want);
     assert_eq!(watched(&eps[2]), want);
+}
+
+/// The same rejection, seen through every member.
+fn same_error_everywhere(eps: &[String], key: &str, value: &str) -> String {
+    let first = put_error(&eps[0], key, value);
+    for ep in &eps[1..] {
+        assert_eq!(put_error(ep, key, value), first, "{key} through {ep}");
+    }
+    first
+}
+
+/// The reference plugins of `plugins/` (built by `make plugins`), and the
+/// hostile ones written in Rust, on one cluster.
+#[test]
+fn reference_plugins_do_their_jobs_on_a_cluster() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write config");
+        path.to_str().expect("utf-8").to_string()
+    };
+    let c = Cluster::start(3);
+    let eps = c.endpoints();
+    let schema = config(
+        "schema.json",
+        r#"{"type":"object","required":["name"],"properties":{"name":{"type":"string"},"age":{"type":"integer","minimum":0}}}"#,
+    );
+    install(
+        &eps[0],
+        "users-schema",
+        &plugin_wasm("json-schema"),
+        "validate",
+        "users/",
+        &["--config", &schema],
+    )
+    .ok();
+    let policy = config(
+        "policy.json",
+        r#"{"key_pattern":"^/apps/[a-z0-9-]+/[a-z0-9_.-]+$","min_depth":3,"max_depth":3,"max_value_bytes":16}"#,
+    );
+    install(
+        &eps[1],
+        "apps-policy",
+        &plugin_wasm("key-policy"),
+        "validate",
+        "/apps/",
+        &["--config", &policy],
+    )
+    .ok();
+    let quota = config("quota.json", r#"{"prefix":"/tenants/acme/","max_keys":2}"#);
+    install(
+        &eps[2],
+        "tenant-quota",
+        &plugin_wasm("quota"),
+        "admission",
+        "/tenants/",
+        &["--config", &quota],
+    )
+    .ok();
+    let redact = config("redact.json", r#"{"mask":["password"]}"#);
+    install(
+        &eps[0],
+        "secrets",
+        &plugin_wasm("redact"),
+        "watch",
+        "secrets/",
+        &["--config", &redact],
+    )
+    .ok();
+    for ep in &eps {
+        wait_listed(ep, "secrets");
+    }
+
+    etcdctl(&eps[1], &["put", "users/1", r#"{"name":"ada","age":36}"#]).ok();
+    let e = same_error_everywhere(&eps, "users/2", r#"{"age":-1}"#);
+    assert!(e.starts_with("cairn: plugin \"users-schema\" rejected key \"users/2\": "), "{e}");
+    let e = same_error_everywhere(&eps, "users/3", "not json");
+    assert!(e.starts_with("cairn: plugin \"users-schema\" rejected key \"users/3\": "), "{e}");
+
+    etcdctl(&eps[2], &["put", "/apps/web/port", "8080"]).ok();
+    let e = same_error_everywhere(&eps, "/apps/web", "x");
+    assert!(e.starts_with("cairn: plugin \"apps-policy\" rejected key \"/apps/web\": "), "{e}");
+    let e = same_error_everywhere(&eps, "/apps/web/big", "01234567890123456789");
+    assert!(
+        e.starts_with("cairn: plugin \"apps-policy\" rejected key \"/apps/web/big\": "),
+        "{e}"
+    );
+
+    etcdctl(&eps[0], &["put", "/tenants/acme/a", "1"]).ok();
+    etcdctl(&eps[1], &["put", "/tenants/acme/b", "1"]).ok();
+    let e = same_error_everywhere(&eps, "/tenants/acme/c", "1");
+    assert!(
+        e.starts_with("cairn: plugin \"tenant-quota\" denied the request: quota exceeded"),
+        "{e}"
+    );
+    // Over quota, updates and deletes still work.
+    etcdctl(&eps[2], &["put", "/tenants/acme/a", "2"]).ok();
+    etcdctl(&eps[2], &["del", "/tenants/acme/b"]).ok();
+    etcdctl(&eps[0], &["put", "/tenants/acme/c", "1"]).ok();
+
+    etcdctl(&eps[0], &["put", "secrets/a", r#"{"user":"u","password":"hunter2"}"#]).ok();
+    let rt = harness::runtime();
+    for ep in &eps[1..] {
+        let seen = rt.block_on(async {
+            let mut client = harness::connect(ep).await;
+            let opts = etcd_client::WatchOptions::new().with_prefix().with_start_revision(1);
+            let mut stream = client.watch("secrets/", Some(opts)).await.expect("watch");
+            loop {
+                let resp = tokio::time::timeout(Duration::from_secs(10), stream.message())
+                    .await
+                    .expect("events within the time limit")
+                    .expect("watch stream")
+                    .expect("stream open");
+                if let Some(e) = resp.events().first() {
+                    break e.kv().expect("kv").value_str().expect("utf-8").to_string();
+                }
+            }
+        });
+        assert_eq!(seen, r#"{"password":"***","user":"u"}"#, "through {ep}");
+    }
+    // The store itself keeps the full value.
+    let stored = etcdctl(&eps[0], &["get", "secrets/a", "--print-value-only"]).ok().stdout.clone();
+    assert!(stored.contains("hunter2"), "{stored}");
+
+    // The hostile plugins written in Rust: each fails, the same way on
+    // every member, and the members stay up.
+    let huge_config = config("huge.txt", "1048576");
+    for (name, extra) in [
+        ("hostile-spin", vec![]),
+        ("hostile-memory", vec![]),
+        ("hostile-trap", vec![]),
+        ("hostile-recursion", vec![]),
+        (
+            "hostile-huge-output",
+            vec!["--max-memory", "67108864", "--config", huge_config.as_str()],
+        ),
+    ] {
+        install(&eps[0], name, &plugin_wasm(name), "admission", &format!("{name}/"), &extra).ok();
+        wait_listed(&eps[1], name);
+        wait_listed(&eps[2], name);
+        let e = same_error_everywhere(&eps, &format!("{name}/k"), "v");
+        assert!(
+            e.starts_with(&format!("cairn: plugin \"{name}\" denied the request: plugin failed: ")),
+            "{e}"
+        );
+    }
+    let mut c = c;
+    c.assert_converged();
+}
+
+/// `cairnctl plugin test` runs a component with no server at all.
+#[test]
+fn plugin_test_runs_a_component_locally() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let schema = dir.path().join("schema.json");
+    std::fs::write(&schema, r#"{"type":"object","required":["name"]}"#).expect("write schema");
+    let schema = schema.to_str().expect("utf-8");
+    let file = plugin_wasm("json-schema");
+    let file = file.to_str().expect("utf-8");
+    let out = cairnctl(&[
+        "plugin",
+        "test",
+        file,
+        "--hook",
+        "validate",
+        "--config",
+        schema,
+        "--put",
+        r#"u/1={"name":"x"}"#,
+    ]);
+    assert_eq!(out.stdout, "u/1: allow\n", "{out:?}");
+    assert_eq!(out.status, Some(0));
+    let out = cairnctl(&["plugin", "test", file, "--hook", "validate", "--config", schema, "--put", "u/2={}"]);
+    assert!(out.stdout.starts_with("u/2: deny: "), "{out:?}");
+    assert_eq!(out.status, Some(1));
+
+    let spin = write_component(dir.path(), "spin", &admission_component(Admission::Spin));
+    let out = cairnctl(&[
+        "plugin",
+        "test",
+        spin.to_str().expect("utf-8"),
+        "--hook",
+        "admission",
+        "--put",
+        "k=v",
+    ]);
+    assert_eq!(out.stdout, "failed: out of fuel\n", "{out:?}");
+    let quota = write_component(
+        dir.path(),
+        "quota",
+        &admission_component(Admission::Quota {
+            prefix: "q/",
+            prefix_end: "q0",
+            max: 1,
+        }),
+    );
+    let quota = quota.to_str().expect("utf-8");
+    let out = cairnctl(&["plugin", "test", quota, "--hook", "admission", "--put", "q/2=v"]);
+    assert_eq!(out.stdout, "allow\n", "{out:?}");
+    let out = cairnctl(&["plugin", "test", quota, "--hook", "admission", "--put", "q/2=v", "--state", "q/1=x"]);
+    assert_eq!(out.stdout, "deny: quota exceeded\n", "{out:?}");
+    // A component of another world is refused.
+    let out = cairnctl(&["plugin", "test", file, "--hook", "admission", "--put", "k=v"]);
+    assert_eq!(out.status, Some(2), "{out:?}");
+    assert!(out.stderr.contains("does not implement the admission world"), "{out:?}");
 }

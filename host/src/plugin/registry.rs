@@ -102,19 +102,19 @@ impl Registry {
 /// The plugin registry and the engines that run its plugins.
 pub struct Plugins {
     /// Runs admission and validate calls; only the apply loop uses it.
-    pub(super) apply: Runtime,
-    /// Runs watch calls and install checks, from many tasks at once.
-    pub(super) serve: Runtime,
+    pub(super) apply: Arc<Runtime>,
+    /// Runs watch calls, from many tasks at once.
+    pub(super) serve: Arc<Runtime>,
     registry: RwLock<Arc<Registry>>,
 }
 
 impl Plugins {
     /// Opens the registry stored in `engine`.
     pub fn open(engine: &Engine) -> Result<Arc<Plugins>> {
-        let runtime_error = |e: String| Error::InvalidRequest(e);
+        let runtime_error = Error::InvalidRequest;
         let plugins = Plugins {
-            apply: Runtime::new(Allocation::Pooling).map_err(runtime_error)?,
-            serve: Runtime::new(Allocation::OnDemand).map_err(runtime_error)?,
+            apply: Arc::new(Runtime::new(Allocation::Pooling).map_err(runtime_error)?),
+            serve: Arc::new(Runtime::new(Allocation::OnDemand).map_err(runtime_error)?),
             registry: RwLock::new(Arc::new(Registry::default())),
         };
         plugins.reload(engine)?;
@@ -132,6 +132,7 @@ impl Plugins {
                 break;
             }
             let bound = Bound::new(PluginRecord::decode(&*v)?)?;
+            self.precompile(&bound);
             registry.bindings.insert(bound.name.clone(), Arc::new(bound));
         }
         self.replace(registry);
@@ -163,11 +164,41 @@ impl Plugins {
                 binding.wasm.len()
             )));
         }
-        check_binding(binding, &self.serve)
+        let hook = check_binding(binding)?;
+        self.runtime_for(hook)
+            .compile(&binding.wasm, hook)
+            .map_err(|e| Error::PluginInvalid(e.to_string()))?;
+        Ok(())
     }
 
-    /// Applies an install (or upgrade) at Raft index `index`: checked again
-    /// here because this is where every member decides the same way.
+    /// The engine that runs `hook`'s calls.
+    fn runtime_for(&self, hook: Hook) -> &Arc<Runtime> {
+        match hook {
+            Hook::Admission | Hook::Validate => &self.apply,
+            Hook::Watch => &self.serve,
+        }
+    }
+
+    /// Compiles a binding's component on a thread of its own, so that a
+    /// large component does not hold up the apply loop (and with it Raft);
+    /// the first call waits for it if it is not done yet.
+    fn precompile(&self, bound: &Bound) {
+        let runtime = self.runtime_for(bound.hook).clone();
+        let (wasm, hook) = (bound.binding().wasm.clone(), bound.hook);
+        let spawned = std::thread::Builder::new().name("plugin-compile".into()).spawn(move || {
+            if let Err(e) = runtime.compile(&wasm, hook) {
+                tracing::error!(error = %e, "a stored plugin does not compile");
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot compile a plugin in the background; its first call will");
+        }
+    }
+
+    /// Applies an install (or upgrade) at Raft index `index`. The binding's
+    /// fields are checked again, deterministically; the component was
+    /// compiled and type-checked by the proposing member, which runs the
+    /// same build, so it is only compiled here in the background.
     pub fn apply_install(
         &self,
         engine: &Engine,
@@ -175,12 +206,13 @@ impl Plugins {
         index: u64,
         extra: impl FnOnce(&mut WriteBatch),
     ) -> Result<PluginInfo> {
-        check_binding(binding, &self.apply)?;
+        check_binding(binding)?;
         let record = PluginRecord {
             binding: Some(binding.clone()),
             installed_index: index,
         };
         let bound = Bound::new(record)?;
+        self.precompile(&bound);
         let mut batch = WriteBatch::default();
         batch.put_cf(engine.cf(CF_META), binding_key(&binding.name), bound.record.encode_to_vec());
         extra(&mut batch);
@@ -218,9 +250,9 @@ impl Plugins {
     }
 }
 
-/// The checks that depend only on the binding itself, so every member
-/// reaches the same answer.
-fn check_binding(binding: &PluginBinding, runtime: &Runtime) -> Result<()> {
+/// The checks that depend only on the binding's fields, so every member
+/// reaches the same answer quickly; returns the hook.
+fn check_binding(binding: &PluginBinding) -> Result<Hook> {
     let invalid = |m: String| Err(Error::PluginInvalid(m));
     let name = &binding.name;
     if name.is_empty() || name.len() > MAX_NAME_BYTES {
@@ -244,8 +276,5 @@ fn check_binding(binding: &PluginBinding, runtime: &Runtime) -> Result<()> {
     if PluginFailurePolicy::try_from(binding.failure_policy).is_err() {
         return invalid("unknown failure policy".into());
     }
-    runtime
-        .compile(&binding.wasm, hook)
-        .map_err(|e| Error::PluginInvalid(e.to_string()))?;
-    Ok(())
+    Ok(hook)
 }

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
@@ -225,13 +225,17 @@ pub enum Allocation {
     OnDemand,
 }
 
+/// One component's compilation, shared by everyone who needs it: whoever
+/// comes second waits for the first instead of compiling again.
+type CompileCell = Arc<OnceLock<Result<Compiled, CompileError>>>;
+
 /// One wasmtime engine with its linkers and compiled-component cache.
 pub struct Runtime {
     engine: Engine,
     admission: Linker<CallState>,
     validate: Linker<CallState>,
     watch: Linker<CallState>,
-    cache: Mutex<HashMap<([u8; 32], Hook), Compiled>>,
+    cache: Mutex<HashMap<([u8; 32], Hook), CompileCell>>,
 }
 
 /// The engine settings every member must share: they are part of the
@@ -289,16 +293,23 @@ impl Runtime {
     /// bytes. Checks that it is a component whose imports this host provides
     /// and whose exports are the hook's world.
     pub fn compile(&self, wasm: &[u8], hook: Hook) -> Result<Compiled, CompileError> {
-        let key = (sha256(wasm), hook);
-        if let Some(c) = self.cache.lock().get(&key) {
-            return Ok(c.clone());
-        }
+        let cell = {
+            let mut cache = self.cache.lock();
+            if cache.len() >= MAX_CACHED_COMPONENTS {
+                cache.clear();
+            }
+            cache.entry((sha256(wasm), hook)).or_default().clone()
+        };
+        cell.get_or_init(|| self.compile_uncached(wasm, hook)).clone()
+    }
+
+    fn compile_uncached(&self, wasm: &[u8], hook: Hook) -> Result<Compiled, CompileError> {
         let component = Component::new(&self.engine, wasm).map_err(|e| CompileError::Invalid(first_line(&e)))?;
         let wrong_world = |e: wasmtime::Error| CompileError::WrongWorld {
             hook,
             detail: first_line(&e),
         };
-        let compiled = match hook {
+        Ok(match hook {
             Hook::Admission => {
                 let pre = self.admission.instantiate_pre(&component).map_err(wrong_world)?;
                 Compiled::Admission(admission::AdmissionPre::new(pre).map_err(wrong_world)?)
@@ -311,13 +322,7 @@ impl Runtime {
                 let pre = self.watch.instantiate_pre(&component).map_err(wrong_world)?;
                 Compiled::Watch(watch::WatchPre::new(pre).map_err(wrong_world)?)
             }
-        };
-        let mut cache = self.cache.lock();
-        if cache.len() >= MAX_CACHED_COMPONENTS {
-            cache.clear();
-        }
-        cache.insert(key, compiled.clone());
-        Ok(compiled)
+        })
     }
 
     /// Drops compiled components no binding uses any more.
