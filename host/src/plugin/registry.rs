@@ -184,9 +184,9 @@ impl Plugins {
     /// the first call waits for it if it is not done yet.
     fn precompile(&self, bound: &Bound) {
         let runtime = self.runtime_for(bound.hook).clone();
-        let (wasm, hook) = (bound.binding().wasm.clone(), bound.hook);
+        let (sha, wasm, hook) = (bound.sha256, bound.binding().wasm.clone(), bound.hook);
         let spawned = std::thread::Builder::new().name("plugin-compile".into()).spawn(move || {
-            if let Err(e) = runtime.compile(&wasm, hook) {
+            if let Err(e) = runtime.compile_with_sha(&sha, &wasm, hook) {
                 tracing::error!(error = %e, "a stored plugin does not compile");
             }
         });
@@ -246,7 +246,7 @@ impl Plugins {
 
     /// The compiled form of `bound` on `runtime` (cached by sha256).
     pub(super) fn compiled(runtime: &Runtime, bound: &Bound) -> std::result::Result<Compiled, runtime::CompileError> {
-        runtime.compile(&bound.binding().wasm, bound.hook)
+        runtime.compile_with_sha(&bound.sha256, &bound.binding().wasm, bound.hook)
     }
 }
 

@@ -293,12 +293,19 @@ impl Runtime {
     /// bytes. Checks that it is a component whose imports this host provides
     /// and whose exports are the hook's world.
     pub fn compile(&self, wasm: &[u8], hook: Hook) -> Result<Compiled, CompileError> {
+        self.compile_with_sha(&sha256(wasm), wasm, hook)
+    }
+
+    /// [`Runtime::compile`] for callers that know the bytes' sha256 already
+    /// (hashing a large component on every call would cost more than the
+    /// call).
+    pub fn compile_with_sha(&self, sha: &[u8; 32], wasm: &[u8], hook: Hook) -> Result<Compiled, CompileError> {
         let cell = {
             let mut cache = self.cache.lock();
             if cache.len() >= MAX_CACHED_COMPONENTS {
                 cache.clear();
             }
-            cache.entry((sha256(wasm), hook)).or_default().clone()
+            cache.entry((*sha, hook)).or_default().clone()
         };
         cell.get_or_init(|| self.compile_uncached(wasm, hook)).clone()
     }
