@@ -364,6 +364,34 @@ fn watch_transforms_look_the_same_through_two_members() {
         .collect();
     assert_eq!(watched(&eps[1]), want);
     assert_eq!(watched(&eps[2]), want);
+
+    // Live events, delivered as they are applied, go through it too.
+    let live = rt.block_on(async {
+        let mut streams = Vec::new();
+        for ep in &eps[1..] {
+            let mut client = harness::connect(ep).await;
+            let opts = etcd_client::WatchOptions::new().with_prefix();
+            let mut stream = client.watch("secret/", Some(opts)).await.expect("watch");
+            // The first response confirms the watch exists.
+            stream.message().await.expect("watch created").expect("stream open");
+            streams.push((client, stream));
+        }
+        let mut writer = harness::connect(&eps[0]).await;
+        writer.put("secret/c", "opensesame", None).await.expect("put");
+        let mut values = Vec::new();
+        for (_client, stream) in &mut streams {
+            let resp = tokio::time::timeout(Duration::from_secs(10), stream.message())
+                .await
+                .expect("event within the time limit")
+                .expect("watch stream")
+                .expect("stream open");
+            let kv = resp.events().first().and_then(|e| e.kv()).expect("an event");
+            values.push((kv.key_str().expect("utf-8").to_string(), kv.value_str().expect("utf-8").to_string()));
+        }
+        values
+    });
+    let want = ("secret/c".to_string(), "REDACTED".to_string());
+    assert_eq!(live, vec![want.clone(), want]);
 }
 
 /// The same rejection, seen through every member.
