@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig, ResourceLimiter, Store, Trap};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig, ResourceLimiter, Store, Trap};
 
 use super::bindings::{admission, validate, watch, Entry, KeyValue, Level, Verdict, WatchAction, WatchEvent, WriteRequest};
 use super::Hook;
@@ -265,6 +265,9 @@ fn deterministic_config(allocation: Allocation) -> Config {
         // returning them to the kernel after every call.
         pool.linear_memory_keep_resident(POOL_KEEP_RESIDENT_BYTES);
         pool.table_keep_resident(POOL_KEEP_RESIDENT_BYTES);
+        // Where the kernel can say which pages a call dirtied (Linux 6.7+),
+        // only those are zeroed.
+        pool.pagemap_scan(Enabled::Auto);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     config
