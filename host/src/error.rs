@@ -74,6 +74,8 @@ pub enum Error {
     PluginInvalid(String),
     #[error("plugin \"{0}\" not found")]
     PluginNotFound(String),
+    #[error("plugin engine: {0}")]
+    PluginEngine(String),
     #[error("invalid request: {0}")]
     InvalidRequest(String),
     #[error("storage: {0}")]

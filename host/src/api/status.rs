@@ -48,6 +48,7 @@ impl From<Error> for Status {
             Error::PluginDenied { .. } | Error::PluginRejectedKey { .. } => (Code::FailedPrecondition, format!("cairn: {e}")),
             Error::PluginInvalid(_) => (Code::InvalidArgument, format!("cairn: {e}")),
             Error::PluginNotFound(_) => (Code::NotFound, format!("cairn: {e}")),
+            Error::PluginEngine(_) => (Code::Internal, format!("cairn: {e}")),
             Error::InvalidRequest(msg) => (Code::InvalidArgument, format!("etcdserver: {msg}")),
             Error::Storage(_) | Error::Corrupt(_) | Error::Raft(_) | Error::Io(_) => {
                 tracing::error!(error = %e, "internal error serving request");

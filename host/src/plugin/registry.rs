@@ -31,7 +31,8 @@ fn binding_key(name: &str) -> Vec<u8> {
 
 /// One binding as the hooks use it.
 pub struct Bound {
-    pub record: PluginRecord,
+    binding: PluginBinding,
+    pub installed_index: u64,
     pub name: String,
     pub hook: Hook,
     pub range: KeyRange,
@@ -45,7 +46,6 @@ impl Bound {
     fn new(record: PluginRecord) -> Result<Bound> {
         let binding = record
             .binding
-            .as_ref()
             .ok_or_else(|| Error::Corrupt("plugin record without binding".into()))?;
         let hook = Hook::from_proto(binding.hook).ok_or_else(|| Error::Corrupt(format!("plugin {:?} has no hook", binding.name)))?;
         Ok(Bound {
@@ -56,16 +56,13 @@ impl Bound {
             mode: PluginMode::try_from(binding.mode).unwrap_or(PluginMode::Enforce),
             policy: PluginFailurePolicy::try_from(binding.failure_policy).unwrap_or(PluginFailurePolicy::Fail),
             sha256: runtime::sha256(&binding.wasm),
-            record,
+            installed_index: record.installed_index,
+            binding,
         })
     }
 
     pub fn binding(&self) -> &PluginBinding {
-        // `Bound::new` refuses records without a binding.
-        self.record
-            .binding
-            .as_ref()
-            .unwrap_or_else(|| unreachable!("bound record has a binding"))
+        &self.binding
     }
 
     pub fn info(&self) -> PluginInfo {
@@ -82,7 +79,7 @@ impl Bound {
             max_memory_bytes: self.limits.max_memory_bytes,
             sha256: runtime::hex(&self.sha256),
             size_bytes: b.wasm.len() as u64,
-            installed_index: self.record.installed_index,
+            installed_index: self.installed_index,
         }
     }
 }
@@ -111,7 +108,7 @@ pub struct Plugins {
 impl Plugins {
     /// Opens the registry stored in `engine`.
     pub fn open(engine: &Engine) -> Result<Arc<Plugins>> {
-        let runtime_error = Error::InvalidRequest;
+        let runtime_error = Error::PluginEngine;
         let plugins = Plugins {
             apply: Arc::new(Runtime::new(Allocation::Pooling).map_err(runtime_error)?),
             serve: Arc::new(Runtime::new(Allocation::OnDemand).map_err(runtime_error)?),
@@ -211,10 +208,11 @@ impl Plugins {
             binding: Some(binding.clone()),
             installed_index: index,
         };
+        let encoded = record.encode_to_vec();
         let bound = Bound::new(record)?;
         self.precompile(&bound);
         let mut batch = WriteBatch::default();
-        batch.put_cf(engine.cf(CF_META), binding_key(&binding.name), bound.record.encode_to_vec());
+        batch.put_cf(engine.cf(CF_META), binding_key(&binding.name), encoded);
         extra(&mut batch);
         engine.write(batch, false)?;
         let info = bound.info();
