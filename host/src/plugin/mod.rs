@@ -8,6 +8,8 @@
 //! - [`hooks`]: what apply and watch delivery ask: may this write go ahead,
 //!   and what does this watcher see.
 
+#[cfg(test)]
+mod apply_test;
 pub mod bindings;
 pub mod ctl;
 pub mod hooks;

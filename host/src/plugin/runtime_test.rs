@@ -11,7 +11,7 @@ use super::Hook;
 /// (params: config ptr/len, kind, mutations ptr/len, user ptr/len,
 /// revision; result: pointer to the verdict). Memory offset 0 holds the
 /// verdict, the reason text lives at 64.
-fn admission_component(body: &str) -> Vec<u8> {
+pub(super) fn admission_component(body: &str) -> Vec<u8> {
     let text = format!(
         r#"(component
   (core module $m
@@ -52,7 +52,7 @@ fn admission_component(body: &str) -> Vec<u8> {
 }
 
 /// Verdict "deny" with reason bytes [64, 64 + len).
-fn deny_with_len(len: u32) -> String {
+pub(super) fn deny_with_len(len: u32) -> String {
     deny_at(64, len)
 }
 
