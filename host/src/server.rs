@@ -17,7 +17,8 @@ use crate::authority_repair::AuthorityRepair;
 use crate::config::ServerConfig;
 use crate::membership::{Bootstrap, Membership};
 use crate::mvcc::MvccStore;
-use crate::peer::{self, PeerService, Transport};
+use crate::peer::{self, LeasePeerService, PeerService, Transport};
+use crate::proto::cairnpb::lease_peer_server::LeasePeerServer;
 use crate::proto::cairnpb::{peer_server::PeerServer, raft_request::Request as Proposal, MemberAttributes};
 use crate::proto::etcdserverpb::{
     auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
@@ -109,10 +110,12 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
     for addr in resolve(&cfg.listen_peer_urls).await? {
         let listener = TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
         tracing::info!(%addr, "serving peer traffic");
-        let router = Server::builder().add_service(
-            PeerServer::new(PeerService::new(node.clone(), core.membership.clone()))
-                .max_decoding_message_size(peer::MAX_PEER_MESSAGE_BYTES),
-        );
+        let router = Server::builder()
+            .add_service(
+                PeerServer::new(PeerService::new(node.clone(), core.membership.clone()))
+                    .max_decoding_message_size(peer::MAX_PEER_MESSAGE_BYTES),
+            )
+            .add_service(LeasePeerServer::new(LeasePeerService::new(core.clone())));
         let mut stop = stop_rx.clone();
         servers.push(tokio::spawn(router.serve_with_incoming_shutdown(
             TcpListenerStream::new(listener),

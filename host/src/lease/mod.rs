@@ -11,8 +11,10 @@
 //! remaining (checkpointed) TTL, as etcd's lessor does on promotion.
 
 pub mod expiry;
+pub mod forward;
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -65,6 +67,10 @@ pub struct LeaseInfo {
 /// Every lease of the member.
 pub struct LeaseTable {
     leases: Mutex<HashMap<i64, Lease>>,
+    /// Whether this member's clock counts (etcd's primary lessor): set once
+    /// a new leader has restarted every lease's clock, cleared when it stops
+    /// leading. Renewals and TTL queries are only answered while set.
+    primary: AtomicBool,
 }
 
 fn record_key(id: i64) -> Vec<u8> {
@@ -129,6 +135,7 @@ impl LeaseTable {
         }
         Ok(LeaseTable {
             leases: Mutex::new(leases),
+            primary: AtomicBool::new(false),
         })
     }
 
@@ -226,15 +233,32 @@ impl LeaseTable {
     /// would have.
     pub fn promote(&self, extend: Duration) {
         let now = Instant::now();
-        for l in self.leases.lock().values_mut() {
+        let mut leases = self.leases.lock();
+        for l in leases.values_mut() {
             l.deadline = now + secs(l.restart_ttl()) + extend;
         }
+        // Under the lock, so no renewal sees the old deadlines as primary.
+        self.primary.store(true, Ordering::SeqCst);
+    }
+
+    /// Stops counting: this member no longer leads, so its deadlines go
+    /// stale and renewals must go to the new leader.
+    pub fn demote(&self) {
+        self.primary.store(false, Ordering::SeqCst);
+    }
+
+    pub fn is_primary(&self) -> bool {
+        self.primary.load(Ordering::SeqCst)
     }
 
     /// Renews a lease on the leader. Returns its TTL and whether a
-    /// checkpointed remaining TTL should be cleared through Raft.
+    /// checkpointed remaining TTL should be cleared through Raft; fails with
+    /// `NotLeader` unless this member is the primary.
     pub fn renew(&self, id: i64) -> Result<(i64, bool)> {
         let mut leases = self.leases.lock();
+        if !self.is_primary() {
+            return Err(Error::NotLeader);
+        }
         let l = leases.get_mut(&id).ok_or(Error::LeaseNotFound)?;
         let now = Instant::now();
         if l.deadline <= now {
@@ -249,6 +273,9 @@ impl LeaseTable {
     pub fn expired(&self, limit: usize) -> Vec<i64> {
         let now = Instant::now();
         let leases = self.leases.lock();
+        if !self.is_primary() {
+            return Vec::new();
+        }
         let mut ids: Vec<(Instant, i64)> = leases
             .iter()
             .filter(|(_, l)| l.deadline <= now)
