@@ -271,8 +271,14 @@ async fn writer(endpoint: String, id: usize, rounds: usize) -> Writes {
 /// Reads a watch until `last` is seen; checks each response holds whole
 /// revisions in order; returns the events and the last revision seen.
 async fn collect(stream: &mut etcd_client::WatchStream, last: i64, into: &mut Writes) {
+    collect_until(stream, into, |seen| seen.keys().next_back().is_some_and(|r| *r >= last)).await;
+}
+
+/// Reads a watch into `into` until `done(into)`, checking that responses
+/// hold whole revisions in order.
+async fn collect_until(stream: &mut etcd_client::WatchStream, into: &mut Writes, done: impl Fn(&Writes) -> bool) {
     let mut newest = into.keys().next_back().copied().unwrap_or(0);
-    while newest < last {
+    while !done(into) {
         let r = next(stream).await;
         assert!(!r.canceled(), "watch canceled: {}", r.cancel_reason());
         // Revisions of earlier responses never come again: a revision is
@@ -328,6 +334,47 @@ fn watch_guarantees_under_concurrent_writers() {
         collect(&mut watch, last, &mut seen).await;
         // Ordered, no duplicates, every txn whole, no gaps: exactly the
         // writes made, revision by revision.
+        assert_eq!(seen, expected);
+    });
+}
+
+#[test]
+fn watch_guarantees_on_a_cluster_resuming_on_other_members() {
+    let cluster = harness::Cluster::start(3);
+    let endpoints = cluster.endpoints();
+    harness::runtime().block_on(async move {
+        let mut c = harness::connect(&endpoints[0]).await;
+        let start = c.put("g/start", "", None).await.unwrap().header().unwrap().revision() + 1;
+        let watch_from = |ep: String, from: i64| async move {
+            let mut c = harness::connect(&ep).await;
+            let mut w = c
+                .watch("g/", Some(WatchOptions::new().with_prefix().with_start_revision(from)))
+                .await
+                .unwrap();
+            assert!(next(&mut w).await.created());
+            (c, w)
+        };
+        // Writers on every member, while the watch reads live.
+        let (_c0, mut watch) = watch_from(endpoints[0].clone(), start).await;
+        let writers: Vec<_> = (0..6).map(|id| tokio::spawn(writer(endpoints[id % 3].clone(), id, 30))).collect();
+        let mut seen = Writes::new();
+        // A third of the writes on the first member, then a reconnect to
+        // the next member from the revision after the last one seen, and
+        // so on, as a client whose member went away does.
+        for (part, ep) in endpoints.iter().enumerate().skip(1) {
+            collect_until(&mut watch, &mut seen, |s| s.len() >= part * 60).await;
+            drop(watch);
+            let resume = seen.keys().next_back().unwrap() + 1;
+            watch = watch_from(ep.clone(), resume).await.1;
+        }
+        let mut expected = Writes::new();
+        for w in writers {
+            expected.extend(w.await.unwrap());
+        }
+        let last = *expected.keys().next_back().unwrap();
+        collect(&mut watch, last, &mut seen).await;
+        // Ordered, no duplicates, every txn whole, no gaps: exactly the
+        // writes made, revision by revision, across three members.
         assert_eq!(seen, expected);
     });
 }
