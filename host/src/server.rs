@@ -141,7 +141,9 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
             )
             .add_service(MaintenanceServer::new(api::MaintenanceService::new(core.clone())).max_decoding_message_size(max_recv))
             .add_service(ClusterServer::new(api::ClusterService::new(core.clone())).max_decoding_message_size(max_recv))
-            .add_service(WatchServer::new(api::WatchService::new(core.clone())))
+            .add_service(WatchServer::new(
+                api::WatchService::new(core.clone()).with_progress_notify_interval(cfg.watch_progress_notify_interval),
+            ))
             .add_service(LeaseServer::new(api::LeaseService::new(core.clone())))
             .add_service(AuthServer::new(api::AuthService))
             .add_service(LockServer::new(api::LockService::new(core.clone())))
