@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use etcd_client::{Client, LockOptions, ProclaimOptions, ResignOptions};
 use harness::background::Background;
-use harness::{both, Differential, Server};
+use harness::{Differential, Server};
 use serde_json::{json, Value};
 
 /// Hang guard for one lock or campaign.
@@ -190,9 +190,8 @@ fn etcdctl_lock_and_elect_behave_like_etcd() {
     d.ctl("keys after lock", &["get", "mylock", "--prefix", "-w", "json"]);
 
     // A second etcdctl lock waits while another client holds the lock.
-    let (ep_ref, ep_tgt) = (d.reference.endpoint(), d.target.endpoint());
-    let run = |ep: String| {
-        move || {
+    let contend = |ep: String| {
+        std::future::ready({
             let mut holder = Background::start(&ep, &["lock", "busy"]);
             let lines = holder.wait_for("the held lock's key", |l| !l.is_empty()).to_vec();
             let mut waiter = Background::start(&ep, &["lock", "busy", "echo", "second"]);
@@ -203,16 +202,15 @@ fn etcdctl_lock_and_elect_behave_like_etcd() {
             let out = waiter
                 .wait_for("the waiter's command output", |l| l.iter().any(|x| x == "second"))
                 .to_vec();
-            (lines[0].starts_with("busy/"), waited, out)
-        }
+            json!([lines[0].starts_with("busy/"), waited, out])
+        })
     };
-    let (r, t) = both(run(ep_ref.clone()), run(ep_tgt.clone()));
-    d.compare_json("lock contention", &json!([r.0, r.1, r.2]), &json!([t.0, t.1, t.2]));
+    d.compare_sessions("lock contention", contend);
 
     // etcdctl elect prints the winning key and proposal; an observer
     // (`elect -l`) prints the leader's.
-    let run = |ep: String| {
-        move || {
+    let elect = |ep: String| {
+        std::future::ready({
             let mut leader = Background::start(&ep, &["elect", "myelection", "p1"]);
             let won = leader.wait_for("elected", |l| l.len() >= 2).to_vec();
             let mut observer = Background::start(&ep, &["elect", "-l", "myelection"]);
@@ -227,10 +225,9 @@ fn etcdctl_lock_and_elect_behave_like_etcd() {
                 json!(seen[1]),
                 json!(waited),
             ]
-        }
+        })
     };
-    let (r, t) = both(run(ep_ref), run(ep_tgt));
-    d.compare_json("elect", &Value::Array(r), &Value::Array(t));
+    d.compare_sessions("elect", elect);
 }
 
 /// A lease's id, granted TTL, whether it has time left, and its keys.

@@ -229,11 +229,7 @@ async fn stream_session(endpoint: String) -> Vec<Value> {
 #[test]
 fn watch_stream_control_messages_match_etcd() {
     let mut d = Differential::start();
-    let (r, t) = both(
-        || harness::runtime().block_on(stream_session(d.reference.endpoint())),
-        || harness::runtime().block_on(stream_session(d.target.endpoint())),
-    );
-    d.compare_json("watch stream session", &Value::Array(r), &Value::Array(t));
+    d.compare_sessions("watch stream session", stream_session);
 }
 
 /// What a writer did: each revision it made, with the keys it changed in
@@ -434,11 +430,7 @@ fn live_prev_kv_matches_etcd() {
         }
         out
     };
-    let (r, t) = both(
-        || harness::runtime().block_on(session(d.reference.endpoint())),
-        || harness::runtime().block_on(session(d.target.endpoint())),
-    );
-    d.compare_json("prev_kv live", &Value::Array(r), &Value::Array(t));
+    d.compare_sessions("prev_kv live", session);
 }
 
 /// A catch-up larger than etcd's response limit on a watch that asked for
@@ -467,13 +459,12 @@ fn fragmented_watch_responses_match_etcd() {
     // etcd fragments past `--max-request-bytes` plus 512 KiB of gRPC
     // allowance: 2.4 MB of history is more than that by default.
     let mut d = Differential::start();
-    let (r, t) = both(
-        || harness::runtime().block_on(fragment_session(d.reference.endpoint())),
-        || harness::runtime().block_on(fragment_session(d.target.endpoint())),
-    );
-    let shape = |responses: Vec<Value>| -> Value {
+    let (r, t) = d.sessions(fragment_session);
+    let shape = |responses: Value| -> Value {
         Value::Array(
             responses
+                .as_array()
+                .unwrap()
                 .iter()
                 .map(|r| {
                     let keys: Vec<Value> = r["events"].as_array().unwrap().iter().map(|e| e["kv"]["key"].clone()).collect();
@@ -516,11 +507,8 @@ async fn progress_notify_session(endpoint: String) -> Vec<Value> {
 #[test]
 fn progress_notify_on_idle_watches_matches_etcd() {
     let mut d = Differential::start_with_args(&["--experimental-watch-progress-notify-interval=300ms"]);
-    let (r, t) = both(
-        || harness::runtime().block_on(progress_notify_session(d.reference.endpoint())),
-        || harness::runtime().block_on(progress_notify_session(d.target.endpoint())),
-    );
-    let revisions: Vec<&Value> = t.iter().map(|r| &r["header"]["revision"]).collect();
+    let (r, t) = d.sessions(progress_notify_session);
+    let revisions: Vec<&Value> = t.as_array().unwrap().iter().map(|r| &r["header"]["revision"]).collect();
     assert_eq!(revisions, [&json!(2), &json!(2), &json!(3)]);
-    d.compare_json("progress notifications", &Value::Array(r), &Value::Array(t));
+    d.compare_json("progress notifications", &r, &t);
 }
