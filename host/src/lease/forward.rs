@@ -136,15 +136,12 @@ impl LeaseRouter {
     pub async fn time_to_live(&self, request: LeaseTimeToLiveRequest) -> Result<LeaseTimeToLiveResponse> {
         self.route(
             || time_to_live_here(&self.core, &request),
-            |mut client| {
-                let request = request.clone();
-                async move {
-                    let answer = client.time_to_live(request).await.map_err(unanswered)?.into_inner();
-                    outcome(answer.outcome)?;
-                    answer
-                        .response
-                        .ok_or_else(|| unanswered(tonic::Status::internal("no time-to-live in the answer")))
-                }
+            |mut client| async move {
+                let answer = client.time_to_live(request).await.map_err(unanswered)?.into_inner();
+                outcome(answer.outcome)?;
+                answer
+                    .response
+                    .ok_or_else(|| unanswered(tonic::Status::internal("no time-to-live in the answer")))
             },
         )
         .await
