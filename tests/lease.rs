@@ -321,12 +321,12 @@ fn lease_rpcs_through_a_follower() {
     let ep = cluster.members[via].endpoint();
     harness::runtime().block_on(async move {
         let mut c = harness::connect(&ep).await;
-        let id = c.lease_grant(2, None).await.unwrap().id();
+        let id = c.lease_grant(3, None).await.unwrap().id();
         c.put("f/1", "v", Some(PutOptions::new().with_lease(id))).await.unwrap();
         let (mut keeper, mut stream) = c.lease_keep_alive(id).await.unwrap();
-        // Renewed through the follower for three TTLs' worth of time.
-        for _ in 0..12 {
-            assert_eq!(renew(&mut keeper, &mut stream).await, 2);
+        // Renewed through the follower for more than its TTL.
+        for _ in 0..10 {
+            assert_eq!(renew(&mut keeper, &mut stream).await, 3);
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         assert_eq!(c.get("f/1", None).await.unwrap().kvs().len(), 1);
@@ -334,8 +334,8 @@ fn lease_rpcs_through_a_follower() {
             .lease_time_to_live(id, Some(LeaseTimeToLiveOptions::new().with_keys()))
             .await
             .unwrap();
-        assert_eq!((ttl.id(), ttl.granted_ttl(), ttl.keys()), (id, 2, &[b"f/1".to_vec()][..]));
-        assert!((0..=2).contains(&ttl.ttl()), "remaining TTL {} of a 2 s lease", ttl.ttl());
+        assert_eq!((ttl.id(), ttl.granted_ttl(), ttl.keys()), (id, 3, &[b"f/1".to_vec()][..]));
+        assert!((0..=3).contains(&ttl.ttl()), "remaining TTL {} of a 3 s lease", ttl.ttl());
         assert_eq!(c.lease_time_to_live(id + 1, None).await.unwrap().ttl(), -1);
         let ids: Vec<i64> = c.leases().await.unwrap().leases().iter().map(|l| l.id()).collect();
         assert_eq!(ids, [id]);
@@ -463,5 +463,48 @@ fn leader_failover_keeps_renewed_leases_and_expires_the_rest() {
         assert_eq!(ttl.granted_ttl(), 3);
         assert!(ttl.ttl() > 0);
         assert_eq!(c.lease_time_to_live(dropped, None).await.unwrap().ttl(), -1);
+    });
+}
+
+/// Whom member `endpoint` believes leads (0: nobody).
+fn leader_seen_by(endpoint: &str) -> u64 {
+    let out = harness::etcdctl_timeout(endpoint, &["endpoint", "status", "-w", "json"], None, Duration::from_secs(10));
+    out.json()[0]["Status"]["leader"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn lease_requests_on_a_member_without_leader_fail_like_etcd() {
+    let mut cluster = harness::Cluster::start(3);
+    let via = follower(&mut cluster);
+    let ep = cluster.members[via].endpoint();
+    let rt = harness::runtime();
+    let mut c = rt.block_on(harness::connect(&ep));
+    let id = rt.block_on(c.lease_grant(60, None)).unwrap().id();
+    cluster.members[via].isolate();
+    // Bounded: the member gives up on its leader after an election timeout.
+    let start = std::time::Instant::now();
+    while leader_seen_by(&ep) != 0 {
+        assert!(start.elapsed() < EXPIRY_TIMEOUT, "the cut-off member still follows a leader");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    rt.block_on(async {
+        let mut c2 = c.clone();
+        let (ttl, renewed) = tokio::join!(c.lease_time_to_live(id, None), async move {
+            let (mut keeper, mut stream) = c2.lease_keep_alive(id).await?;
+            keeper.keep_alive().await?;
+            stream.message().await
+        });
+        for err in [ttl.map(|_| ()).unwrap_err(), renewed.map(|_| ()).unwrap_err()] {
+            let status = harness::grpc_status(&err);
+            assert_eq!(
+                (status.code(), status.message()),
+                (tonic::Code::Unavailable, "etcdserver: no leader")
+            );
+        }
+    });
+    cluster.members[via].heal();
+    rt.block_on(async {
+        let (mut keeper, mut stream) = c.lease_keep_alive(id).await.unwrap();
+        assert_eq!(renew(&mut keeper, &mut stream).await, 60);
     });
 }
