@@ -333,3 +333,39 @@ impl LeaseLookup for LeaseTable {
 fn secs(s: i64) -> Duration {
     Duration::from_secs(s.max(0) as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_primary_renews_and_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path()).unwrap();
+        let store = MvccStore::open(engine.clone()).unwrap();
+        let table = LeaseTable::open(&engine, &store).unwrap();
+        let mut batch = WriteBatch::default();
+        table.grant(7, 5, &engine, &mut batch).unwrap();
+        table.grant(8, 2, &engine, &mut batch).unwrap();
+        engine.write(batch, false).unwrap();
+        // A member that has not taken over the clock sends renewals on.
+        assert!(matches!(table.renew(7), Err(Error::NotLeader)));
+        table.promote(Duration::ZERO);
+        assert_eq!(table.renew(7).unwrap(), (5, false));
+        assert!(matches!(table.renew(9), Err(Error::LeaseNotFound)));
+        // Its deadlines are in the past once promoted with none left, so
+        // only a primary reports the lease expired.
+        table.checkpoint(&[(8, 0)], &engine, &mut WriteBatch::default());
+        table.leases.lock().get_mut(&8).unwrap().deadline = Instant::now();
+        assert_eq!(table.expired(10), [8]);
+        table.demote();
+        assert!(table.expired(10).is_empty());
+        assert!(matches!(table.renew(7), Err(Error::NotLeader)));
+        // A new term's promotion restarts every clock from the full TTL
+        // plus the extension.
+        table.promote(Duration::from_secs(60));
+        let left = table.info(8).unwrap().remaining;
+        assert!(left > Duration::from_secs(60) && left <= Duration::from_secs(62), "{left:?}");
+        assert!(table.expired(10).is_empty());
+    }
+}
