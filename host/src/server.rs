@@ -110,12 +110,11 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
     for addr in resolve(&cfg.listen_peer_urls).await? {
         let listener = TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
         tracing::info!(%addr, "serving peer traffic");
-        let router = Server::builder()
-            .add_service(
-                PeerServer::new(PeerService::new(node.clone(), core.membership.clone()))
-                    .max_decoding_message_size(peer::MAX_PEER_MESSAGE_BYTES),
-            )
-            .add_service(LeasePeerServer::new(LeasePeerService::new(core.clone())));
+        let router = Server::builder().add_service(
+            PeerServer::new(PeerService::new(node.clone(), core.membership.clone()))
+                .max_decoding_message_size(peer::MAX_PEER_MESSAGE_BYTES),
+        );
+        let router = router.add_service(LeasePeerServer::new(LeasePeerService::new(core.clone())));
         let mut stop = stop_rx.clone();
         servers.push(tokio::spawn(router.serve_with_incoming_shutdown(
             TcpListenerStream::new(listener),
