@@ -236,8 +236,16 @@ async fn describe(c: &mut Client, lease: i64) -> Value {
         .lease_time_to_live(lease, Some(etcd_client::LeaseTimeToLiveOptions::new().with_keys()))
         .await
         .unwrap();
-    let keys: Vec<Value> = ttl.keys().iter().map(|k| harness::convert::bytes(k)).collect();
+    let keys: Vec<Value> = ttl.keys().iter().map(|k| recipe_key(k)).collect();
     json!({"id": ttl.id(), "granted": ttl.granted_ttl(), "alive": ttl.ttl() > 0, "keys": keys})
+}
+
+/// A recipe key `<prefix><lease in hex>` as its prefix and lease, so the
+/// lease is normalised like any other (its hex has no fixed width).
+fn recipe_key(key: &[u8]) -> Value {
+    let key = String::from_utf8_lossy(key);
+    let prefix = &key[..key.rfind('/').map_or(0, |i| i + 1)];
+    json!({"prefix": prefix, "lease": lease_in(key.as_bytes(), prefix)})
 }
 
 /// The lease a recipe key `<prefix><lease in hex>` names.
@@ -281,7 +289,11 @@ async fn lease_zero_session(endpoint: String) -> Vec<Value> {
         .unwrap();
     out.push(harness::convert::header(proclaimed.header()));
     let now = c.get("e0/", Some(etcd_client::GetOptions::new().with_prefix())).await.unwrap();
-    out.push(harness::convert::get(&now));
+    let mut got = harness::convert::get(&now);
+    for (kv, raw) in got["kvs"].as_array_mut().unwrap().iter_mut().zip(now.kvs()) {
+        kv["key"] = recipe_key(raw.key());
+    }
+    out.push(got);
     out.push(describe(&mut c, now.kvs()[0].lease()).await);
     let resigned = c.resign(Some(ResignOptions::new().with_leader(unleased))).await.unwrap();
     out.push(harness::convert::header(resigned.header()));
