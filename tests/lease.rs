@@ -339,6 +339,16 @@ fn lease_rpcs_through_a_follower() {
         assert_eq!(c.lease_time_to_live(id + 1, None).await.unwrap().ttl(), -1);
         let ids: Vec<i64> = c.leases().await.unwrap().leases().iter().map(|l| l.id()).collect();
         assert_eq!(ids, [id]);
+        // And with etcdctl, through the same member.
+        let hex = format!("{id:016x}");
+        let out = harness::etcdctl(&ep, &["lease", "keep-alive", "--once", &hex]);
+        assert_eq!(out.stdout.trim(), format!("lease {hex} keepalived with TTL(3)"), "{out:?}");
+        let out = harness::etcdctl(&ep, &["lease", "timetolive", "--keys", &hex]);
+        let prefix = format!("lease {hex} granted with TTL(3s), remaining(");
+        assert!(
+            out.stdout.starts_with(&prefix) && out.stdout.trim_end().ends_with("s), attached keys([f/1])"),
+            "{out:?}"
+        );
         c.lease_revoke(id).await.unwrap();
         // A revoked lease renews to a TTL of 0, as on etcd.
         assert_eq!(renew(&mut keeper, &mut stream).await, 0);
