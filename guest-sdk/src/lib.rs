@@ -44,6 +44,8 @@ pub mod __rt {
 /// Raw wit-bindgen bindings, one module per world. Plugins normally use the
 /// re-exports and macros at the crate root instead.
 #[doc(hidden)]
+// Generated code: the lowering of a many-field record is a many-argument call.
+#[allow(clippy::too_many_arguments)]
 pub mod bindings {
     /// The admission world. Its generation also defines the shared `types`,
     /// `state` and `log` interfaces, which the other worlds reuse.
