@@ -27,9 +27,13 @@ test: deps plugins plugin-tests
 check: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	cd guest-sdk && $(CARGO) fmt -- --check && $(CARGO) clippy --all-targets -- -D warnings
+	cd plugins && $(CARGO) fmt --all -- --check && $(CARGO) clippy --workspace --all-targets -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all
+	cd guest-sdk && $(CARGO) fmt
+	cd plugins && $(CARGO) fmt --all
 
 clean-data:
 	rm -rf default.etcd

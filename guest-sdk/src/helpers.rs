@@ -28,15 +28,36 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
+/// The longest reason the host accepts, in bytes; a longer one is the
+/// plugin failure `output too large` instead of the intended verdict.
+pub const MAX_REASON_BYTES: usize = 4096;
+
+/// `reason` cut to at most [`MAX_REASON_BYTES`] at a character boundary,
+/// ending in `...` when cut.
+pub fn truncate_reason(mut reason: String) -> String {
+    if reason.len() <= MAX_REASON_BYTES {
+        return reason;
+    }
+    let mut end = MAX_REASON_BYTES - 3;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason.truncate(end);
+    reason.push_str("...");
+    reason
+}
+
 impl Verdict {
-    /// A denial with `reason`, which reaches the client in the gRPC error.
+    /// A denial with `reason`, which reaches the client in the gRPC error;
+    /// cut to [`MAX_REASON_BYTES`].
     pub fn deny(reason: impl Into<String>) -> Self {
-        Verdict::Deny(reason.into())
+        Verdict::Deny(truncate_reason(reason.into()))
     }
 
-    /// An acceptance that the member logs with `reason`.
+    /// An acceptance that the member logs with `reason`; cut to
+    /// [`MAX_REASON_BYTES`].
     pub fn warn(reason: impl Into<String>) -> Self {
-        Verdict::Warn(reason.into())
+        Verdict::Warn(truncate_reason(reason.into()))
     }
 
     pub fn is_allow(&self) -> bool {
@@ -98,6 +119,15 @@ mod tests {
         assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
         assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
         assert_eq!(prefix_end(b""), vec![0]);
+    }
+
+    #[test]
+    fn reasons_are_cut_at_a_char_boundary() {
+        assert_eq!(truncate_reason("short".into()), "short");
+        let long = "é".repeat(3000);
+        let Verdict::Deny(cut) = Verdict::deny(long) else { unreachable!() };
+        assert!(cut.len() <= MAX_REASON_BYTES, "{}", cut.len());
+        assert!(cut.ends_with("é..."));
     }
 
     #[test]

@@ -28,6 +28,12 @@
 //! does both for the plugins of this repository). docs/plugins.md has the
 //! whole guide and the determinism rules a plugin must follow.
 //!
+//! `wasm32-wasip2` builds work as well and give a component directly, but
+//! Rust's std there imports WASI (`wasi:cli/*`, `wasi:io/*`; `wasi:random`
+//! for `HashMap::new()`, `wasi:clocks` for time), which Cairn's host does not
+//! provide, so such plugins are refused at install. Use
+//! `wasm32-unknown-unknown`, which imports nothing the SDK does not declare.
+//!
 //! Everything the host offers is here: [`state`] (read-only reads at the
 //! revision being applied; admission and validate only) and [`log`]
 //! (diagnostics). [`config`] parses the binding's config blob as JSON.
@@ -44,6 +50,8 @@ pub mod __rt {
 /// Raw wit-bindgen bindings, one module per world. Plugins normally use the
 /// re-exports and macros at the crate root instead.
 #[doc(hidden)]
+// Generated code: the lowering of a many-field record is a many-argument call.
+#[allow(clippy::too_many_arguments)]
 pub mod bindings {
     /// The admission world. Its generation also defines the shared `types`,
     /// `state` and `log` interfaces, which the other worlds reuse.
@@ -100,7 +108,7 @@ pub mod state;
 pub use bindings::admission::cairn::plugin::types::{
     DeleteOp, Entry, EventKind, Identity, KeyValue, Mutation, PutOp, RequestKind, Verdict, WatchAction, WatchEvent, WriteRequest,
 };
-pub use helpers::{key_str, prefix_end, value_str};
+pub use helpers::{key_str, prefix_end, truncate_reason, value_str, MAX_REASON_BYTES};
 
 /// Exports `$f: fn(&[u8], &WriteRequest) -> Verdict` as the `admit` function
 /// of the `admission` world. Use it once per plugin crate, at module level.

@@ -143,3 +143,96 @@ fn leb128_u32(out: &mut Vec<u8>, mut value: u32) {
         out.push(byte | 0x80);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use wasm_encoder::{
+        CodeSection, CustomSection, ExportKind, ExportSection, Function, FunctionSection, Instruction, Module, TypeSection,
+    };
+
+    use super::*;
+
+    /// A module exporting a `() -> ()` function under each of `exports`,
+    /// with the given custom sections after the code.
+    fn module(exports: &[&str], customs: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut module = Module::new();
+        let mut types = TypeSection::new();
+        types.ty().function([], []);
+        module.section(&types);
+        let mut functions = FunctionSection::new();
+        functions.function(0);
+        module.section(&functions);
+        let mut export_section = ExportSection::new();
+        for name in exports {
+            export_section.export(name, ExportKind::Func, 0);
+        }
+        module.section(&export_section);
+        let mut code = CodeSection::new();
+        let mut body = Function::new([]);
+        body.instruction(&Instruction::End);
+        code.function(&body);
+        module.section(&code);
+        for (name, data) in customs {
+            module.section(&CustomSection {
+                name: Cow::Borrowed(name),
+                data: Cow::Borrowed(data),
+            });
+        }
+        module.finish()
+    }
+
+    #[test]
+    fn the_world_follows_the_exported_hook() {
+        assert_eq!(world_of(&module(&["admit"], &[])).unwrap(), "admission");
+        assert_eq!(world_of(&module(&["validate", "cabi_realloc"], &[])).unwrap(), "validate");
+        assert_eq!(world_of(&module(&["transform"], &[])).unwrap(), "watch");
+        let none = world_of(&module(&["run"], &[])).unwrap_err().to_string();
+        assert!(none.contains("exports none of"), "{none}");
+        let both = world_of(&module(&["admit", "transform"], &[])).unwrap_err().to_string();
+        assert!(both.contains("several hooks"), "{both}");
+    }
+
+    #[test]
+    fn only_component_type_sections_are_stripped() {
+        let with = module(
+            &["admit"],
+            &[
+                ("component-type:wit-bindgen:x", b"meta"),
+                ("producers", b"keep"),
+                ("component-type", b"m"),
+            ],
+        );
+        let without = module(&["admit"], &[("producers", b"keep")]);
+        assert_eq!(strip_component_types(&with).unwrap(), without);
+        assert_eq!(strip_component_types(&without).unwrap(), without);
+    }
+
+    #[test]
+    fn leb128_matches_the_spec_examples() {
+        for (value, bytes) in [
+            (0u32, &[0x00][..]),
+            (127, &[0x7f]),
+            (128, &[0x80, 0x01]),
+            (624485, &[0xe5, 0x8e, 0x26]),
+        ] {
+            let mut out = Vec::new();
+            leb128_u32(&mut out, value);
+            assert_eq!(out, bytes);
+        }
+    }
+
+    #[test]
+    fn output_names_use_dashes() {
+        assert_eq!(output_name(Path::new("/t/json_schema.wasm")).unwrap(), "json-schema.wasm");
+    }
+
+    #[test]
+    fn a_module_without_the_canonical_abi_is_refused() {
+        let mut resolve = Resolve::default();
+        let (package, _) = resolve.push_path(concat!(env!("CARGO_MANIFEST_DIR"), "/../../wit")).unwrap();
+        let err = componentize(&resolve, package, &module(&["admit"], &[])).unwrap_err();
+        assert!(format!("{err:#}").contains("admission"), "{err:#}");
+    }
+}

@@ -1,20 +1,42 @@
-//! Hostile test plugin (admission): allocates and touches 1 MiB blocks until
-//! memory runs out, so only the host's memory cap stops it (the allocation
-//! failure aborts, which is a trap). Config: ignored.
-
-use std::hint::black_box;
+//! Hostile test plugin (admission): grows its linear memory by 1 MiB at a
+//! time without bound, so only the host's memory cap stops it. The growth
+//! is `memory.grow` itself, not an allocator filling pages, so it costs
+//! almost no fuel: the cap, not fuel, is what ends the call. When a grow is
+//! refused the plugin traps (`unreachable`). Config: ignored.
 
 use cairn_guest_sdk::{Verdict, WriteRequest};
 
-const BLOCK: usize = 1 << 20;
+/// 1 MiB in Wasm pages of 64 KiB.
+const PAGES_PER_STEP: usize = 16;
 
 pub fn admit(_config: &[u8], _request: &WriteRequest) -> Verdict {
-    let mut blocks: Vec<Vec<u8>> = Vec::new();
     loop {
-        // Filled with non-zero bytes so that every page is really written.
-        blocks.push(black_box(vec![0xa5; BLOCK]));
-        black_box(&blocks);
+        if !grow(PAGES_PER_STEP) {
+            refused();
+        }
     }
+}
+
+#[cfg(target_arch = "wasm32")]
+fn grow(pages: usize) -> bool {
+    core::arch::wasm32::memory_grow(0, pages) != usize::MAX
+}
+
+#[cfg(target_arch = "wasm32")]
+fn refused() -> ! {
+    core::arch::wasm32::unreachable()
+}
+
+// Native builds (unit tests of the other plugins build the whole workspace)
+// never call these.
+#[cfg(not(target_arch = "wasm32"))]
+fn grow(_pages: usize) -> bool {
+    false
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn refused() -> ! {
+    std::process::abort()
 }
 
 cairn_guest_sdk::export_admission!(admit);

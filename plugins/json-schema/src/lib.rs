@@ -69,7 +69,7 @@ const NUMBER_KEYWORDS: [&str; 3] = ["minimum", "maximum", "multipleOf"];
 pub fn validate(config: &[u8], entry: &Entry) -> Verdict {
     match check(config, &entry.value) {
         Ok(()) => Verdict::Allow,
-        Err(reason) => Verdict::Deny(reason),
+        Err(reason) => Verdict::deny(reason),
     }
 }
 
@@ -278,6 +278,22 @@ mod tests {
         let reason = check(schema, b"[1,2,3,4,5,6,7]").unwrap_err();
         assert_eq!(reason.matches("at '").count(), MAX_ERRORS, "{reason}");
         assert!(reason.ends_with("; and 2 more"), "{reason}");
+    }
+
+    #[test]
+    fn long_reasons_fit_the_host_limit() {
+        let names: Vec<String> = (0..2000).map(|i| format!("allowed-value-{i}")).collect();
+        let schema = serde_json::to_vec(&serde_json::json!({"enum": names})).unwrap();
+        let entry = Entry {
+            key: b"k".to_vec(),
+            value: b"\"other\"".to_vec(),
+            lease: 0,
+        };
+        let Verdict::Deny(reason) = validate(&schema, &entry) else {
+            panic!("expected a denial");
+        };
+        assert!(reason.len() <= cairn_guest_sdk::MAX_REASON_BYTES, "{}", reason.len());
+        assert!(reason.starts_with("value does not match the schema: at '': "), "{reason}");
     }
 
     #[test]

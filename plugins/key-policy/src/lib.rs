@@ -22,8 +22,8 @@
 //!   has depth 3.
 //! - `max_key_bytes` / `max_value_bytes`: size limits in bytes.
 //!
-//! The first rule broken is the deny reason, e.g.
-//! `key "/apps/web" has depth 2, below the required 3`.
+//! The first rule broken is the deny reason, e.g. `key depth is 2, below the
+//! required 3` (the host's error already names the key).
 
 use cairn_guest_sdk::{Entry, Verdict};
 use serde::Deserialize;
@@ -42,7 +42,7 @@ pub struct Policy {
 pub fn validate(config: &[u8], entry: &Entry) -> Verdict {
     match check(config, &entry.key, &entry.value) {
         Ok(()) => Verdict::Allow,
-        Err(reason) => Verdict::Deny(reason),
+        Err(reason) => Verdict::deny(reason),
     }
 }
 
@@ -50,7 +50,6 @@ pub fn validate(config: &[u8], entry: &Entry) -> Verdict {
 /// deny reason.
 pub fn check(config: &[u8], key: &[u8], value: &[u8]) -> Result<(), String> {
     let policy: Policy = cairn_guest_sdk::config::json_or_default(config)?;
-    let shown = String::from_utf8_lossy(key);
     if let Some(max) = policy.max_key_bytes {
         if key.len() > max {
             return Err(format!("key is {} bytes, more than the allowed {max}", key.len()));
@@ -58,17 +57,14 @@ pub fn check(config: &[u8], key: &[u8], value: &[u8]) -> Result<(), String> {
     }
     if let Some(max) = policy.max_value_bytes {
         if value.len() > max {
-            return Err(format!(
-                "value of key {shown:?} is {} bytes, more than the allowed {max}",
-                value.len()
-            ));
+            return Err(format!("value is {} bytes, more than the allowed {max}", value.len()));
         }
     }
     if let Some(pattern) = &policy.key_pattern {
         let regex = regex_lite::Regex::new(pattern).map_err(|e| format!("invalid plugin config: key_pattern: {e}"))?;
         let matches = std::str::from_utf8(key).is_ok_and(|k| regex.is_match(k));
         if !matches {
-            return Err(format!("key {shown:?} does not match the pattern {pattern:?}"));
+            return Err(format!("key does not match the pattern {pattern:?}"));
         }
     }
     if policy.min_depth.is_some() || policy.max_depth.is_some() {
@@ -79,12 +75,12 @@ pub fn check(config: &[u8], key: &[u8], value: &[u8]) -> Result<(), String> {
         let depth = depth(key, separator);
         if let Some(min) = policy.min_depth {
             if depth < min {
-                return Err(format!("key {shown:?} has depth {depth}, below the required {min}"));
+                return Err(format!("key depth is {depth}, below the required {min}"));
             }
         }
         if let Some(max) = policy.max_depth {
             if depth > max {
-                return Err(format!("key {shown:?} has depth {depth}, above the allowed {max}"));
+                return Err(format!("key depth is {depth}, above the allowed {max}"));
             }
         }
     }
@@ -147,11 +143,11 @@ mod tests {
         let reason = check(POLICY, b"/apps/Web/port", b"1").unwrap_err();
         assert!(reason.contains("does not match the pattern"), "{reason}");
         let reason = check(br#"{"min_depth": 3}"#, b"/apps/web", b"1").unwrap_err();
-        assert_eq!(reason, r#"key "/apps/web" has depth 2, below the required 3"#);
+        assert_eq!(reason, "key depth is 2, below the required 3");
         let reason = check(br#"{"max_depth": 1}"#, b"/apps/web", b"1").unwrap_err();
         assert!(reason.contains("above the allowed 1"), "{reason}");
         let reason = check(POLICY, b"/apps/web/port", b"123456789").unwrap_err();
-        assert!(reason.contains("9 bytes, more than the allowed 8"), "{reason}");
+        assert_eq!(reason, "value is 9 bytes, more than the allowed 8");
         let reason = check(POLICY, &[b'a'; 41], b"").unwrap_err();
         assert!(reason.starts_with("key is 41 bytes"), "{reason}");
     }

@@ -60,7 +60,7 @@ impl Store for HostState {
 pub fn admit(config: &[u8], request: &WriteRequest) -> Verdict {
     match check(config, request, &HostState) {
         Ok(()) => Verdict::Allow,
-        Err(reason) => Verdict::Deny(reason),
+        Err(reason) => Verdict::deny(reason),
     }
 }
 
