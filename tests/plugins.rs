@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use harness::plugins::{
-    admission_component, cairnctl, json_object_validator, plugin_wasm, redact_to_config_watch, write_component, Admission,
+    admission_component, cairnctl, json_object_validator, plugin_wasm, redact_to_config_watch, trapping_watch, write_component, Admission,
 };
 use harness::{etcdctl, txn_input, Cluster};
 
@@ -392,6 +392,35 @@ fn watch_transforms_look_the_same_through_two_members() {
     });
     let want = ("secret/c".to_string(), "REDACTED".to_string());
     assert_eq!(live, vec![want.clone(), want]);
+
+    // A failing watch plugin drops the event under `fail` (a failed
+    // redaction must not leak) and passes it under `ignore`.
+    let broken = write_component(dir.path(), "broken", &trapping_watch());
+    install(&eps[0], "broken-fail", &broken, "watch", "bf/", &[]).ok();
+    install(&eps[0], "broken-ignore", &broken, "watch", "bi/", &["--failure-policy", "ignore"]).ok();
+    for ep in &eps {
+        wait_listed(ep, "broken-ignore");
+    }
+    etcdctl(&eps[0], &["put", "bf/x", "hidden"]).ok();
+    etcdctl(&eps[0], &["put", "bi/x", "shown"]).ok();
+    for ep in &eps[1..] {
+        let first = rt.block_on(async {
+            let mut client = harness::connect(ep).await;
+            let opts = etcd_client::WatchOptions::new().with_range("bj").with_start_revision(1);
+            let mut stream = client.watch("bf/", Some(opts)).await.expect("watch");
+            loop {
+                let resp = tokio::time::timeout(Duration::from_secs(10), stream.message())
+                    .await
+                    .expect("events within the time limit")
+                    .expect("watch stream")
+                    .expect("stream open");
+                if let Some(kv) = resp.events().first().and_then(|e| e.kv()) {
+                    break (kv.key_str().expect("utf-8").to_string(), kv.value_str().expect("utf-8").to_string());
+                }
+            }
+        });
+        assert_eq!(first, ("bi/x".to_string(), "shown".to_string()), "through {ep}");
+    }
 }
 
 /// The same rejection, seen through every member.

@@ -205,25 +205,38 @@ pub fn json_object_validator() -> Vec<u8> {
 /// A watch component that replaces each event's value with the config blob
 /// (a fixed redaction), keeping everything else.
 pub fn redact_to_config_watch() -> Vec<u8> {
-    // The parameters arrive as one pointer to: config (ptr, len) at 0 and
-    // 4, then the 112-byte event at 8 (kind at +0, kv at +8 with its value
-    // list at +16, prev-kv at +56). The result is a pointer to the action:
-    // discriminant at 0, the replacement event at 8, with the same layout.
+    watch_component(REDACT_TO_CONFIG)
+}
+
+/// A watch component that traps on every event.
+pub fn trapping_watch() -> Vec<u8> {
+    watch_component("(unreachable)")
+}
+
+// The parameters arrive as one pointer to: config (ptr, len) at 0 and 4,
+// then the 112-byte event at 8 (kind at +0, kv at +8 with its value list at
+// +16, prev-kv at +56). The result is a pointer to the action: discriminant
+// at 0, the replacement event at 8, with the same layout.
+const REDACT_TO_CONFIG: &str = r#"
+      (local $out i32)
+      (local.set $out (i32.const 256))
+      ;; the event as it came, then its value pointed at the config
+      (memory.copy (i32.add (local.get $out) (i32.const 8)) (i32.add (local.get $args) (i32.const 8)) (i32.const 112))
+      (i32.store8 (local.get $out) (i32.const 2))
+      (i32.store (i32.add (local.get $out) (i32.const 24)) (i32.load (local.get $args)))
+      (i32.store (i32.add (local.get $out) (i32.const 28)) (i32.load (i32.add (local.get $args) (i32.const 4))))
+      (local.get $out)"#;
+
+/// A watch component whose `transform` runs `body` (the parameter is
+/// `$args`, the result a pointer to the action).
+fn watch_component(body: &str) -> Vec<u8> {
     let text = format!(
         r#"(component
   (core module $m
     (memory (export "memory") 1)
     {REALLOC}
     (func (export "transform") (param $args i32) (result i32)
-      (local $out i32)
-      (local.set $out (i32.const 256))
-      ;; the event as it came, then its value pointed at the config
-      (memory.copy (i32.add (local.get $out) (i32.const 8)) (i32.add (local.get $args) (i32.const 8)) (i32.const 112))
-      (i32.store8 (local.get $out) (i32.const 2))
-      ;; value := config
-      (i32.store (i32.add (local.get $out) (i32.const 24)) (i32.load (local.get $args)))
-      (i32.store (i32.add (local.get $out) (i32.const 28)) (i32.load (i32.add (local.get $args) (i32.const 4))))
-      (local.get $out)))
+      {body}))
   (core instance $i (instantiate $m))
   (type $kv' (record (field "key" (list u8)) (field "value" (list u8)) (field "create-revision" s64)
     (field "mod-revision" s64) (field "version" s64) (field "lease" s64)))
