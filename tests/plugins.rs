@@ -168,6 +168,21 @@ fn admission_and_validate_decide_alike_on_every_member() {
         etcdctl(ep, &["put", "w/k", "v"]).ok();
         etcdctl(ep, &["put", "d/k", "v"]).ok();
     }
+    // Every member ran both on all three writes, and counted the denials.
+    for ep in &eps {
+        for name in ["dry", "warned"] {
+            wait_listed(ep, &format!("{name} hook=admission key=\"{}/\"", &name[..1]));
+            let start = Instant::now();
+            while !cairnctl(&["--endpoints", ep, "plugin", "list"])
+                .stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("{name} ")) && l.ends_with("calls=3 denials=3 failures=0"))
+            {
+                assert!(start.elapsed() < Duration::from_secs(20), "{name} via {ep} did not count 3 denials");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
 
     // Removal, again at one index for all.
     cairnctl(&["--endpoints", &eps[2], "plugin", "remove", "json-object"]).ok();

@@ -235,7 +235,7 @@ fn describe(p: &PluginInfo) -> String {
         _ => "fail",
     };
     format!(
-        "{} hook={hook} key={:?} range-end={:?} mode={mode} failure-policy={policy} fuel={} max-memory={} sha256={} size={} index={}",
+        "{} hook={hook} key={:?} range-end={:?} mode={mode} failure-policy={policy} fuel={} max-memory={} sha256={} size={} index={} calls={} denials={} failures={}",
         p.name,
         String::from_utf8_lossy(&p.key),
         String::from_utf8_lossy(&p.range_end),
@@ -243,7 +243,10 @@ fn describe(p: &PluginInfo) -> String {
         p.max_memory_bytes,
         p.sha256,
         p.size_bytes,
-        p.installed_index
+        p.installed_index,
+        p.calls,
+        p.denials,
+        p.failures
     )
 }
 

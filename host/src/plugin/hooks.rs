@@ -4,6 +4,7 @@
 //! store at the revision being applied, the request), so every member
 //! reaches the same answer.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::bindings::{
@@ -182,6 +183,7 @@ fn touches(range: &KeyRange, m: &Mutation) -> bool {
 
 /// What one call means for the request: `Some(reason)` when it would deny.
 fn denial(bound: &Bound, outcome: std::result::Result<Verdict, Failure>) -> Option<String> {
+    record(bound, &outcome);
     match outcome {
         Ok(Verdict::Allow) => None,
         Ok(Verdict::Warn(reason)) => {
@@ -199,8 +201,17 @@ fn denial(bound: &Bound, outcome: std::result::Result<Verdict, Failure>) -> Opti
     }
 }
 
+/// Counts a call for `plugin list`.
+fn record<T>(bound: &Bound, outcome: &std::result::Result<T, Failure>) {
+    bound.stats.calls.fetch_add(1, Ordering::Relaxed);
+    if outcome.is_err() {
+        bound.stats.failures.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Whether a would-be denial stops the request, per the binding's mode.
 fn enforced(bound: &Bound, reason: &str) -> bool {
+    bound.stats.denials.fetch_add(1, Ordering::Relaxed);
     match bound.mode {
         PluginMode::Enforce => true,
         PluginMode::Warn => {
@@ -314,6 +325,7 @@ impl Plugins {
                 Ok(c) => self.serve.transform(&c, &bound.name, bound.limits, &bound.binding().config, &input),
                 Err(_) => Err(Failure::Instantiation),
             };
+            record(bound, &outcome);
             let action = match outcome {
                 Ok(a) => a,
                 Err(failure) => match bound.policy {

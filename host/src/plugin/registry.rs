@@ -4,6 +4,7 @@
 //! remove entry: every member switches at the same log index.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -29,8 +30,18 @@ fn binding_key(name: &str) -> Vec<u8> {
     [BINDING_PREFIX, name.as_bytes()].concat()
 }
 
+/// What one member saw of one binding; for `plugin list`, never for a
+/// decision.
+#[derive(Default)]
+pub struct Stats {
+    pub calls: AtomicU64,
+    pub denials: AtomicU64,
+    pub failures: AtomicU64,
+}
+
 /// One binding as the hooks use it.
 pub struct Bound {
+    pub stats: Stats,
     binding: PluginBinding,
     pub installed_index: u64,
     pub name: String,
@@ -49,6 +60,7 @@ impl Bound {
             .ok_or_else(|| Error::Corrupt("plugin record without binding".into()))?;
         let hook = Hook::from_proto(binding.hook).ok_or_else(|| Error::Corrupt(format!("plugin {:?} has no hook", binding.name)))?;
         Ok(Bound {
+            stats: Stats::default(),
             name: binding.name.clone(),
             hook,
             range: KeyRange::new(&binding.key, &binding.range_end),
@@ -80,6 +92,9 @@ impl Bound {
             sha256: runtime::hex(&self.sha256),
             size_bytes: b.wasm.len() as u64,
             installed_index: self.installed_index,
+            calls: self.stats.calls.load(Ordering::Relaxed),
+            denials: self.stats.denials.load(Ordering::Relaxed),
+            failures: self.stats.failures.load(Ordering::Relaxed),
         }
     }
 }
