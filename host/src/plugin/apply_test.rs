@@ -11,7 +11,9 @@ use crate::apply::{Applier, Waiters};
 use crate::error::Error;
 use crate::mvcc::MvccStore;
 use crate::proto::cairnpb::{raft_request::Request, PluginBinding, PluginHook, PluginRemoveRequest, RaftRequest};
-use crate::proto::etcdserverpb::PutRequest;
+use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use crate::proto::etcdserverpb::request_op::Request as Op;
+use crate::proto::etcdserverpb::{Compare, PutRequest, RequestOp, TxnRequest};
 use crate::raft::StateMachine;
 use crate::storage::Engine;
 
@@ -84,4 +86,67 @@ fn installs_take_effect_at_their_index_and_survive_reopening() {
     apply(&mut applier, &waiters, 6, removal.clone()).expect("removed");
     assert!(matches!(apply(&mut applier, &waiters, 7, removal), Err(Error::PluginNotFound(_))));
     apply(&mut applier, &waiters, 8, put("g/x")).expect("allowed after the removal");
+}
+
+fn txn(compare_key_exists: &str, success: Vec<RequestOp>, failure: Vec<RequestOp>) -> TxnRequest {
+    TxnRequest {
+        compare: vec![Compare {
+            key: compare_key_exists.as_bytes().to_vec(),
+            result: CompareResult::Greater as i32,
+            target: CompareTarget::Version as i32,
+            target_union: Some(TargetUnion::Version(0)),
+            ..Default::default()
+        }],
+        success,
+        failure,
+    }
+}
+
+fn op(request: Op) -> RequestOp {
+    RequestOp { request: Some(request) }
+}
+
+fn put_op(key: &str) -> RequestOp {
+    op(Op::RequestPut(PutRequest {
+        key: key.as_bytes().to_vec(),
+        value: b"v".to_vec(),
+        ..Default::default()
+    }))
+}
+
+#[test]
+fn admission_sees_the_branches_a_txn_takes_nested_txns_included() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let engine = Engine::open(dir.path()).expect("engine");
+    let store = Arc::new(MvccStore::open(engine.clone()).expect("store"));
+    let waiters = Arc::new(Waiters::default());
+    let mut applier = Applier::new(engine, store.clone(), waiters.clone()).expect("applier");
+    let binding = PluginBinding {
+        name: "gate".into(),
+        wasm: admission_component(&deny_with_len(4)),
+        hook: PluginHook::Admission as i32,
+        key: b"g/".to_vec(),
+        range_end: b"g0".to_vec(),
+        ..Default::default()
+    };
+    apply(&mut applier, &waiters, 1, put("exists")).expect("put");
+    apply(&mut applier, &waiters, 2, Request::PluginInstall(binding)).expect("installed");
+
+    // The outer compare holds, so the success branch runs; in it, a nested
+    // txn whose compare fails runs its failure branch, which writes under g/.
+    let nested_taken = txn("missing", vec![put_op("other")], vec![put_op("g/x")]);
+    let outer = txn("exists", vec![put_op("a"), op(Op::RequestTxn(nested_taken))], vec![]);
+    let denied = apply(&mut applier, &waiters, 3, Request::Txn(outer));
+    assert!(matches!(denied, Err(Error::PluginDenied { .. })), "{denied:?}");
+    assert_eq!(store.current_revision(), 2, "nothing of the txn applied");
+
+    // The same writes on branches the compares do not take are not judged.
+    let nested_not_taken = txn("exists", vec![put_op("other")], vec![put_op("g/x")]);
+    let outer = txn(
+        "exists",
+        vec![put_op("a"), op(Op::RequestTxn(nested_not_taken))],
+        vec![put_op("g/y")],
+    );
+    apply(&mut applier, &waiters, 4, Request::Txn(outer)).expect("allowed");
+    assert_eq!(store.current_revision(), 3);
 }
