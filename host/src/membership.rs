@@ -262,6 +262,11 @@ fn sorted(urls: &[String]) -> Vec<String> {
 }
 
 impl Membership {
+    /// Whether this member is a learner, which serves only a few calls.
+    pub fn is_local_learner(&self) -> bool {
+        self.table.get(self.local_id).is_some_and(|m| m.is_learner)
+    }
+
     /// Establishes who this member is: from disk when it has run before,
     /// from the flags for a new cluster, or by asking the running cluster's
     /// members when joining one (`--initial-cluster-state existing`).

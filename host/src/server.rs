@@ -131,6 +131,7 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
         tracing::info!(%addr, "serving client requests");
         let max_recv = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
         let router = Server::builder()
+            .layer(api::LearnerGateLayer::new(core.membership.clone()))
             .add_service(
                 KvServer::new(api::KvService::new(core.clone()))
                     .max_decoding_message_size(max_recv)
