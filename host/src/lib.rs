@@ -21,6 +21,7 @@ pub mod mvcc;
 pub mod peer;
 pub mod proto;
 pub mod raft;
+pub mod reconfig;
 pub mod server;
 pub mod storage;
 pub mod watch;

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::config::ServerConfig;
 use crate::error::{Error, Result};
+use crate::peer::PeerActivity;
 use crate::proto::cairnpb::{MemberAttributes, MemberChange, MemberSet};
 use crate::proto::etcdserverpb;
 use crate::storage::Engine;
@@ -47,6 +48,10 @@ pub struct Membership {
     pub cluster_id: u64,
     pub local_id: u64,
     pub table: Arc<MemberTable>,
+    /// Connections to the other members, kept by the peer transport.
+    pub activity: Arc<PeerActivity>,
+    /// Whether membership changes are checked first (`--strict-reconfig-check`).
+    pub strict_reconfig: bool,
 }
 
 /// How this member's Raft log must be started.
@@ -278,6 +283,8 @@ impl Membership {
                     cluster_id,
                     local_id,
                     table,
+                    activity: Arc::default(),
+                    strict_reconfig: cfg.strict_reconfig_check,
                 },
                 Bootstrap::FromDisk,
             ));
@@ -315,6 +322,8 @@ impl Membership {
                 cluster_id: set.cluster_id,
                 local_id,
                 table,
+                activity: Arc::default(),
+                strict_reconfig: cfg.strict_reconfig_check,
             },
             bootstrap,
         ))

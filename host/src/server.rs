@@ -76,8 +76,9 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
         catch_up_entries: cfg.snapshot_count.clamp(1, 5_000),
     };
     let (local_id, cluster_id, table) = (membership.local_id, membership.cluster_id, membership.table.clone());
+    let activity = membership.activity.clone();
     let (node, raft_thread) = Node::start(local_id, engine.clone(), &voters, log_limits, applier, |handle| {
-        Box::new(Transport::new(local_id, cluster_id, table, handle))
+        Box::new(Transport::new(local_id, cluster_id, table, activity, handle))
     })?;
     tracing::info!(
         name = %cfg.name,

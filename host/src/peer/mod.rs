@@ -2,6 +2,7 @@
 //! batches on one stream per peer, snapshots in chunks, and the member list
 //! for members joining a running cluster.
 
+mod activity;
 mod service;
 mod transport;
 
@@ -14,6 +15,7 @@ use crate::membership::InitialCluster;
 use crate::proto::cairnpb::learner_ready_response::Verdict;
 use crate::proto::cairnpb::{peer_client::PeerClient, LearnerReadyRequest, MemberSet, MembersRequest};
 
+pub use activity::PeerActivity;
 pub use service::PeerService;
 pub use transport::Transport;
 
