@@ -11,6 +11,7 @@
 pub mod api;
 pub mod apply;
 pub mod authority_repair;
+pub mod backup;
 pub mod bench;
 pub mod config;
 pub mod error;

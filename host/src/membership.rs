@@ -20,7 +20,7 @@ use crate::proto::etcdserverpb;
 use crate::storage::Engine;
 
 /// The replicated member list.
-const META_MEMBERS: &[u8] = b"membership/members";
+pub(crate) const META_MEMBERS: &[u8] = b"membership/members";
 /// This member's own identity; never part of a snapshot.
 const META_LOCAL_ID: &[u8] = b"local/member_id";
 const META_CLUSTER_ID: &[u8] = b"local/cluster_id";

@@ -166,6 +166,12 @@ impl Cluster {
     /// Starts a cluster of `kind`: cairn, or a real etcd cluster as the
     /// reference for differential cluster tests (the flags are etcd's).
     pub fn start_kind(kind: Kind, n: usize, extra_args: &[&str]) -> Cluster {
+        Cluster::start_prepared(kind, n, extra_args, |_| {})
+    }
+
+    /// Like [`Cluster::start_kind`], calling `prepare` on each member before
+    /// its first start (to restore a backup into its data dir, say).
+    pub fn start_prepared(kind: Kind, n: usize, extra_args: &[&str], prepare: impl Fn(&Member)) -> Cluster {
         crate::require_etcdctl();
         let mut members: Vec<Member> = (0..n).map(|i| new_member(kind, &format!("m{i}"), extra_args)).collect();
         let initial = members
@@ -182,6 +188,7 @@ impl Cluster {
             kind,
         };
         for m in &mut cluster.members {
+            prepare(m);
             m.spawn();
         }
         for i in 0..n {

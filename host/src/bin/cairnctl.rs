@@ -1,5 +1,6 @@
 //! `cairnctl`: Cairn's own operator tool, for what `etcdctl` has no command
-//! for. Today: a per-member status overview and a replica consistency check.
+//! for. Today: a per-member status overview, a replica consistency check
+//! and restoring a member from a backup (`etcdctl snapshot save` output).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -33,6 +34,37 @@ enum Command {
     /// Checks that every member holds the same history: compares HashKV at
     /// the lowest revision all members have reached. Exits 1 on a mismatch.
     Check,
+    /// Backups taken with `etcdctl snapshot save` from a Cairn member.
+    Snapshot {
+        #[command(subcommand)]
+        action: SnapshotCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SnapshotCommand {
+    /// Verifies a backup's checksum and writes its state into a new data
+    /// directory. Start `cairn` on it with the new cluster's flags
+    /// (`--initial-cluster-state new`): it becomes a member of a new cluster
+    /// holding the backup's keys, revisions and leases.
+    Restore {
+        /// The file `etcdctl snapshot save` wrote.
+        file: std::path::PathBuf,
+        /// The data directory to create; it must not exist or be empty.
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+    },
+}
+
+fn restore(file: &std::path::Path, data_dir: &std::path::Path) -> anyhow::Result<bool> {
+    let restored = cairn::backup::restore(file, data_dir).with_context(|| format!("restoring {}", file.display()))?;
+    println!(
+        "restored {} records at revision {} into {}",
+        restored.records,
+        restored.revision,
+        data_dir.display()
+    );
+    Ok(true)
 }
 
 async fn connect(url: &str, timeout: Duration) -> anyhow::Result<MaintenanceClient<Channel>> {
@@ -122,9 +154,12 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command {
+        match &cli.command {
             Command::Status => status(&cli, timeout).await,
             Command::Check => check(&cli, timeout).await,
+            Command::Snapshot {
+                action: SnapshotCommand::Restore { file, data_dir },
+            } => restore(file, data_dir),
         }
     });
     match result {
