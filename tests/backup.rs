@@ -1,6 +1,7 @@
 //! `etcdctl snapshot save` against a cairn member under write load, and
-//! `cairnctl snapshot restore` of the file into a new single-member cluster,
-//! which must hold exactly what the source held at the backup's revision.
+//! `cairnctl snapshot restore` of the file into every member of a new
+//! cluster, which must hold exactly what the source held at the backup's
+//! revision.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -87,7 +88,7 @@ fn snapshot_saved_under_writes_restores_into_a_new_cluster() {
     let len = std::fs::metadata(&file).expect("backup file").len();
     assert_eq!(len % 512, 32, "etcd's layout: a multiple of 512 bytes, then a sha256");
 
-    let restored = Cluster::start_prepared(Kind::Cairn, 1, &[], |m| restore(&file, &m.data_dir()));
+    let mut restored = Cluster::start_prepared(Kind::Cairn, 3, &[], |m| restore(&file, &m.data_dir()));
     let ep = restored.members[0].endpoint();
     let rev = revision(&ep);
     assert!(rev > before.len() as i64, "backup revision {rev} predates acknowledged writes");
@@ -114,9 +115,9 @@ fn snapshot_saved_under_writes_restores_into_a_new_cluster() {
     assert_eq!(keys, all_keys(&eps[0], rev), "keys differ from the source at revision {rev}");
     assert_eq!(hashkv(&ep, rev), hashkv(&eps[1], rev), "HashKV differs at revision {rev}");
 
-    // The restored cluster is a working one.
+    // The restored cluster is a working one, whose members agree.
     etcdctl(&ep, &["put", "after/restore", "yes"]).ok();
-    assert_eq!(revision(&ep), rev + 1);
+    assert_eq!(restored.assert_converged(), rev + 1);
 
     // A file that is not a backup, or a used data dir, is refused.
     let out = cairnctl(&[
