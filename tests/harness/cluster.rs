@@ -145,6 +145,10 @@ impl Member {
     pub fn heal(&self) {
         self.proxy.heal();
     }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
 }
 
 pub struct Cluster {
@@ -255,6 +259,37 @@ impl Cluster {
             }
             return;
         }
+    }
+
+    /// Cuts member `i` off from the others in both directions: nothing
+    /// reaches it through its proxy, and the proxies of the others refuse
+    /// its connections. Returns what [`Cluster::heal_partition`] needs.
+    pub fn partition(&mut self, i: usize) -> u32 {
+        let pid = self.members[i].pid().expect("partitioning a member that is not running");
+        self.members[i].isolate();
+        for (j, m) in self.members.iter().enumerate() {
+            if j != i {
+                m.proxy.block(pid);
+            }
+        }
+        pid
+    }
+
+    /// Ends the partition of member `i` (whose process was `pid`).
+    pub fn heal_partition(&mut self, i: usize, pid: u32) {
+        for m in &self.members {
+            m.proxy.unblock(pid);
+        }
+        self.members[i].heal();
+    }
+
+    /// Connections the other members' proxies refused from partitioned
+    /// processes: proof that a partitioned member `i` tried to reach them.
+    pub fn refused_outbound(&self, i: usize) -> usize {
+        (0..self.members.len())
+            .filter(|j| *j != i)
+            .map(|j| self.members[j].proxy.refused_blocked())
+            .sum()
     }
 
     pub fn kill9(&mut self, i: usize) {
