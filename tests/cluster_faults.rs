@@ -273,7 +273,10 @@ fn member_partitioned_both_ways_refuses_then_converges() {
         // not only inbound.
         let start = Instant::now();
         while c.refused_outbound(cut) == refused_before {
-            assert!(start.elapsed() < PHASE_GUARD, "the partitioned member never tried to reach the others");
+            assert!(
+                start.elapsed() < PHASE_GUARD,
+                "the partitioned member never tried to reach the others"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
 

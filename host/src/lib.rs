@@ -15,6 +15,7 @@ pub mod backup;
 pub mod bench;
 pub mod config;
 pub mod error;
+pub mod failpoint;
 pub mod kv;
 pub mod lease;
 pub mod membership;

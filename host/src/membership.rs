@@ -24,6 +24,11 @@ pub(crate) const META_MEMBERS: &[u8] = b"membership/members";
 /// This member's own identity; never part of a snapshot.
 const META_LOCAL_ID: &[u8] = b"local/member_id";
 const META_CLUSTER_ID: &[u8] = b"local/cluster_id";
+/// The voters of a new cluster, recorded with the identity so that a member
+/// killed before its Raft log was created still bootstraps it on restart
+/// (rather than waiting, as a joining member does, for a leader's snapshot,
+/// which a new cluster's members would wait for from each other forever).
+const META_INITIAL_VOTERS: &[u8] = b"local/initial_voters";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {
@@ -56,7 +61,8 @@ pub struct Membership {
 
 /// How this member's Raft log must be started.
 pub enum Bootstrap {
-    /// A brand-new cluster: these are its voters.
+    /// A member of a new cluster: these are its voters, from which its Raft
+    /// log is created if it does not exist yet.
     NewCluster(Vec<u64>),
     /// Restarting from disk, or joining a running cluster (which will send
     /// a snapshot): Raft starts from what is on disk.
@@ -260,6 +266,16 @@ impl MemberTable {
     }
 }
 
+fn decode_ids(raw: &[u8]) -> Result<Vec<u64>> {
+    if raw.len() % 8 != 0 {
+        return Err(Error::Corrupt("initial voters record".into()));
+    }
+    Ok(raw
+        .chunks_exact(8)
+        .map(|c| u64::from_be_bytes(c.try_into().expect("chunks of 8 bytes")))
+        .collect())
+}
+
 fn sorted(urls: &[String]) -> Vec<String> {
     let mut v = urls.to_vec();
     v.sort();
@@ -277,6 +293,10 @@ impl Membership {
     /// members when joining one (`--initial-cluster-state existing`).
     pub async fn open(cfg: &ServerConfig, engine: Arc<Engine>) -> anyhow::Result<(Membership, Bootstrap)> {
         if let (Some(local_id), Some(cluster_id)) = (engine.get_meta_u64(META_LOCAL_ID)?, engine.get_meta_u64(META_CLUSTER_ID)?) {
+            let bootstrap = match engine.get_meta(META_INITIAL_VOTERS)? {
+                Some(raw) => Bootstrap::NewCluster(decode_ids(&raw)?),
+                None => Bootstrap::FromDisk,
+            };
             let table = Arc::new(MemberTable::load(engine, cluster_id, local_id)?);
             return Ok((
                 Membership {
@@ -286,7 +306,7 @@ impl Membership {
                     activity: Arc::default(),
                     strict_reconfig: cfg.strict_reconfig_check,
                 },
-                Bootstrap::FromDisk,
+                bootstrap,
             ));
         }
         let initial = InitialCluster::from_config(cfg)?;
@@ -315,6 +335,13 @@ impl Membership {
         batch.put_cf(meta, META_MEMBERS, set.encode_to_vec());
         batch.put_cf(meta, META_LOCAL_ID, local_id.to_be_bytes());
         batch.put_cf(meta, META_CLUSTER_ID, set.cluster_id.to_be_bytes());
+        if let Bootstrap::NewCluster(voters) = &bootstrap {
+            batch.put_cf(
+                meta,
+                META_INITIAL_VOTERS,
+                voters.iter().flat_map(|id| id.to_be_bytes()).collect::<Vec<u8>>(),
+            );
+        }
         engine.write(batch, true)?;
         let table = Arc::new(MemberTable::load(engine, set.cluster_id, local_id)?);
         Ok((

@@ -62,6 +62,7 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
     let data_dir = cfg.data_dir();
     let engine = Engine::open(&data_dir).with_context(|| format!("opening data dir {}", data_dir.display()))?;
     let (membership, bootstrap) = Membership::open(&cfg, engine.clone()).await?;
+    crate::failpoint::crash_point("after-identity-persisted");
     let store = Arc::new(MvccStore::open(engine.clone())?);
     let waiters = Arc::new(Waiters::default());
     let applier = Applier::new(engine.clone(), store.clone(), waiters.clone())?.with_members(membership.table.clone());

@@ -29,6 +29,8 @@ pub struct Member {
     initial_cluster: String,
     state: &'static str,
     extra_args: Vec<String>,
+    /// Extra environment for the next start.
+    env: Vec<(String, String)>,
 }
 
 impl Member {
@@ -80,6 +82,7 @@ impl Member {
         let child = Command::new(&self.bin)
             .args(self.args())
             .env("RUST_LOG", "info,raft=info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
             .stderr(log)
@@ -176,6 +179,48 @@ impl Cluster {
     /// Like [`Cluster::start_kind`], calling `prepare` on each member before
     /// its first start (to restore a backup into its data dir, say).
     pub fn start_prepared(kind: Kind, n: usize, extra_args: &[&str], prepare: impl Fn(&Member)) -> Cluster {
+        let mut cluster = Cluster::unstarted(kind, n, extra_args);
+        for m in &mut cluster.members {
+            prepare(m);
+            m.spawn();
+        }
+        for i in 0..n {
+            cluster.wait_ready(i);
+        }
+        cluster.wait_members_published();
+        cluster
+    }
+
+    /// Starts `n` cairn members as a new cluster with every member made to
+    /// crash at `failpoint` (see cairn's `failpoint` module) during its very
+    /// first start, then starts them all again and waits until they serve.
+    pub fn start_after_first_start_crash(n: usize, failpoint: &str) -> Cluster {
+        let mut cluster = Cluster::unstarted(Kind::Cairn, n, &[]);
+        for m in &mut cluster.members {
+            m.env = vec![("CAIRN_FAILPOINT".to_string(), failpoint.to_string())];
+            m.spawn();
+        }
+        for i in 0..n {
+            cluster.wait_exited(i);
+            assert!(
+                cluster.log_contains(i, "CAIRN_FAILPOINT reached"),
+                "member {i} did not crash at {failpoint}\n{}",
+                cluster.log_tails()
+            );
+        }
+        for m in &mut cluster.members {
+            m.env.clear();
+            m.spawn();
+        }
+        for i in 0..n {
+            cluster.wait_ready(i);
+        }
+        cluster.wait_members_published();
+        cluster
+    }
+
+    /// The members of a new cluster, configured but not started.
+    fn unstarted(kind: Kind, n: usize, extra_args: &[&str]) -> Cluster {
         crate::require_etcdctl();
         let mut members: Vec<Member> = (0..n).map(|i| new_member(kind, &format!("m{i}"), extra_args)).collect();
         let initial = members
@@ -186,20 +231,11 @@ impl Cluster {
         for m in &mut members {
             m.initial_cluster = initial.clone();
         }
-        let mut cluster = Cluster {
+        Cluster {
             members,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             kind,
-        };
-        for m in &mut cluster.members {
-            prepare(m);
-            m.spawn();
         }
-        for i in 0..n {
-            cluster.wait_ready(i);
-        }
-        cluster.wait_members_published();
-        cluster
     }
 
     pub fn endpoints(&self) -> Vec<String> {
@@ -573,6 +609,7 @@ fn new_member(kind: Kind, name: &str, extra_args: &[&str]) -> Member {
         initial_cluster: String::new(),
         state: "new",
         extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        env: Vec::new(),
     }
 }
 
