@@ -139,6 +139,12 @@ impl MemberTable {
         self.members.read().get(&id).cloned()
     }
 
+    /// Whether `id` is a learner; asked on every client request, so it
+    /// copies nothing.
+    pub fn is_learner(&self, id: u64) -> bool {
+        self.members.read().get(&id).is_some_and(|m| m.is_learner)
+    }
+
     /// Where to reach a member's peer service.
     pub fn peer_url(&self, id: u64) -> Option<String> {
         self.members.read().get(&id).and_then(|m| m.peer_urls.first().cloned())
@@ -285,7 +291,7 @@ fn sorted(urls: &[String]) -> Vec<String> {
 impl Membership {
     /// Whether this member is a learner, which serves only a few calls.
     pub fn is_local_learner(&self) -> bool {
-        self.table.get(self.local_id).is_some_and(|m| m.is_learner)
+        self.table.is_learner(self.local_id)
     }
 
     /// Establishes who this member is: from disk when it has run before,
