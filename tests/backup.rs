@@ -78,7 +78,7 @@ fn snapshot_saved_under_writes_restores_into_a_new_cluster() {
         None,
         Duration::from_secs(60),
     );
-    out.ok();
+    assert_eq!(out.ok().stdout, format!("Snapshot saved at {}\n", file.display()));
     let acked_during = acked.lock().unwrap().len();
     stop.store(true, Ordering::SeqCst);
     for w in writers {

@@ -14,7 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::{connect, PeerActivity, MAX_PEER_MESSAGE_BYTES};
 use crate::membership::MemberTable;
-use crate::proto::cairnpb::{peer_client::PeerClient, RaftBatch, SnapshotChunk};
+use crate::proto::cairnpb::{peer_client::PeerClient, MembersRequest, RaftBatch, SnapshotChunk};
 use crate::raft::{MessageSink, NodeHandle};
 
 /// Messages waiting for one peer; beyond this they are dropped.
@@ -28,6 +28,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// not only to those Raft happens to talk to, so that the connectivity the
 /// reconfiguration checks rely on is known for all.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What every peer task needs.
 struct Shared {
@@ -120,15 +121,22 @@ async fn run_peer(shared: Arc<Shared>, to: u64, mut queue: mpsc::Receiver<Messag
         };
         match connect(&url).await {
             Ok(channel) => {
-                backoff = MIN_BACKOFF;
-                shared.activity.activate(to);
-                let client = PeerClient::new(channel).max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
-                match stream_to(&shared, client, &mut queue).await {
-                    StreamEnd::QueueClosed => {
-                        shared.activity.deactivate(to);
-                        return;
+                let mut client = PeerClient::new(channel).max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+                match answers(&mut client).await {
+                    Ok(()) => {
+                        backoff = MIN_BACKOFF;
+                        shared.activity.activate(to);
+                        match stream_to(&shared, client, &mut queue).await {
+                            StreamEnd::QueueClosed => {
+                                shared.activity.deactivate(to);
+                                return;
+                            }
+                            StreamEnd::Broken(why) => {
+                                tracing::debug!(to = %format!("{to:x}"), %url, error = %why, "peer stream broken")
+                            }
+                        }
                     }
-                    StreamEnd::Broken(why) => tracing::debug!(to = %format!("{to:x}"), %url, error = %why, "peer stream broken"),
+                    Err(why) => tracing::debug!(to = %format!("{to:x}"), %url, error = %why, "peer does not answer"),
                 }
             }
             Err(e) => tracing::debug!(to = %format!("{to:x}"), %url, error = %e, "cannot connect to peer"),
@@ -139,6 +147,17 @@ async fn run_peer(shared: Arc<Shared>, to: u64, mut queue: mpsc::Receiver<Messag
         while queue.try_recv().is_ok() {}
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Whether the peer itself answers. Something in between (a proxy, a load
+/// balancer) may accept a connection with nobody behind it, so only an
+/// answer shows that the peer is up and may be counted as connected.
+async fn answers(client: &mut PeerClient<tonic::transport::Channel>) -> Result<(), String> {
+    match tokio::time::timeout(PROBE_TIMEOUT, client.members(MembersRequest {})).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(status)) => Err(status.to_string()),
+        Err(_) => Err("timed out".to_string()),
     }
 }
 
