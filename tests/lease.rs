@@ -195,11 +195,7 @@ async fn rpc_session(endpoint: String) -> Vec<Value> {
 #[test]
 fn lease_rpcs_match_etcd() {
     let mut d = Differential::start();
-    let (r, t) = both(
-        || harness::runtime().block_on(rpc_session(d.reference.endpoint())),
-        || harness::runtime().block_on(rpc_session(d.target.endpoint())),
-    );
-    d.compare_json("lease rpc session", &Value::Array(r), &Value::Array(t));
+    d.compare_sessions("lease rpc session", rpc_session);
 }
 
 #[test]
@@ -294,5 +290,231 @@ fn leases_and_attachments_survive_restart() {
         let left = c.get("r/", Some(etcd_client::GetOptions::new().with_prefix())).await.unwrap();
         let keys: Vec<&str> = left.kvs().iter().map(|kv| kv.key_str().unwrap()).collect();
         assert_eq!(keys, ["r/1"]);
+    });
+}
+
+// ---- on a 3-member cluster ----
+
+/// Hang guard for one keep-alive answer, which may wait out an election.
+const RENEW_TIMEOUT: Duration = Duration::from_secs(20);
+
+async fn renew(keeper: &mut etcd_client::LeaseKeeper, stream: &mut etcd_client::LeaseKeepAliveStream) -> i64 {
+    keeper.keep_alive().await.expect("send a keep-alive");
+    tokio::time::timeout(RENEW_TIMEOUT, stream.message())
+        .await
+        .expect("a keep-alive answer within the hang guard")
+        .expect("keep-alive stream error")
+        .expect("keep-alive stream ended")
+        .ttl()
+}
+
+/// Index of a member that does not lead.
+fn follower(cluster: &mut harness::Cluster) -> usize {
+    let leader = cluster.leader();
+    (leader + 1) % cluster.members.len()
+}
+
+#[test]
+fn lease_rpcs_through_a_follower() {
+    let mut cluster = harness::Cluster::start(3);
+    let via = follower(&mut cluster);
+    let ep = cluster.members[via].endpoint();
+    harness::runtime().block_on(async move {
+        let mut c = harness::connect(&ep).await;
+        let id = c.lease_grant(3, None).await.unwrap().id();
+        c.put("f/1", "v", Some(PutOptions::new().with_lease(id))).await.unwrap();
+        let (mut keeper, mut stream) = c.lease_keep_alive(id).await.unwrap();
+        // Renewed through the follower for more than its TTL.
+        for _ in 0..10 {
+            assert_eq!(renew(&mut keeper, &mut stream).await, 3);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        assert_eq!(c.get("f/1", None).await.unwrap().kvs().len(), 1);
+        let ttl = c
+            .lease_time_to_live(id, Some(LeaseTimeToLiveOptions::new().with_keys()))
+            .await
+            .unwrap();
+        assert_eq!((ttl.id(), ttl.granted_ttl(), ttl.keys()), (id, 3, &[b"f/1".to_vec()][..]));
+        assert!((0..=3).contains(&ttl.ttl()), "remaining TTL {} of a 3 s lease", ttl.ttl());
+        assert_eq!(c.lease_time_to_live(id + 1, None).await.unwrap().ttl(), -1);
+        let ids: Vec<i64> = c.leases().await.unwrap().leases().iter().map(|l| l.id()).collect();
+        assert_eq!(ids, [id]);
+        // And with etcdctl, through the same member.
+        let hex = format!("{id:016x}");
+        let out = harness::etcdctl(&ep, &["lease", "keep-alive", "--once", &hex]);
+        assert_eq!(out.stdout.trim(), format!("lease {hex} keepalived with TTL(3)"), "{out:?}");
+        let out = harness::etcdctl(&ep, &["lease", "timetolive", "--keys", &hex]);
+        let prefix = format!("lease {hex} granted with TTL(3s), remaining(");
+        assert!(
+            out.stdout.starts_with(&prefix) && out.stdout.trim_end().ends_with("s), attached keys([f/1])"),
+            "{out:?}"
+        );
+        c.lease_revoke(id).await.unwrap();
+        // A revoked lease renews to a TTL of 0, as on etcd.
+        assert_eq!(renew(&mut keeper, &mut stream).await, 0);
+        assert_eq!(c.lease_time_to_live(id, None).await.unwrap().ttl(), -1);
+        assert!(c.get("f/1", None).await.unwrap().kvs().is_empty());
+    });
+}
+
+/// Reads a watch until a delete of `key` arrives; returns every response.
+async fn until_deleted(w: &mut etcd_client::WatchStream, key: &str) -> Vec<etcd_client::WatchResponse> {
+    let mut seen = Vec::new();
+    loop {
+        let r = tokio::time::timeout(EXPIRY_TIMEOUT, w.message())
+            .await
+            .unwrap_or_else(|_| panic!("no delete of {key} within the hang guard"))
+            .expect("watch stream error")
+            .expect("watch stream ended");
+        let done = r
+            .events()
+            .iter()
+            .any(|e| e.event_type() == EventType::Delete && e.kv().is_some_and(|kv| kv.key() == key.as_bytes()));
+        seen.push(r);
+        if done {
+            return seen;
+        }
+    }
+}
+
+#[test]
+fn lease_expiry_deletes_keys_on_every_member() {
+    let cluster = harness::Cluster::start(3);
+    let endpoints = cluster.endpoints();
+    harness::runtime().block_on(async move {
+        let mut watches = Vec::new();
+        for ep in &endpoints {
+            let mut c = harness::connect(ep).await;
+            let w = c.watch("x/", Some(WatchOptions::new().with_prefix())).await.unwrap();
+            watches.push((c, w));
+        }
+        for (_, w) in &mut watches {
+            assert!(w.message().await.unwrap().unwrap().created());
+        }
+        let mut c = harness::connect(&endpoints[1]).await;
+        let id = c.lease_grant(2, None).await.unwrap().id();
+        for k in ["x/1", "x/2", "x/3"] {
+            c.put(k, "v", Some(PutOptions::new().with_lease(id))).await.unwrap();
+        }
+        let mut deletes = Vec::new();
+        for (_, w) in &mut watches {
+            let responses = until_deleted(w, "x/3").await;
+            let last = responses.last().unwrap();
+            // All three deletes in one response, at one revision.
+            let deleted: Vec<(&[u8], EventType, i64)> = last
+                .events()
+                .iter()
+                .map(|e| (e.kv().unwrap().key(), e.event_type(), e.kv().unwrap().mod_revision()))
+                .collect();
+            assert_eq!(deleted.len(), 3, "{deleted:?}");
+            assert!(deleted.iter().all(|(_, t, rev)| *t == EventType::Delete && *rev == deleted[0].2));
+            deletes.push(json!(deleted
+                .iter()
+                .map(|(k, _, rev)| json!([String::from_utf8_lossy(k), rev]))
+                .collect::<Vec<_>>()));
+        }
+        // Every member reports the same deletes at the same revision.
+        assert!(deletes.iter().all(|d| *d == deletes[0]), "{deletes:?}");
+        for ep in &endpoints {
+            let mut c = harness::connect(ep).await;
+            let left = c.get("x/", Some(etcd_client::GetOptions::new().with_prefix())).await.unwrap();
+            assert!(left.kvs().is_empty());
+            assert_eq!(c.lease_time_to_live(id, None).await.unwrap().ttl(), -1);
+        }
+    });
+}
+
+#[test]
+fn leader_failover_keeps_renewed_leases_and_expires_the_rest() {
+    let mut cluster = harness::Cluster::start(3);
+    let leader = cluster.leader();
+    let via = (leader + 1) % 3;
+    let ep = cluster.members[via].endpoint();
+    let rt = harness::runtime();
+    let mut c = rt.block_on(harness::connect(&ep));
+    let (kept, (mut keeper, mut stream), dropped, mut watch) = rt.block_on(async {
+        let kept = c.lease_grant(3, None).await.unwrap().id();
+        let dropped = c.lease_grant(4, None).await.unwrap().id();
+        c.put("fo/kept", "v", Some(PutOptions::new().with_lease(kept))).await.unwrap();
+        let put = c.put("fo/dropped", "v", Some(PutOptions::new().with_lease(dropped))).await.unwrap();
+        let from = put.header().unwrap().revision() + 1;
+        let mut watch = c
+            .watch("fo/", Some(WatchOptions::new().with_prefix().with_start_revision(from)))
+            .await
+            .unwrap();
+        assert!(watch.message().await.unwrap().unwrap().created());
+        let mut keep = c.lease_keep_alive(kept).await.unwrap();
+        assert_eq!(renew(&mut keep.0, &mut keep.1).await, 3);
+        (kept, keep, dropped, watch)
+    });
+    cluster.kill9(leader);
+    rt.block_on(async {
+        // Renewals through the same follower reach whoever leads next.
+        assert_eq!(renew(&mut keeper, &mut stream).await, 3);
+        // The new leader restarted every lease's clock from its full TTL,
+        // so the lease nobody renews has not run out either.
+        let left = c.lease_time_to_live(dropped, None).await.unwrap().ttl();
+        assert!(left > 0, "the new leader let the unrenewed lease run out at once (ttl {left})");
+        // Three TTLs of the renewed lease; the other one expires meanwhile.
+        for _ in 0..18 {
+            assert_eq!(renew(&mut keeper, &mut stream).await, 3);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let events: Vec<(String, EventType)> = until_deleted(&mut watch, "fo/dropped")
+            .await
+            .iter()
+            .flat_map(|r| r.events().to_vec())
+            .map(|e| (e.kv().unwrap().key_str().unwrap().to_string(), e.event_type()))
+            .collect();
+        assert_eq!(events, [("fo/dropped".to_string(), EventType::Delete)]);
+        assert_eq!(c.get("fo/kept", None).await.unwrap().kvs().len(), 1);
+        assert!(c.get("fo/dropped", None).await.unwrap().kvs().is_empty());
+        let ttl = c.lease_time_to_live(kept, None).await.unwrap();
+        assert_eq!(ttl.granted_ttl(), 3);
+        assert!(ttl.ttl() > 0);
+        assert_eq!(c.lease_time_to_live(dropped, None).await.unwrap().ttl(), -1);
+    });
+}
+
+/// Whom member `endpoint` believes leads (0: nobody).
+fn leader_seen_by(endpoint: &str) -> u64 {
+    let out = harness::etcdctl_timeout(endpoint, &["endpoint", "status", "-w", "json"], None, Duration::from_secs(10));
+    out.json()[0]["Status"]["leader"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn lease_requests_on_a_member_without_leader_fail_like_etcd() {
+    let mut cluster = harness::Cluster::start(3);
+    let via = follower(&mut cluster);
+    let ep = cluster.members[via].endpoint();
+    let rt = harness::runtime();
+    let mut c = rt.block_on(harness::connect(&ep));
+    let id = rt.block_on(c.lease_grant(60, None)).unwrap().id();
+    cluster.members[via].isolate();
+    // Bounded: the member gives up on its leader after an election timeout.
+    let start = std::time::Instant::now();
+    while leader_seen_by(&ep) != 0 {
+        assert!(start.elapsed() < EXPIRY_TIMEOUT, "the cut-off member still follows a leader");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    rt.block_on(async {
+        let mut c2 = c.clone();
+        let (ttl, renewed) = tokio::join!(c.lease_time_to_live(id, None), async move {
+            let (mut keeper, mut stream) = c2.lease_keep_alive(id).await?;
+            keeper.keep_alive().await?;
+            stream.message().await
+        });
+        for err in [ttl.map(|_| ()).unwrap_err(), renewed.map(|_| ()).unwrap_err()] {
+            let status = harness::grpc_status(&err);
+            assert_eq!(
+                (status.code(), status.message()),
+                (tonic::Code::Unavailable, "etcdserver: no leader")
+            );
+        }
+    });
+    cluster.members[via].heal();
+    rt.block_on(async {
+        let (mut keeper, mut stream) = c.lease_keep_alive(id).await.unwrap();
+        assert_eq!(renew(&mut keeper, &mut stream).await, 60);
     });
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use etcd_client::{Client, LockOptions, ProclaimOptions, ResignOptions};
 use harness::background::Background;
-use harness::{both, Differential, Server};
+use harness::{Differential, Server};
 use serde_json::{json, Value};
 
 /// Hang guard for one lock or campaign.
@@ -190,9 +190,8 @@ fn etcdctl_lock_and_elect_behave_like_etcd() {
     d.ctl("keys after lock", &["get", "mylock", "--prefix", "-w", "json"]);
 
     // A second etcdctl lock waits while another client holds the lock.
-    let (ep_ref, ep_tgt) = (d.reference.endpoint(), d.target.endpoint());
-    let run = |ep: String| {
-        move || {
+    let contend = |ep: String| {
+        std::future::ready({
             let mut holder = Background::start(&ep, &["lock", "busy"]);
             let lines = holder.wait_for("the held lock's key", |l| !l.is_empty()).to_vec();
             let mut waiter = Background::start(&ep, &["lock", "busy", "echo", "second"]);
@@ -203,16 +202,15 @@ fn etcdctl_lock_and_elect_behave_like_etcd() {
             let out = waiter
                 .wait_for("the waiter's command output", |l| l.iter().any(|x| x == "second"))
                 .to_vec();
-            (lines[0].starts_with("busy/"), waited, out)
-        }
+            json!([lines[0].starts_with("busy/"), waited, out])
+        })
     };
-    let (r, t) = both(run(ep_ref.clone()), run(ep_tgt.clone()));
-    d.compare_json("lock contention", &json!([r.0, r.1, r.2]), &json!([t.0, t.1, t.2]));
+    d.compare_sessions("lock contention", contend);
 
     // etcdctl elect prints the winning key and proposal; an observer
     // (`elect -l`) prints the leader's.
-    let run = |ep: String| {
-        move || {
+    let elect = |ep: String| {
+        std::future::ready({
             let mut leader = Background::start(&ep, &["elect", "myelection", "p1"]);
             let won = leader.wait_for("elected", |l| l.len() >= 2).to_vec();
             let mut observer = Background::start(&ep, &["elect", "-l", "myelection"]);
@@ -227,8 +225,88 @@ fn etcdctl_lock_and_elect_behave_like_etcd() {
                 json!(seen[1]),
                 json!(waited),
             ]
-        }
+        })
     };
-    let (r, t) = both(run(ep_ref), run(ep_tgt));
-    d.compare_json("elect", &Value::Array(r), &Value::Array(t));
+    d.compare_sessions("elect", elect);
+}
+
+/// A lease's id, granted TTL, whether it has time left, and its keys.
+async fn describe(c: &mut Client, lease: i64) -> Value {
+    let ttl = c
+        .lease_time_to_live(lease, Some(etcd_client::LeaseTimeToLiveOptions::new().with_keys()))
+        .await
+        .unwrap();
+    let keys: Vec<Value> = ttl.keys().iter().map(|k| recipe_key(k)).collect();
+    json!({"id": ttl.id(), "granted": ttl.granted_ttl(), "alive": ttl.ttl() > 0, "keys": keys})
+}
+
+/// A recipe key `<prefix><lease in hex>` as its prefix and lease, so the
+/// lease is normalised like any other (its hex has no fixed width).
+fn recipe_key(key: &[u8]) -> Value {
+    let key = String::from_utf8_lossy(key);
+    let prefix = &key[..key.rfind('/').map_or(0, |i| i + 1)];
+    json!({"prefix": prefix, "lease": lease_in(key.as_bytes(), prefix)})
+}
+
+/// The lease a recipe key `<prefix><lease in hex>` names.
+fn lease_in(key: &[u8], prefix: &str) -> i64 {
+    let hex = std::str::from_utf8(key).ok().and_then(|k| k.strip_prefix(prefix));
+    hex.and_then(|h| i64::from_str_radix(h, 16).ok())
+        .unwrap_or_else(|| panic!("{:?} is not {prefix}<lease in hex>", String::from_utf8_lossy(key)))
+}
+
+/// Lock, Campaign, Proclaim and Resign naming no lease: the server grants
+/// a 60 s lease of its own for each and never renews it, as etcd's lock
+/// and election servers do with their orphaned sessions.
+async fn lease_zero_session(endpoint: String) -> Vec<Value> {
+    let mut c = harness::connect(&endpoint).await;
+    let mut out = Vec::new();
+    let locked = c.lock("l0", None).await.unwrap();
+    let lock_lease = lease_in(locked.key(), "l0/");
+    out.push(json!({"lock": harness::convert::header(locked.header()), "lease": lock_lease}));
+    out.push(describe(&mut c, lock_lease).await);
+
+    let campaign = c.campaign("e0", "v", 0).await.unwrap();
+    let leader = campaign.leader().unwrap().clone();
+    assert_eq!(lease_in(leader.key(), "e0/"), leader.lease());
+    out.push(json!({
+        "campaign": harness::convert::header(campaign.header()),
+        "name": harness::convert::bytes(leader.name()),
+        "rev": leader.rev(),
+        "lease": leader.lease(),
+    }));
+    out.push(describe(&mut c, leader.lease()).await);
+
+    // A leader key without its lease: the proclaimed value is attached to
+    // a lease granted for the call.
+    let unleased = etcd_client::LeaderKey::new()
+        .with_name("e0")
+        .with_key(leader.key())
+        .with_rev(leader.rev());
+    let proclaimed = c
+        .proclaim("w", Some(ProclaimOptions::new().with_leader(unleased.clone())))
+        .await
+        .unwrap();
+    out.push(harness::convert::header(proclaimed.header()));
+    let now = c.get("e0/", Some(etcd_client::GetOptions::new().with_prefix())).await.unwrap();
+    let mut got = harness::convert::get(&now);
+    for (kv, raw) in got["kvs"].as_array_mut().unwrap().iter_mut().zip(now.kvs()) {
+        kv["key"] = recipe_key(raw.key());
+    }
+    out.push(got);
+    out.push(describe(&mut c, now.kvs()[0].lease()).await);
+    let resigned = c.resign(Some(ResignOptions::new().with_leader(unleased))).await.unwrap();
+    out.push(harness::convert::header(resigned.header()));
+    out.push(json!({"leases": c.leases().await.unwrap().leases().len()}));
+    c.unlock(locked.key()).await.unwrap();
+    out.push(harness::convert::get(
+        &c.get("", Some(etcd_client::GetOptions::new().with_all_keys())).await.unwrap(),
+    ));
+    out
+}
+
+#[test]
+fn lock_and_campaign_without_a_lease_match_etcd() {
+    let mut d = Differential::start();
+    d.compare_sessions("lease 0 session", lease_zero_session);
 }

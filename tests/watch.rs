@@ -229,11 +229,7 @@ async fn stream_session(endpoint: String) -> Vec<Value> {
 #[test]
 fn watch_stream_control_messages_match_etcd() {
     let mut d = Differential::start();
-    let (r, t) = both(
-        || harness::runtime().block_on(stream_session(d.reference.endpoint())),
-        || harness::runtime().block_on(stream_session(d.target.endpoint())),
-    );
-    d.compare_json("watch stream session", &Value::Array(r), &Value::Array(t));
+    d.compare_sessions("watch stream session", stream_session);
 }
 
 /// What a writer did: each revision it made, with the keys it changed in
@@ -271,8 +267,14 @@ async fn writer(endpoint: String, id: usize, rounds: usize) -> Writes {
 /// Reads a watch until `last` is seen; checks each response holds whole
 /// revisions in order; returns the events and the last revision seen.
 async fn collect(stream: &mut etcd_client::WatchStream, last: i64, into: &mut Writes) {
+    collect_until(stream, into, |seen| seen.keys().next_back().is_some_and(|r| *r >= last)).await;
+}
+
+/// Reads a watch into `into` until `done(into)`, checking that responses
+/// hold whole revisions in order.
+async fn collect_until(stream: &mut etcd_client::WatchStream, into: &mut Writes, done: impl Fn(&Writes) -> bool) {
     let mut newest = into.keys().next_back().copied().unwrap_or(0);
-    while newest < last {
+    while !done(into) {
         let r = next(stream).await;
         assert!(!r.canceled(), "watch canceled: {}", r.cancel_reason());
         // Revisions of earlier responses never come again: a revision is
@@ -333,6 +335,47 @@ fn watch_guarantees_under_concurrent_writers() {
 }
 
 #[test]
+fn watch_guarantees_on_a_cluster_resuming_on_other_members() {
+    let cluster = harness::Cluster::start(3);
+    let endpoints = cluster.endpoints();
+    harness::runtime().block_on(async move {
+        let mut c = harness::connect(&endpoints[0]).await;
+        let start = c.put("g/start", "", None).await.unwrap().header().unwrap().revision() + 1;
+        let watch_from = |ep: String, from: i64| async move {
+            let mut c = harness::connect(&ep).await;
+            let mut w = c
+                .watch("g/", Some(WatchOptions::new().with_prefix().with_start_revision(from)))
+                .await
+                .unwrap();
+            assert!(next(&mut w).await.created());
+            (c, w)
+        };
+        // Writers on every member, while the watch reads live.
+        let (_c0, mut watch) = watch_from(endpoints[0].clone(), start).await;
+        let writers: Vec<_> = (0..6).map(|id| tokio::spawn(writer(endpoints[id % 3].clone(), id, 30))).collect();
+        let mut seen = Writes::new();
+        // A third of the writes on the first member, then a reconnect to
+        // the next member from the revision after the last one seen, and
+        // so on, as a client whose member went away does.
+        for (part, ep) in endpoints.iter().enumerate().skip(1) {
+            collect_until(&mut watch, &mut seen, |s| s.len() >= part * 60).await;
+            drop(watch);
+            let resume = seen.keys().next_back().unwrap() + 1;
+            watch = watch_from(ep.clone(), resume).await.1;
+        }
+        let mut expected = Writes::new();
+        for w in writers {
+            expected.extend(w.await.unwrap());
+        }
+        let last = *expected.keys().next_back().unwrap();
+        collect(&mut watch, last, &mut seen).await;
+        // Ordered, no duplicates, every txn whole, no gaps: exactly the
+        // writes made, revision by revision, across three members.
+        assert_eq!(seen, expected);
+    });
+}
+
+#[test]
 fn slow_watcher_does_not_block_writes_and_catches_up() {
     let server = Server::start_target();
     let ep = server.endpoint();
@@ -387,11 +430,7 @@ fn live_prev_kv_matches_etcd() {
         }
         out
     };
-    let (r, t) = both(
-        || harness::runtime().block_on(session(d.reference.endpoint())),
-        || harness::runtime().block_on(session(d.target.endpoint())),
-    );
-    d.compare_json("prev_kv live", &Value::Array(r), &Value::Array(t));
+    d.compare_sessions("prev_kv live", session);
 }
 
 /// A catch-up larger than etcd's response limit on a watch that asked for
@@ -420,13 +459,12 @@ fn fragmented_watch_responses_match_etcd() {
     // etcd fragments past `--max-request-bytes` plus 512 KiB of gRPC
     // allowance: 2.4 MB of history is more than that by default.
     let mut d = Differential::start();
-    let (r, t) = both(
-        || harness::runtime().block_on(fragment_session(d.reference.endpoint())),
-        || harness::runtime().block_on(fragment_session(d.target.endpoint())),
-    );
-    let shape = |responses: Vec<Value>| -> Value {
+    let (r, t) = d.sessions(fragment_session);
+    let shape = |responses: Value| -> Value {
         Value::Array(
             responses
+                .as_array()
+                .unwrap()
                 .iter()
                 .map(|r| {
                     let keys: Vec<Value> = r["events"].as_array().unwrap().iter().map(|e| e["kv"]["key"].clone()).collect();
@@ -438,4 +476,39 @@ fn fragmented_watch_responses_match_etcd() {
     let (r, t) = (shape(r), shape(t));
     assert!(r.as_array().unwrap().len() > 2, "the reference did not fragment: {r}");
     d.compare_json("fragmented catch-up", &r, &t);
+}
+
+/// Progress notifications on idle watches that asked for them, with the
+/// interval shortened by etcd's experimental flag: each carries the
+/// current revision, including revisions the watch had no events of.
+async fn progress_notify_session(endpoint: String) -> Vec<Value> {
+    let mut c = harness::connect(&endpoint).await;
+    c.put("pn/a", "1", None).await.unwrap();
+    let mut s = c
+        .watch("pn/", Some(WatchOptions::new().with_prefix().with_progress_notify()))
+        .await
+        .unwrap();
+    let mut out = vec![response_json(&next(&mut s).await)];
+    out.push(response_json(&next(&mut s).await));
+    let rev = c.put("elsewhere", "1", None).await.unwrap().header().unwrap().revision();
+    // A notification may have been on its way while the put was applied;
+    // a later one reports the put's revision.
+    for _ in 0..10 {
+        let r = next(&mut s).await;
+        assert!(r.events().is_empty(), "events outside the watched prefix: {r:?}");
+        if r.header().unwrap().revision() >= rev {
+            out.push(response_json(&r));
+            return out;
+        }
+    }
+    panic!("no progress notification reached revision {rev}");
+}
+
+#[test]
+fn progress_notify_on_idle_watches_matches_etcd() {
+    let mut d = Differential::start_with_args(&["--experimental-watch-progress-notify-interval=300ms"]);
+    let (r, t) = d.sessions(progress_notify_session);
+    let revisions: Vec<&Value> = t.as_array().unwrap().iter().map(|r| &r["header"]["revision"]).collect();
+    assert_eq!(revisions, [&json!(2), &json!(2), &json!(3)]);
+    d.compare_json("progress notifications", &r, &t);
 }

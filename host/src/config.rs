@@ -2,6 +2,7 @@
 //! etcd's, so an existing deployment can swap the binary.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
@@ -99,6 +100,16 @@ pub struct ServerConfig {
     /// Maximum number of operations permitted in a transaction.
     #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
     pub max_txn_ops: usize,
+
+    /// How often a watch that asked for progress notifications and saw no
+    /// events gets one (a Go duration; at least 100ms).
+    #[arg(
+        long = "experimental-watch-progress-notify-interval",
+        env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL",
+        default_value = "10m",
+        value_parser = parse_go_duration
+    )]
+    pub watch_progress_notify_interval: Duration,
 }
 
 impl ServerConfig {
@@ -116,5 +127,79 @@ impl ServerConfig {
                 .collect::<Vec<_>>()
                 .join(",")
         })
+    }
+}
+
+/// Parses a duration as Go's `time.ParseDuration` writes them ("10m",
+/// "1h30m", "1.5s", "100ms", "0"), since etcd's duration flags take that
+/// form. A negative duration reads as zero: every such flag treats zero and
+/// below alike.
+pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
+    let invalid = || format!("invalid duration {text:?}");
+    let (negative, mut rest) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    let mut nanos: f64 = 0.0;
+    while !rest.is_empty() {
+        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(invalid)?;
+        let number: f64 = match &rest[..number_len] {
+            "" | "." => return Err(invalid()),
+            n => n.parse().map_err(|_| invalid())?,
+        };
+        rest = &rest[number_len..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(format!("{}: unknown unit", invalid())),
+        };
+        rest = &rest[unit_len..];
+        nanos += number * scale;
+    }
+    if negative {
+        return Ok(Duration::ZERO);
+    }
+    if !nanos.is_finite() || nanos > u64::MAX as f64 {
+        return Err(format!("{}: out of range", invalid()));
+    }
+    Ok(Duration::from_nanos(nanos.round() as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations() {
+        let ms = Duration::from_millis;
+        for (text, want) in [
+            ("10m", ms(600_000)),
+            ("1h30m", ms(5_400_000)),
+            ("1.5s", ms(1_500)),
+            ("100ms", ms(100)),
+            ("250us", Duration::from_micros(250)),
+            ("7ns", Duration::from_nanos(7)),
+            ("0", Duration::ZERO),
+            ("0s", Duration::ZERO),
+            ("+2s", ms(2_000)),
+            ("-1s", Duration::ZERO),
+        ] {
+            assert_eq!(parse_go_duration(text), Ok(want), "{text}");
+        }
+        for bad in ["", "10", "1x", "s", ".s", "1..2s", "-", "ms10"] {
+            assert!(parse_go_duration(bad).is_err(), "{bad} parsed");
+        }
     }
 }

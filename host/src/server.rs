@@ -17,7 +17,8 @@ use crate::authority_repair::AuthorityRepair;
 use crate::config::ServerConfig;
 use crate::membership::{Bootstrap, Membership};
 use crate::mvcc::MvccStore;
-use crate::peer::{self, PeerService, Transport};
+use crate::peer::{self, LeasePeerService, PeerService, Transport};
+use crate::proto::cairnpb::lease_peer_server::LeasePeerServer;
 use crate::proto::cairnpb::{peer_server::PeerServer, raft_request::Request as Proposal, MemberAttributes};
 use crate::proto::etcdserverpb::{
     auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
@@ -115,6 +116,7 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
             PeerServer::new(PeerService::new(node.clone(), core.membership.clone()))
                 .max_decoding_message_size(peer::MAX_PEER_MESSAGE_BYTES),
         );
+        let router = router.add_service(LeasePeerServer::new(LeasePeerService::new(core.clone())));
         let mut stop = stop_rx.clone();
         servers.push(tokio::spawn(router.serve_with_incoming_shutdown(
             TcpListenerStream::new(listener),
@@ -141,7 +143,9 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
             )
             .add_service(MaintenanceServer::new(api::MaintenanceService::new(core.clone())).max_decoding_message_size(max_recv))
             .add_service(ClusterServer::new(api::ClusterService::new(core.clone())).max_decoding_message_size(max_recv))
-            .add_service(WatchServer::new(api::WatchService::new(core.clone())))
+            .add_service(WatchServer::new(
+                api::WatchService::new(core.clone()).with_progress_notify_interval(cfg.watch_progress_notify_interval),
+            ))
             .add_service(LeaseServer::new(api::LeaseService::new(core.clone())))
             .add_service(AuthServer::new(api::AuthService))
             .add_service(LockServer::new(api::LockService::new(core.clone())))

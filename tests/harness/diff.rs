@@ -1,6 +1,8 @@
 //! Differential driver: the same etcdctl invocations (or gRPC calls) against
 //! a real etcd and against the system under test, compared after normalisation.
 
+use std::future::Future;
+
 use serde_json::{json, Value};
 
 use crate::etcdctl::{etcdctl_timeout, Output, ETCDCTL_TIMEOUT};
@@ -108,6 +110,36 @@ impl Differential {
             );
         }
         (r, t)
+    }
+
+    /// Runs the same client session against both servers at once, each on
+    /// a runtime of its own, and returns what each produced (reference,
+    /// target). The session gets the server's client endpoint.
+    pub fn sessions<F, Fut, V>(&self, session: F) -> (Value, Value)
+    where
+        F: Fn(String) -> Fut + Sync,
+        Fut: Future<Output = V>,
+        V: Into<Value> + Send,
+    {
+        let (ep_ref, ep_tgt) = (self.reference.endpoint(), self.target.endpoint());
+        let (r, t) = both(
+            || crate::runtime().block_on(session(ep_ref)),
+            || crate::runtime().block_on(session(ep_tgt)),
+        );
+        (r.into(), t.into())
+    }
+
+    /// Like [`Differential::sessions`], then compares the two outcomes
+    /// after normalisation.
+    #[track_caller]
+    pub fn compare_sessions<F, Fut, V>(&mut self, step: &str, session: F)
+    where
+        F: Fn(String) -> Fut + Sync,
+        Fut: Future<Output = V>,
+        V: Into<Value> + Send,
+    {
+        let (r, t) = self.sessions(session);
+        self.compare_json(step, &r, &t);
     }
 
     /// Compares two JSON documents (one per server) after normalisation.

@@ -15,11 +15,36 @@ use crate::proto::cairnpb::raft_request::Request as Proposal;
 use crate::proto::etcdserverpb::{
     compare::{CompareResult, CompareTarget, TargetUnion},
     range_request::{SortOrder, SortTarget},
-    request_op, response_op, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RangeResponse, RequestOp, ResponseHeader, TxnRequest,
-    TxnResponse,
+    request_op, response_op, Compare, DeleteRangeRequest, LeaseGrantRequest, PutRequest, RangeRequest, RangeResponse, RequestOp,
+    ResponseHeader, TxnRequest, TxnResponse,
 };
 use crate::proto::mvccpb::{event::EventType, KeyValue};
 use crate::watch::Follower;
+
+/// The TTL of the lease etcd's recipes grant when the request names none
+/// (`concurrency`'s default session TTL).
+const SESSION_TTL: i64 = 60;
+
+/// The lease a recipe's keys are attached to: the request's, or for lease 0
+/// a new one of 60 s that nobody keeps alive. etcd's lock and election
+/// servers do the same: they open a `concurrency` session, which grants that
+/// lease, and orphan it at once.
+pub async fn session_lease(core: &Core, lease: i64) -> Result<i64> {
+    if lease != 0 {
+        return Ok(lease);
+    }
+    let mut id = 0;
+    while id == 0 {
+        id = (core.ids.next() & ((1 << 63) - 1)) as i64;
+    }
+    match core
+        .propose(Proposal::LeaseGrant(LeaseGrantRequest { ttl: SESSION_TTL, id }))
+        .await?
+    {
+        Applied::LeaseGrant(resp) => Ok(resp.id),
+        _ => Err(Error::InvalidRequest("unexpected apply result for lease grant".into())),
+    }
+}
 
 /// The key range end that makes `key` a prefix.
 pub fn prefix_end(key: &[u8]) -> Vec<u8> {

@@ -123,11 +123,12 @@ async fn observe(core: Arc<Core>, name: Vec<u8>, out: mpsc::Sender<Result<Leader
 impl Election for ElectionService {
     async fn campaign(&self, request: Request<CampaignRequest>) -> Result<Response<CampaignResponse>, Status> {
         let r = request.into_inner();
+        let lease = recipe::session_lease(&self.core, r.lease).await?;
         let prefix = prefix_of(&r.name);
-        let key = recipe::contender_key(&prefix, r.lease);
+        let key = recipe::contender_key(&prefix, lease);
         let txn = TxnRequest {
             compare: vec![recipe::create_revision_is(&key, 0)],
-            success: vec![recipe::put_op(&key, &r.value, r.lease)],
+            success: vec![recipe::put_op(&key, &r.value, lease)],
             failure: vec![recipe::get_op(&key)],
         };
         let resp = recipe::txn(&self.core, txn).await?;
@@ -135,7 +136,7 @@ impl Election for ElectionService {
             name: r.name.clone(),
             key: key.clone(),
             rev: resp.header.as_ref().map_or(0, |h| h.revision),
-            lease: r.lease,
+            lease,
         };
         if !resp.succeeded {
             if let Some(kv) = recipe::range_kvs(&resp, 0).first() {
@@ -160,7 +161,10 @@ impl Election for ElectionService {
 
     async fn proclaim(&self, request: Request<ProclaimRequest>) -> Result<Response<ProclaimResponse>, Status> {
         let r = request.into_inner();
-        let leader = r.leader.ok_or(Error::MissingLeaderKey)?;
+        let mut leader = r.leader.ok_or(Error::MissingLeaderKey)?;
+        // Like etcd's, a leader key without a lease gets a session lease of
+        // its own, which the proclaimed value is attached to.
+        leader.lease = recipe::session_lease(&self.core, leader.lease).await?;
         let header = proclaim(&self.core, &leader, &r.value).await?;
         Ok(Response::new(ProclaimResponse { header }))
     }
@@ -196,6 +200,8 @@ impl Election for ElectionService {
     async fn resign(&self, request: Request<ResignRequest>) -> Result<Response<ResignResponse>, Status> {
         let r = request.into_inner();
         let leader = r.leader.ok_or(Error::MissingLeaderKey)?;
+        // etcd opens a session here too, granting a lease that is never used.
+        recipe::session_lease(&self.core, leader.lease).await?;
         let header = resign(&self.core, &leader).await?;
         Ok(Response::new(ResignResponse { header }))
     }

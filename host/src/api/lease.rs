@@ -1,7 +1,7 @@
 //! `etcdserverpb.Lease`. Grants and revokes go through Raft; renewals and
-//! TTL queries are answered from this member's lease clock, which only the
-//! leader's counts (forwarding them to the leader arrives with the peer
-//! transport).
+//! TTL queries are answered by the leader's lease clock, the only one that
+//! counts, through [`LeaseRouter`]; the list of leases is read locally, as
+//! etcd reads it.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,49 +14,28 @@ use tonic::{Request, Response, Status, Streaming};
 use super::Core;
 use crate::apply::Response as Applied;
 use crate::error::Error;
-use crate::lease::expiry;
+use crate::lease::forward::LeaseRouter;
 use crate::proto::cairnpb::raft_request::Request as Proposal;
 use crate::proto::etcdserverpb::lease_server::Lease;
 use crate::proto::etcdserverpb::{
-    LeaseCheckpoint, LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseLeasesRequest,
-    LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseLeasesRequest, LeaseLeasesResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
 
 pub struct LeaseService {
     core: Arc<Core>,
+    router: Arc<LeaseRouter>,
 }
 
 impl LeaseService {
     pub fn new(core: Arc<Core>) -> Self {
-        LeaseService { core }
+        let router = Arc::new(LeaseRouter::new(core.clone()));
+        LeaseService { core, router }
     }
 }
 
 fn unexpected(what: &str) -> Status {
     Status::internal(format!("etcdserver: unexpected apply result for {what}"))
-}
-
-/// Renews a lease for the KeepAlive stream: its TTL, or 0 when it is gone.
-async fn renew(core: &Arc<Core>, id: i64) -> Result<i64, Error> {
-    let status = core.node.status();
-    if status.leader() != status.id {
-        return Err(Error::NoLeader);
-    }
-    match core.leases.renew(id) {
-        Ok((ttl, clear_checkpoint)) => {
-            if clear_checkpoint {
-                // A renewed lease must not restart from its old checkpoint
-                // after a failover.
-                let core = core.clone();
-                tokio::spawn(async move {
-                    expiry::checkpoint(&core, vec![LeaseCheckpoint { id, remaining_ttl: 0 }]).await;
-                });
-            }
-            Ok(ttl)
-        }
-        Err(Error::LeaseNotFound) => Ok(0),
-        Err(e) => Err(e),
-    }
 }
 
 #[tonic::async_trait]
@@ -95,14 +74,20 @@ impl Lease for LeaseService {
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
-        let core = self.core.clone();
+        let (core, router) = (self.core.clone(), self.router.clone());
         tokio::spawn(async move {
             while let Ok(Some(req)) = inbound.message().await {
                 // The header is taken before renewing, as etcd does, so a
                 // revoke cannot appear older than a successful renewal.
                 let header = Some(core.header(core.store.current_revision()));
-                let reply = match renew(&core, req.id).await {
+                let reply = match router.renew(req.id).await {
                     Ok(ttl) => Ok(LeaseKeepAliveResponse { header, id: req.id, ttl }),
+                    // etcd answers a lease that is gone with a TTL of 0.
+                    Err(Error::LeaseNotFound) => Ok(LeaseKeepAliveResponse {
+                        header,
+                        id: req.id,
+                        ttl: 0,
+                    }),
                     Err(e) => Err(Status::from(e)),
                 };
                 let failed = reply.is_err();
@@ -116,24 +101,17 @@ impl Lease for LeaseService {
 
     async fn lease_time_to_live(&self, request: Request<LeaseTimeToLiveRequest>) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         let r = request.into_inner();
-        // Make sure every grant and revoke acknowledged so far is applied.
-        self.core.read_barrier(false).await?;
-        let header = Some(self.core.header(self.core.store.current_revision()));
-        let resp = match self.core.leases.info(r.id) {
-            Some(info) => LeaseTimeToLiveResponse {
-                header,
-                id: r.id,
-                ttl: info.remaining.as_secs() as i64,
-                granted_ttl: info.granted_ttl,
-                keys: if r.keys { info.keys } else { Vec::new() },
-            },
-            None => LeaseTimeToLiveResponse {
-                header,
-                id: r.id,
+        let id = r.id;
+        let mut resp = match self.router.time_to_live(r).await {
+            Ok(resp) => resp,
+            Err(Error::LeaseNotFound) => LeaseTimeToLiveResponse {
+                id,
                 ttl: -1,
                 ..Default::default()
             },
+            Err(e) => return Err(e.into()),
         };
+        resp.header = Some(self.core.header(self.core.store.current_revision()));
         Ok(Response::new(resp))
     }
 

@@ -24,14 +24,15 @@ impl LockService {
 impl Lock for LockService {
     async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
         let r = request.into_inner();
+        let lease = recipe::session_lease(&self.core, r.lease).await?;
         let mut prefix = r.name.clone();
         prefix.push(b'/');
-        let key = recipe::contender_key(&prefix, r.lease);
+        let key = recipe::contender_key(&prefix, lease);
         // Create our key unless the lease already holds one; either way
         // learn its creation revision and the current owner's.
         let txn = TxnRequest {
             compare: vec![recipe::create_revision_is(&key, 0)],
-            success: vec![recipe::put_op(&key, b"", r.lease), recipe::first_created_op(&prefix)],
+            success: vec![recipe::put_op(&key, b"", lease), recipe::first_created_op(&prefix)],
             failure: vec![recipe::get_op(&key), recipe::first_created_op(&prefix)],
         };
         let resp = recipe::txn(&self.core, txn).await?;

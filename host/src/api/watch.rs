@@ -36,6 +36,8 @@ const INVALID_WATCH_ID: i64 = -1;
 const CATCH_UP_MAX_REVISIONS: usize = 1000;
 /// etcd's default `--experimental-watch-progress-notify-interval`.
 const PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(600);
+/// The shortest interval etcd accepts; shorter ones are raised to it.
+const MIN_PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_millis(100);
 /// etcd lets watch responses exceed `--max-request-bytes` by the same gRPC
 /// allowance requests get before it fragments them.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
@@ -49,11 +51,32 @@ type Outbound = mpsc::Sender<Result<WatchResponse, Status>>;
 
 pub struct WatchService {
     core: Arc<Core>,
+    progress_interval: Duration,
 }
 
 impl WatchService {
     pub fn new(core: Arc<Core>) -> Self {
-        WatchService { core }
+        WatchService {
+            core,
+            progress_interval: PROGRESS_NOTIFY_INTERVAL,
+        }
+    }
+
+    /// Sets how often idle watches that asked for it get a progress
+    /// notification; zero keeps the default, as in etcd.
+    pub fn with_progress_notify_interval(mut self, interval: Duration) -> Self {
+        if interval.is_zero() {
+            return self;
+        }
+        if interval < MIN_PROGRESS_NOTIFY_INTERVAL {
+            tracing::warn!(
+                requested = ?interval,
+                minimum = ?MIN_PROGRESS_NOTIFY_INTERVAL,
+                "adjusting the watch progress notify interval to the minimum"
+            );
+        }
+        self.progress_interval = interval.max(MIN_PROGRESS_NOTIFY_INTERVAL);
+        self
     }
 }
 
@@ -66,6 +89,7 @@ impl Watch for WatchService {
         let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
         let stream = WatchStream {
             core: self.core.clone(),
+            progress_interval: self.progress_interval,
             out: tx,
             watches: HashMap::new(),
             next_auto_id: 0,
@@ -114,6 +138,7 @@ impl WatchSpec {
 
 struct WatchStream {
     core: Arc<Core>,
+    progress_interval: Duration,
     out: Outbound,
     watches: HashMap<i64, JoinHandle<()>>,
     next_auto_id: i64,
@@ -238,6 +263,7 @@ impl WatchStream {
         }
         let watcher = Watcher {
             core: self.core.clone(),
+            progress_interval: self.progress_interval,
             spec,
             out: self.out.clone(),
         };
@@ -249,6 +275,7 @@ impl WatchStream {
 /// One watch's delivery loop.
 struct Watcher {
     core: Arc<Core>,
+    progress_interval: Duration,
     spec: WatchSpec,
     out: Outbound,
 }
@@ -274,7 +301,11 @@ impl Watcher {
                     },
                 }
             };
-            let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_NOTIFY_INTERVAL, PROGRESS_NOTIFY_INTERVAL);
+            // Up to a tenth more, as etcd jitters it, so watches created
+            // together are not all notified at once.
+            let jitter = rand::random_range(0..=self.progress_interval.as_millis() as u64 / 10);
+            let period = self.progress_interval + Duration::from_millis(jitter);
+            let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             let mut sent_since_progress = false;
             loop {
                 tokio::select! {

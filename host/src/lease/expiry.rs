@@ -14,6 +14,9 @@ use crate::proto::etcdserverpb::{LeaseCheckpoint, LeaseCheckpointRequest, LeaseR
 
 /// How often the leader looks for expired leases (etcd: 500 ms).
 const EXPIRY_CHECK: Duration = Duration::from_millis(500);
+/// How often a change of leadership is looked for: renewals forwarded to a
+/// new leader wait for it to take over the clock.
+const LEADERSHIP_CHECK: Duration = Duration::from_millis(100);
 /// How many leases one check revokes at most, so a burst of expiries does
 /// not monopolise Raft.
 const REVOKES_PER_CHECK: usize = 64;
@@ -25,26 +28,35 @@ const PROMOTE_EXTENSION: Duration = Duration::from_secs(1);
 
 /// Runs the lease clock until the task is dropped.
 pub async fn run(core: Arc<Core>) {
-    let mut tick = tokio::time::interval(EXPIRY_CHECK);
-    let mut was_leader = false;
+    let mut tick = tokio::time::interval(LEADERSHIP_CHECK);
+    // The term this member led in when it last took over the clock; a
+    // new term means another leader may have renewed leases meanwhile.
+    let mut leading_term = None;
     let mut last_checkpoint = Instant::now();
+    let mut last_expiry_check = Instant::now();
     loop {
         tick.tick().await;
         let status = core.node.status();
-        let leader = status.leader() == status.id;
-        if leader && !was_leader {
+        let term = status.term();
+        let now_leading = (status.leader() == status.id).then_some(term);
+        if now_leading != leading_term && leading_term.is_some() {
+            core.leases.demote();
+            leading_term = None;
+        }
+        if now_leading.is_some() && leading_term.is_none() {
             // Wait until everything committed before this term is applied,
             // so the table holds every lease the old leader knew.
             if core.read_barrier(false).await.is_err() {
                 continue;
             }
             core.leases.promote(PROMOTE_EXTENSION);
+            leading_term = now_leading;
             last_checkpoint = Instant::now();
         }
-        was_leader = leader;
-        if !leader {
+        if leading_term.is_none() || last_expiry_check.elapsed() < EXPIRY_CHECK {
             continue;
         }
+        last_expiry_check = Instant::now();
         for id in core.leases.expired(REVOKES_PER_CHECK) {
             if let Err(e) = core.propose(Request::LeaseRevoke(LeaseRevokeRequest { id })).await {
                 // Already revoked, or Raft is busy: the next check retries.

@@ -11,8 +11,10 @@
 //! remaining (checkpointed) TTL, as etcd's lessor does on promotion.
 
 pub mod expiry;
+pub mod forward;
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -65,6 +67,10 @@ pub struct LeaseInfo {
 /// Every lease of the member.
 pub struct LeaseTable {
     leases: Mutex<HashMap<i64, Lease>>,
+    /// Whether this member's clock counts (etcd's primary lessor): set once
+    /// a new leader has restarted every lease's clock, cleared when it stops
+    /// leading. Renewals and TTL queries are only answered while set.
+    primary: AtomicBool,
 }
 
 fn record_key(id: i64) -> Vec<u8> {
@@ -129,6 +135,7 @@ impl LeaseTable {
         }
         Ok(LeaseTable {
             leases: Mutex::new(leases),
+            primary: AtomicBool::new(false),
         })
     }
 
@@ -226,15 +233,32 @@ impl LeaseTable {
     /// would have.
     pub fn promote(&self, extend: Duration) {
         let now = Instant::now();
-        for l in self.leases.lock().values_mut() {
+        let mut leases = self.leases.lock();
+        for l in leases.values_mut() {
             l.deadline = now + secs(l.restart_ttl()) + extend;
         }
+        // Under the lock, so no renewal sees the old deadlines as primary.
+        self.primary.store(true, Ordering::SeqCst);
+    }
+
+    /// Stops counting: this member no longer leads, so its deadlines go
+    /// stale and renewals must go to the new leader.
+    pub fn demote(&self) {
+        self.primary.store(false, Ordering::SeqCst);
+    }
+
+    pub fn is_primary(&self) -> bool {
+        self.primary.load(Ordering::SeqCst)
     }
 
     /// Renews a lease on the leader. Returns its TTL and whether a
-    /// checkpointed remaining TTL should be cleared through Raft.
+    /// checkpointed remaining TTL should be cleared through Raft; fails with
+    /// `NotLeader` unless this member is the primary.
     pub fn renew(&self, id: i64) -> Result<(i64, bool)> {
         let mut leases = self.leases.lock();
+        if !self.is_primary() {
+            return Err(Error::NotLeader);
+        }
         let l = leases.get_mut(&id).ok_or(Error::LeaseNotFound)?;
         let now = Instant::now();
         if l.deadline <= now {
@@ -249,6 +273,9 @@ impl LeaseTable {
     pub fn expired(&self, limit: usize) -> Vec<i64> {
         let now = Instant::now();
         let leases = self.leases.lock();
+        if !self.is_primary() {
+            return Vec::new();
+        }
         let mut ids: Vec<(Instant, i64)> = leases
             .iter()
             .filter(|(_, l)| l.deadline <= now)
@@ -305,4 +332,40 @@ impl LeaseLookup for LeaseTable {
 
 fn secs(s: i64) -> Duration {
     Duration::from_secs(s.max(0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_primary_renews_and_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path()).unwrap();
+        let store = MvccStore::open(engine.clone()).unwrap();
+        let table = LeaseTable::open(&engine, &store).unwrap();
+        let mut batch = WriteBatch::default();
+        table.grant(7, 5, &engine, &mut batch).unwrap();
+        table.grant(8, 2, &engine, &mut batch).unwrap();
+        engine.write(batch, false).unwrap();
+        // A member that has not taken over the clock sends renewals on.
+        assert!(matches!(table.renew(7), Err(Error::NotLeader)));
+        table.promote(Duration::ZERO);
+        assert_eq!(table.renew(7).unwrap(), (5, false));
+        assert!(matches!(table.renew(9), Err(Error::LeaseNotFound)));
+        // Its deadlines are in the past once promoted with none left, so
+        // only a primary reports the lease expired.
+        table.checkpoint(&[(8, 0)], &engine, &mut WriteBatch::default());
+        table.leases.lock().get_mut(&8).unwrap().deadline = Instant::now();
+        assert_eq!(table.expired(10), [8]);
+        table.demote();
+        assert!(table.expired(10).is_empty());
+        assert!(matches!(table.renew(7), Err(Error::NotLeader)));
+        // A new term's promotion restarts every clock from the full TTL
+        // plus the extension.
+        table.promote(Duration::from_secs(60));
+        let left = table.info(8).unwrap().remaining;
+        assert!(left > Duration::from_secs(60) && left <= Duration::from_secs(62), "{left:?}");
+        assert!(table.expired(10).is_empty());
+    }
 }

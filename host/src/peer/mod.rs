@@ -3,6 +3,7 @@
 //! for members joining a running cluster.
 
 mod activity;
+mod lease;
 mod service;
 mod transport;
 
@@ -16,6 +17,7 @@ use crate::proto::cairnpb::learner_ready_response::Verdict;
 use crate::proto::cairnpb::{peer_client::PeerClient, LearnerReadyRequest, MemberSet, MembersRequest};
 
 pub use activity::PeerActivity;
+pub use lease::LeasePeerService;
 pub use service::PeerService;
 pub use transport::Transport;
 
