@@ -88,9 +88,20 @@ fn snapshot_saved_under_writes_restores_into_a_new_cluster() {
     let len = std::fs::metadata(&file).expect("backup file").len();
     assert_eq!(len % 512, 32, "etcd's layout: a multiple of 512 bytes, then a sha256");
 
+    let out = cairnctl(&["snapshot", "status", file.to_str().unwrap()]);
+    let status = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && status.ends_with(&format!(", {len} bytes, checksum ok\n")),
+        "{out:?}"
+    );
+
     let mut restored = Cluster::start_prepared(Kind::Cairn, 3, &[], |m| restore(&file, &m.data_dir()));
     let ep = restored.members[0].endpoint();
     let rev = revision(&ep);
+    assert!(
+        status.starts_with(&format!("revision {rev}, ")),
+        "status {status:?}, restored at {rev}"
+    );
     assert!(rev > before.len() as i64, "backup revision {rev} predates acknowledged writes");
 
     // What was acknowledged before the backup began is in it.
@@ -138,6 +149,8 @@ fn snapshot_saved_under_writes_restores_into_a_new_cluster() {
     ]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("checksum mismatch"), "{out:?}");
+    let out = cairnctl(&["snapshot", "status", dir.path().join("junk.db").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
 
 fn restore(file: &Path, data_dir: &Path) {

@@ -113,6 +113,15 @@ pub struct Restored {
     pub revision: i64,
 }
 
+/// What a backup holds, as `cairnctl snapshot status` shows it (etcdctl's
+/// `snapshot status` reads only bbolt files).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub records: u64,
+    pub revision: i64,
+    pub bytes: u64,
+}
+
 /// Checks a backup file's checksum and writes its state into a new data
 /// directory, which `cairn` then starts from as the first member of a new
 /// cluster (its identity and members come from the flags it is started with,
@@ -124,48 +133,88 @@ pub fn restore(file: &Path, data_dir: &Path) -> Result<Restored> {
             data_dir.display()
         )));
     }
-    let mut f = File::open(file)?;
-    let body_len = verify(&mut f)?;
-    f.seek(SeekFrom::Start(0))?;
-    let mut body = BufReader::new(f).take(body_len);
-    let mut magic = [0u8; 16];
-    body.read_exact(&mut magic).map_err(|_| malformed("too short"))?;
-    if &magic != MAGIC {
-        return Err(malformed("not a Cairn backup (etcd's bbolt snapshots cannot be restored by Cairn)"));
-    }
+    let mut records = Records::open(file)?;
     let engine = Engine::open(data_dir)?;
     let mut batch = WriteBatch::default();
-    let mut restored = Restored { records: 0, revision: 0 };
-    loop {
-        let cf_len = read_u8(&mut body)? as usize;
-        if cf_len == 0 {
-            break;
-        }
-        let cf_name = read_exact(&mut body, cf_len)?;
-        let cf_name = std::str::from_utf8(&cf_name).map_err(|_| malformed("column family name"))?;
-        let cf = state_column_families()
-            .find(|c| *c == cf_name)
-            .ok_or_else(|| malformed(&format!("unknown column family {cf_name:?}")))?;
-        let key = read_sized(&mut body)?;
-        let value = read_sized(&mut body)?;
+    let mut count = 0;
+    while let Some((cf, key, value)) = records.next_record()? {
         if !is_replicated(cf, &key) || (cf == CF_META && NOT_RESTORED.contains(&key.as_slice())) {
             continue;
         }
         batch.put_cf(engine.cf(cf), &key, &value);
-        restored.records += 1;
+        count += 1;
         if batch.size_in_bytes() >= RESTORE_BATCH_BYTES {
             engine.write(std::mem::take(&mut batch), false)?;
         }
     }
-    let mut rest = Vec::new();
-    body.read_to_end(&mut rest)?;
-    if rest.iter().any(|b| *b != 0) {
-        return Err(malformed("data after the end marker"));
-    }
     engine.write(batch, true)?;
     engine.flush()?;
-    restored.revision = MvccStore::open(engine)?.current_revision();
-    Ok(restored)
+    Ok(Restored {
+        records: count,
+        revision: MvccStore::open(engine)?.current_revision(),
+    })
+}
+
+/// Checks a backup file and tells what it holds.
+pub fn summarize(file: &Path) -> Result<Summary> {
+    let mut records = Records::open(file)?;
+    let mut summary = Summary {
+        records: 0,
+        // What an empty store reports.
+        revision: 1,
+        bytes: std::fs::metadata(file)?.len(),
+    };
+    while let Some((cf, key, value)) = records.next_record()? {
+        if cf == CF_META && key == crate::mvcc::META_CURRENT_REV {
+            let raw: [u8; 8] = value.as_slice().try_into().map_err(|_| malformed("revision record"))?;
+            summary.revision = u64::from_be_bytes(raw) as i64;
+        }
+        summary.records += 1;
+    }
+    Ok(summary)
+}
+
+/// The records of a backup file whose checksum and header were checked.
+struct Records {
+    body: std::io::Take<BufReader<File>>,
+}
+
+impl Records {
+    fn open(file: &Path) -> Result<Records> {
+        let mut f = File::open(file)?;
+        let body_len = verify(&mut f)?;
+        f.seek(SeekFrom::Start(0))?;
+        let mut body = BufReader::new(f).take(body_len);
+        let mut magic = [0u8; 16];
+        body.read_exact(&mut magic).map_err(|_| malformed("too short"))?;
+        if &magic != MAGIC {
+            return Err(malformed("not a Cairn backup (etcd's bbolt snapshots cannot be read by Cairn)"));
+        }
+        Ok(Records { body })
+    }
+
+    /// The next record, or `None` after the end marker (once the padding
+    /// after it was checked).
+    fn next_record(&mut self) -> Result<Option<(&'static str, Vec<u8>, Vec<u8>)>> {
+        let body = &mut self.body;
+        let cf_len = read_u8(body)? as usize;
+        if cf_len == 0 {
+            let mut rest = Vec::new();
+            body.read_to_end(&mut rest)?;
+            if rest.iter().any(|b| *b != 0) {
+                return Err(malformed("data after the end marker"));
+            }
+            return Ok(None);
+        }
+        let cf_name = read_exact(body, cf_len)?;
+        let cf_name = std::str::from_utf8(&cf_name).map_err(|_| malformed("column family name"))?;
+        let cf = state_column_families()
+            .find(|c| *c == cf_name)
+            .ok_or_else(|| malformed(&format!("unknown column family {cf_name:?}")))?;
+        let key = read_sized(body)?;
+        let value = read_sized(body)?;
+        Ok(Some((cf, key, value)))
+    }
 }
 
 /// Checks the trailing sha256 and returns the length of what it covers.
