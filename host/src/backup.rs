@@ -174,6 +174,9 @@ pub fn summarize(file: &Path) -> Result<Summary> {
     Ok(summary)
 }
 
+/// One record: column family, key, value.
+type Record = (&'static str, Vec<u8>, Vec<u8>);
+
 /// The records of a backup file whose checksum and header were checked.
 struct Records {
     body: std::io::Take<BufReader<File>>,
@@ -195,7 +198,7 @@ impl Records {
 
     /// The next record, or `None` after the end marker (once the padding
     /// after it was checked).
-    fn next_record(&mut self) -> Result<Option<(&'static str, Vec<u8>, Vec<u8>)>> {
+    fn next_record(&mut self) -> Result<Option<Record>> {
         let body = &mut self.body;
         let cf_len = read_u8(body)? as usize;
         if cf_len == 0 {
