@@ -5,7 +5,7 @@ CARGO ?= cargo
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/cairn-target
 BIN := $(CARGO_TARGET_DIR)/debug
 
-.PHONY: run test deps build check fmt clean-data bench
+.PHONY: run test deps build check fmt clean-data bench plugins plugin-tests
 
 deps:
 	@./scripts/install-deps.sh
@@ -19,7 +19,7 @@ run: build
 
 # The whole suite: unit and property tests, then the end-to-end tests that
 # start real cairn and etcd processes and drive them with the real etcdctl.
-test: deps
+test: deps plugins plugin-tests
 	$(CARGO) build --workspace --bins --tests
 	$(CARGO) test --workspace --no-fail-fast
 
@@ -27,9 +27,13 @@ test: deps
 check: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	cd guest-sdk && $(CARGO) fmt -- --check && $(CARGO) clippy --all-targets -- -D warnings
+	cd plugins && $(CARGO) fmt --all -- --check && $(CARGO) clippy --workspace --all-targets -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all
+	cd guest-sdk && $(CARGO) fmt
+	cd plugins && $(CARGO) fmt --all
 
 clean-data:
 	rm -rf default.etcd
@@ -38,3 +42,22 @@ clean-data:
 # BENCH_ARGS="--quick" for a short run, "--members 3" for 3-member clusters.
 bench: deps
 	./scripts/bench-compare.sh $(BENCH_ARGS)
+
+# Every plugin of plugins/ (reference plugins and the host tests' fixtures)
+# as a component at $(PLUGIN_DIR)/<name>.wasm (docs/plugins.md). Plugins are
+# core modules for wasm32-unknown-unknown, which imports nothing from the
+# outside world, turned into components by plugins/componentize.
+PLUGIN_DIR := $(CARGO_TARGET_DIR)/plugins
+WASM_OUT := $(CARGO_TARGET_DIR)/wasm32-unknown-unknown/release
+# Every crate directory of plugins/ but the tool itself.
+PLUGINS := $(filter-out componentize,$(patsubst plugins/%/Cargo.toml,%,$(wildcard plugins/*/Cargo.toml)))
+
+plugins: deps
+	cd plugins && $(CARGO) build --release --target wasm32-unknown-unknown --workspace --exclude componentize
+	cd plugins && $(CARGO) run -q -p componentize -- --wit ../wit --out-dir $(PLUGIN_DIR) \
+		$(foreach p,$(PLUGINS),$(WASM_OUT)/$(subst -,_,$(p)).wasm)
+
+# The plugins' decision logic and the SDK's helpers, natively.
+plugin-tests: deps
+	cd plugins && $(CARGO) test --workspace --no-fail-fast
+	cd guest-sdk && $(CARGO) test --no-fail-fast

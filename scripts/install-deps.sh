@@ -33,3 +33,9 @@ if ! command -v cargo >/dev/null 2>&1; then
   fi
   exit 1
 fi
+
+# Plugins (make plugins) are built for this target; rustup toolchains lack it
+# until added.
+if command -v rustup >/dev/null 2>&1 && ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  rustup target add wasm32-unknown-unknown
+fi
