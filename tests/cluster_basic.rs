@@ -91,3 +91,16 @@ fn move_leader_hands_over() {
     etcdctl(&c.members[l].endpoint(), &["put", "after", "move"]).ok();
     c.assert_converged();
 }
+
+#[test]
+fn members_killed_in_their_first_start_restart_cleanly() {
+    // Killed right after recording who they are, before their Raft log
+    // exists: a lone member, and a whole cluster at once.
+    for n in [1, 3] {
+        let mut c = Cluster::start_after_first_start_crash(n, "after-identity-persisted");
+        for (i, ep) in c.endpoints().iter().enumerate() {
+            etcdctl(ep, &["put", &format!("first/{i}"), "v"]).ok();
+        }
+        assert_eq!(c.assert_converged(), 1 + n as i64);
+    }
+}

@@ -222,3 +222,68 @@ fn isolated_member_refuses_then_converges() {
         assert_eq!(out.ok().stdout, "", "a refused write was applied");
     }
 }
+
+#[test]
+fn member_partitioned_both_ways_refuses_then_converges() {
+    let rt = harness::runtime();
+    let mut c = Cluster::start(3);
+    let mut acked = BTreeMap::new();
+    // The leader first (it must step down on its own: check-quorum), then a
+    // follower; neither can send to the others nor hear from them.
+    for cycle in 0..2 {
+        let cut = if cycle == 0 { c.leader() } else { (c.leader() + 1) % 3 };
+        let cut_id = c.member_id(cut);
+        let rest: Vec<usize> = (0..3).filter(|i| *i != cut).collect();
+        let refused_before = c.refused_outbound(cut);
+        let pid = c.partition(cut);
+
+        let new_leader = c.leader_among(&rest);
+        assert_ne!(new_leader, cut);
+        for (n, &i) in rest.iter().enumerate() {
+            let key = format!("both/c{cycle}/{n}");
+            etcdctl(&c.members[i].endpoint(), &["put", &key, &value_of(&key)]).ok();
+            acked.insert(key.clone(), value_of(&key));
+        }
+
+        let ep = c.members[cut].endpoint();
+        let start = Instant::now();
+        while etcdctl(&ep, &["endpoint", "status", "-w", "json"]).json()[0]["Status"]["leader"]
+            .as_u64()
+            .unwrap_or(0)
+            != 0
+        {
+            assert!(
+                start.elapsed() < PHASE_GUARD,
+                "partitioned member still follows or is a leader\n{}",
+                c.log_tails()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for args in [vec!["get", "both/x"], vec!["put", "both/never", "x"]] {
+            let out = etcdctl(&ep, &args);
+            assert_ne!(out.status, Some(0), "partitioned member served {args:?}: {out:?}");
+            assert!(
+                out.stderr.contains("etcdserver: no leader") || out.stderr.contains("etcdserver: request timed out"),
+                "unexpected error from the partitioned member: {out:?}"
+            );
+        }
+        let j = etcdctl(&ep, &["endpoint", "status", "-w", "json"]).json();
+        assert_ne!(j[0]["Status"]["leader"].as_u64(), Some(cut_id));
+        // Its own attempts to reach the others were refused: the cut was
+        // not only inbound.
+        let start = Instant::now();
+        while c.refused_outbound(cut) == refused_before {
+            assert!(
+                start.elapsed() < PHASE_GUARD,
+                "the partitioned member never tried to reach the others"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+
+        c.heal_partition(cut, pid);
+        c.assert_converged();
+        check_acked(&rt, &c, "both/", &acked);
+        let out = etcdctl(&ep, &["get", "both/never"]);
+        assert_eq!(out.ok().stdout, "", "a refused write was applied");
+    }
+}

@@ -25,7 +25,7 @@ use crate::raft::StateMachine;
 use crate::storage::{Engine, CF_META};
 use crate::watch::WatchHub;
 
-const META_APPLIED_INDEX: &[u8] = b"apply/applied_index";
+pub(crate) const META_APPLIED_INDEX: &[u8] = b"apply/applied_index";
 
 /// The outcome of one applied request.
 #[derive(Debug)]

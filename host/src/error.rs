@@ -58,6 +58,10 @@ pub enum Error {
     NotEnoughStartedMembers,
     #[error("not leader")]
     NotLeader,
+    #[error("rpc not supported for learner")]
+    NotSupportedForLearner,
+    #[error("unhealthy cluster")]
+    Unhealthy,
     #[error("bad leader transferee")]
     BadLeaderTransferee,
     #[error("request timed out, leader transfer took too long")]

@@ -14,15 +14,21 @@ use tokio::sync::watch;
 
 use crate::config::ServerConfig;
 use crate::error::{Error, Result};
+use crate::peer::PeerActivity;
 use crate::proto::cairnpb::{MemberAttributes, MemberChange, MemberSet};
 use crate::proto::etcdserverpb;
 use crate::storage::Engine;
 
 /// The replicated member list.
-const META_MEMBERS: &[u8] = b"membership/members";
+pub(crate) const META_MEMBERS: &[u8] = b"membership/members";
 /// This member's own identity; never part of a snapshot.
 const META_LOCAL_ID: &[u8] = b"local/member_id";
 const META_CLUSTER_ID: &[u8] = b"local/cluster_id";
+/// The voters of a new cluster, recorded with the identity so that a member
+/// killed before its Raft log was created still bootstraps it on restart
+/// (rather than waiting, as a joining member does, for a leader's snapshot,
+/// which a new cluster's members would wait for from each other forever).
+const META_INITIAL_VOTERS: &[u8] = b"local/initial_voters";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {
@@ -47,11 +53,16 @@ pub struct Membership {
     pub cluster_id: u64,
     pub local_id: u64,
     pub table: Arc<MemberTable>,
+    /// Connections to the other members, kept by the peer transport.
+    pub activity: Arc<PeerActivity>,
+    /// Whether membership changes are checked first (`--strict-reconfig-check`).
+    pub strict_reconfig: bool,
 }
 
 /// How this member's Raft log must be started.
 pub enum Bootstrap {
-    /// A brand-new cluster: these are its voters.
+    /// A member of a new cluster: these are its voters, from which its Raft
+    /// log is created if it does not exist yet.
     NewCluster(Vec<u64>),
     /// Restarting from disk, or joining a running cluster (which will send
     /// a snapshot): Raft starts from what is on disk.
@@ -126,6 +137,12 @@ impl MemberTable {
 
     pub fn get(&self, id: u64) -> Option<Member> {
         self.members.read().get(&id).cloned()
+    }
+
+    /// Whether `id` is a learner; asked on every client request, so it
+    /// copies nothing.
+    pub fn is_learner(&self, id: u64) -> bool {
+        self.members.read().get(&id).is_some_and(|m| m.is_learner)
     }
 
     /// Where to reach a member's peer service.
@@ -255,6 +272,16 @@ impl MemberTable {
     }
 }
 
+fn decode_ids(raw: &[u8]) -> Result<Vec<u64>> {
+    if raw.len() % 8 != 0 {
+        return Err(Error::Corrupt("initial voters record".into()));
+    }
+    Ok(raw
+        .chunks_exact(8)
+        .map(|c| u64::from_be_bytes(c.try_into().expect("chunks of 8 bytes")))
+        .collect())
+}
+
 fn sorted(urls: &[String]) -> Vec<String> {
     let mut v = urls.to_vec();
     v.sort();
@@ -262,19 +289,30 @@ fn sorted(urls: &[String]) -> Vec<String> {
 }
 
 impl Membership {
+    /// Whether this member is a learner, which serves only a few calls.
+    pub fn is_local_learner(&self) -> bool {
+        self.table.is_learner(self.local_id)
+    }
+
     /// Establishes who this member is: from disk when it has run before,
     /// from the flags for a new cluster, or by asking the running cluster's
     /// members when joining one (`--initial-cluster-state existing`).
     pub async fn open(cfg: &ServerConfig, engine: Arc<Engine>) -> anyhow::Result<(Membership, Bootstrap)> {
         if let (Some(local_id), Some(cluster_id)) = (engine.get_meta_u64(META_LOCAL_ID)?, engine.get_meta_u64(META_CLUSTER_ID)?) {
+            let bootstrap = match engine.get_meta(META_INITIAL_VOTERS)? {
+                Some(raw) => Bootstrap::NewCluster(decode_ids(&raw)?),
+                None => Bootstrap::FromDisk,
+            };
             let table = Arc::new(MemberTable::load(engine, cluster_id, local_id)?);
             return Ok((
                 Membership {
                     cluster_id,
                     local_id,
                     table,
+                    activity: Arc::default(),
+                    strict_reconfig: cfg.strict_reconfig_check,
                 },
-                Bootstrap::FromDisk,
+                bootstrap,
             ));
         }
         let initial = InitialCluster::from_config(cfg)?;
@@ -303,6 +341,13 @@ impl Membership {
         batch.put_cf(meta, META_MEMBERS, set.encode_to_vec());
         batch.put_cf(meta, META_LOCAL_ID, local_id.to_be_bytes());
         batch.put_cf(meta, META_CLUSTER_ID, set.cluster_id.to_be_bytes());
+        if let Bootstrap::NewCluster(voters) = &bootstrap {
+            batch.put_cf(
+                meta,
+                META_INITIAL_VOTERS,
+                voters.iter().flat_map(|id| id.to_be_bytes()).collect::<Vec<u8>>(),
+            );
+        }
         engine.write(batch, true)?;
         let table = Arc::new(MemberTable::load(engine, set.cluster_id, local_id)?);
         Ok((
@@ -310,6 +355,8 @@ impl Membership {
                 cluster_id: set.cluster_id,
                 local_id,
                 table,
+                activity: Arc::default(),
+                strict_reconfig: cfg.strict_reconfig_check,
             },
             bootstrap,
         ))

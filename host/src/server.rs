@@ -63,6 +63,7 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
     let data_dir = cfg.data_dir();
     let engine = Engine::open(&data_dir).with_context(|| format!("opening data dir {}", data_dir.display()))?;
     let (membership, bootstrap) = Membership::open(&cfg, engine.clone()).await?;
+    crate::failpoint::crash_point("after-identity-persisted");
     let store = Arc::new(MvccStore::open(engine.clone())?);
     let waiters = Arc::new(Waiters::default());
     let applier = Applier::new(engine.clone(), store.clone(), waiters.clone())?.with_members(membership.table.clone());
@@ -78,8 +79,9 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
         catch_up_entries: cfg.snapshot_count.clamp(1, 5_000),
     };
     let (local_id, cluster_id, table) = (membership.local_id, membership.cluster_id, membership.table.clone());
+    let activity = membership.activity.clone();
     let (node, raft_thread) = Node::start(local_id, engine.clone(), &voters, log_limits, applier, |handle| {
-        Box::new(Transport::new(local_id, cluster_id, table, handle))
+        Box::new(Transport::new(local_id, cluster_id, table, activity, handle))
     })?;
     tracing::info!(
         name = %cfg.name,
@@ -135,6 +137,7 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
         tracing::info!(%addr, "serving client requests");
         let max_recv = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
         let router = Server::builder()
+            .layer(api::LearnerGateLayer::new(core.membership.clone()))
             .add_service(
                 KvServer::new(api::KvService::new(core.clone()))
                     .max_decoding_message_size(max_recv)

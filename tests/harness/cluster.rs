@@ -12,13 +12,15 @@ use tempfile::TempDir;
 
 use crate::etcdctl::etcdctl_timeout;
 use crate::proxy::PeerProxy;
-use crate::server::{free_port, READY_TIMEOUT};
+use crate::server::{free_port, Kind, READY_TIMEOUT};
 
 /// How long members may take to agree after a fault heals.
 pub const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct Member {
     pub name: String,
+    /// The server binary: cairn, or etcd for a reference cluster.
+    bin: PathBuf,
     client_port: u16,
     peer_port: u16,
     proxy: PeerProxy,
@@ -27,6 +29,8 @@ pub struct Member {
     initial_cluster: String,
     state: &'static str,
     extra_args: Vec<String>,
+    /// Extra environment for the next start.
+    env: Vec<(String, String)>,
 }
 
 impl Member {
@@ -75,9 +79,10 @@ impl Member {
             use std::io::Write;
             let _ = (&log).write_all(format!("\n===== launch: {} =====\n", self.args().join(" ")).as_bytes());
         }
-        let child = Command::new(crate::cairn_bin())
+        let child = Command::new(&self.bin)
             .args(self.args())
             .env("RUST_LOG", "info,raft=info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
             .stderr(log)
@@ -143,11 +148,16 @@ impl Member {
     pub fn heal(&self) {
         self.proxy.heal();
     }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
 }
 
 pub struct Cluster {
     pub members: Vec<Member>,
     extra_args: Vec<String>,
+    kind: Kind,
 }
 
 impl Cluster {
@@ -157,8 +167,62 @@ impl Cluster {
     }
 
     pub fn start_with_args(n: usize, extra_args: &[&str]) -> Cluster {
+        Cluster::start_kind(Kind::Cairn, n, extra_args)
+    }
+
+    /// Starts a cluster of `kind`: cairn, or a real etcd cluster as the
+    /// reference for differential cluster tests (the flags are etcd's).
+    pub fn start_kind(kind: Kind, n: usize, extra_args: &[&str]) -> Cluster {
+        Cluster::start_prepared(kind, n, extra_args, |_| {})
+    }
+
+    /// Like [`Cluster::start_kind`], calling `prepare` on each member before
+    /// its first start (to restore a backup into its data dir, say).
+    pub fn start_prepared(kind: Kind, n: usize, extra_args: &[&str], prepare: impl Fn(&Member)) -> Cluster {
+        let mut cluster = Cluster::unstarted(kind, n, extra_args);
+        for m in &mut cluster.members {
+            prepare(m);
+            m.spawn();
+        }
+        for i in 0..n {
+            cluster.wait_ready(i);
+        }
+        cluster.wait_members_published();
+        cluster
+    }
+
+    /// Starts `n` cairn members as a new cluster with every member made to
+    /// crash at `failpoint` (see cairn's `failpoint` module) during its very
+    /// first start, then starts them all again and waits until they serve.
+    pub fn start_after_first_start_crash(n: usize, failpoint: &str) -> Cluster {
+        let mut cluster = Cluster::unstarted(Kind::Cairn, n, &[]);
+        for m in &mut cluster.members {
+            m.env = vec![("CAIRN_FAILPOINT".to_string(), failpoint.to_string())];
+            m.spawn();
+        }
+        for i in 0..n {
+            cluster.wait_exited(i);
+            assert!(
+                cluster.log_contains(i, "CAIRN_FAILPOINT reached"),
+                "member {i} did not crash at {failpoint}\n{}",
+                cluster.log_tails()
+            );
+        }
+        for m in &mut cluster.members {
+            m.env.clear();
+            m.spawn();
+        }
+        for i in 0..n {
+            cluster.wait_ready(i);
+        }
+        cluster.wait_members_published();
+        cluster
+    }
+
+    /// The members of a new cluster, configured but not started.
+    fn unstarted(kind: Kind, n: usize, extra_args: &[&str]) -> Cluster {
         crate::require_etcdctl();
-        let mut members: Vec<Member> = (0..n).map(|i| new_member(&format!("m{i}"), extra_args)).collect();
+        let mut members: Vec<Member> = (0..n).map(|i| new_member(kind, &format!("m{i}"), extra_args)).collect();
         let initial = members
             .iter()
             .map(|m| format!("{}={}", m.name, m.peer_url()))
@@ -167,18 +231,11 @@ impl Cluster {
         for m in &mut members {
             m.initial_cluster = initial.clone();
         }
-        let mut cluster = Cluster {
+        Cluster {
             members,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-        };
-        for m in &mut cluster.members {
-            m.spawn();
+            kind,
         }
-        for i in 0..n {
-            cluster.wait_ready(i);
-        }
-        cluster.wait_members_published();
-        cluster
     }
 
     pub fn endpoints(&self) -> Vec<String> {
@@ -238,6 +295,37 @@ impl Cluster {
             }
             return;
         }
+    }
+
+    /// Cuts member `i` off from the others in both directions: nothing
+    /// reaches it through its proxy, and the proxies of the others refuse
+    /// its connections. Returns what [`Cluster::heal_partition`] needs.
+    pub fn partition(&mut self, i: usize) -> u32 {
+        let pid = self.members[i].pid().expect("partitioning a member that is not running");
+        self.members[i].isolate();
+        for (j, m) in self.members.iter().enumerate() {
+            if j != i {
+                m.proxy.block(pid);
+            }
+        }
+        pid
+    }
+
+    /// Ends the partition of member `i` (whose process was `pid`).
+    pub fn heal_partition(&mut self, i: usize, pid: u32) {
+        for m in &self.members {
+            m.proxy.unblock(pid);
+        }
+        self.members[i].heal();
+    }
+
+    /// Connections the other members' proxies refused from partitioned
+    /// processes: proof that a partitioned member `i` tried to reach them.
+    pub fn refused_outbound(&self, i: usize) -> usize {
+        (0..self.members.len())
+            .filter(|j| *j != i)
+            .map(|j| self.members[j].proxy.refused_blocked())
+            .sum()
     }
 
     pub fn kill9(&mut self, i: usize) {
@@ -325,37 +413,86 @@ impl Cluster {
     }
 
     /// Waits (bounded) until every running member reports the same revision
-    /// and the same HashKV, and returns that revision.
+    /// and the same HashKV, and returns that revision. Learners serve no
+    /// HashKV (as on etcd): a learner must instead hold, in a serializable
+    /// read of every key, exactly what a voter holds at the same revision.
     pub fn assert_converged(&mut self) -> i64 {
         let start = Instant::now();
         loop {
-            let mut seen = Vec::new();
-            for i in 0..self.members.len() {
-                if !self.members[i].is_running() {
-                    continue;
+            let seen = self.member_states();
+            if let Some(states) = &seen {
+                let voters: Vec<&MemberState> = states.iter().filter(|s| !s.learner).collect();
+                if let Some(first) = voters.first() {
+                    let agree = voters.iter().all(|v| v.revision == first.revision && v.hash == first.hash)
+                        && states.iter().all(|s| s.revision == first.revision && s.keys == first.keys);
+                    if agree {
+                        return first.revision;
+                    }
                 }
+            }
+            if start.elapsed() > CONVERGE_TIMEOUT {
+                let summary: Vec<(i64, Option<u64>, bool)> =
+                    seen.unwrap_or_default().iter().map(|s| (s.revision, s.hash, s.learner)).collect();
+                panic!(
+                    "members did not converge: (revision, hash, learner) = {summary:?}\n{}",
+                    self.log_tails()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Each running member's revision, HashKV (voters) and, when there are
+    /// learners, its serializable view of every key; `None` if one failed.
+    fn member_states(&mut self) -> Option<Vec<MemberState>> {
+        let mut states = Vec::new();
+        for i in 0..self.members.len() {
+            if !self.members[i].is_running() {
+                continue;
+            }
+            let ep = self.members[i].endpoint();
+            let status = etcdctl_timeout(&ep, &["endpoint", "status", "-w", "json"], None, Duration::from_secs(15));
+            if status.status != Some(0) {
+                return None;
+            }
+            let learner = status.json()[0]["Status"]["isLearner"].as_bool() == Some(true);
+            let (revision, hash) = if learner {
+                (None, None)
+            } else {
+                let out = etcdctl_timeout(&ep, &["endpoint", "hashkv", "-w", "json"], None, Duration::from_secs(15));
+                if out.status != Some(0) {
+                    return None;
+                }
+                let h = &out.json()[0]["HashKV"];
+                (h["header"]["revision"].as_i64(), h["hash"].as_u64())
+            };
+            states.push(MemberState {
+                endpoint: ep,
+                learner,
+                revision: revision.unwrap_or(-1),
+                hash,
+                keys: String::new(),
+            });
+        }
+        if states.iter().any(|s| s.learner) {
+            for s in &mut states {
                 let out = etcdctl_timeout(
-                    &self.members[i].endpoint(),
-                    &["endpoint", "hashkv", "-w", "json"],
+                    &s.endpoint,
+                    &["get", "", "--from-key", "--consistency=s", "-w", "json"],
                     None,
                     Duration::from_secs(15),
                 );
                 if out.status != Some(0) {
-                    seen.clear();
-                    break;
+                    return None;
                 }
-                let j: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("hashkv json");
-                let h = &j[0]["HashKV"];
-                seen.push((h["header"]["revision"].as_i64().unwrap_or(-1), h["hash"].as_u64().unwrap_or(0)));
+                let j = out.json();
+                if s.learner {
+                    s.revision = j["header"]["revision"].as_i64().unwrap_or(-1);
+                }
+                s.keys = j["kvs"].to_string();
             }
-            if !seen.is_empty() && seen.iter().all(|s| *s == seen[0]) {
-                return seen[0].0;
-            }
-            if start.elapsed() > CONVERGE_TIMEOUT {
-                panic!("members did not converge: (revision, hash) = {seen:?}\n{}", self.log_tails());
-            }
-            std::thread::sleep(Duration::from_millis(200));
         }
+        Some(states)
     }
 
     /// Adds a member with `etcdctl member add` (through member `via`) and
@@ -363,14 +500,24 @@ impl Cluster {
     pub fn add_member(&mut self, via: usize, learner: bool) -> usize {
         let name = format!("m{}", self.members.len());
         let extra: Vec<&str> = self.extra_args.iter().map(String::as_str).collect();
-        let mut m = new_member(&name, &extra);
+        let mut m = new_member(self.kind, &name, &extra);
         let mut args = vec!["member", "add", name.as_str()];
         let peer = format!("--peer-urls={}", m.peer_url());
         args.push(&peer);
         if learner {
             args.push("--learner");
         }
-        let out = etcdctl_timeout(&self.members[via].endpoint(), &args, None, Duration::from_secs(30));
+        // With strict reconfiguration checks (etcd's default) a member is
+        // only added once the one asked has been connected to every voter
+        // for a few seconds, which a freshly started cluster may not be.
+        let start = Instant::now();
+        let out = loop {
+            let out = etcdctl_timeout(&self.members[via].endpoint(), &args, None, Duration::from_secs(30));
+            if !out.stderr.contains("etcdserver: unhealthy cluster") || start.elapsed() > CONVERGE_TIMEOUT {
+                break out;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        };
         out.ok();
         let initial = out
             .stdout
@@ -438,11 +585,22 @@ impl Cluster {
     }
 }
 
-fn new_member(name: &str, extra_args: &[&str]) -> Member {
+/// What [`Cluster::assert_converged`] compares of one member.
+struct MemberState {
+    endpoint: String,
+    learner: bool,
+    revision: i64,
+    hash: Option<u64>,
+    /// Every key as a serializable read returns it (only with learners).
+    keys: String,
+}
+
+fn new_member(kind: Kind, name: &str, extra_args: &[&str]) -> Member {
     let peer_port = free_port();
     let proxy = PeerProxy::start(free_port(), SocketAddr::from(([127, 0, 0, 1], peer_port)));
     Member {
         name: name.to_string(),
+        bin: kind.binary(),
         client_port: free_port(),
         peer_port,
         proxy,
@@ -451,6 +609,7 @@ fn new_member(name: &str, extra_args: &[&str]) -> Member {
         initial_cluster: String::new(),
         state: "new",
         extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        env: Vec::new(),
     }
 }
 

@@ -32,7 +32,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn binary(self) -> PathBuf {
+    pub(crate) fn binary(self) -> PathBuf {
         match self {
             Kind::Etcd => crate::require_etcd(),
             Kind::Cairn => crate::cairn_bin(),

@@ -17,6 +17,7 @@ use crate::proto::etcdserverpb::{
     Member as PbMember, MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse, MemberPromoteRequest,
     MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse,
 };
+use crate::reconfig::ReconfigCheck;
 
 /// etcd allows one learner at a time.
 const MAX_LEARNERS: usize = 1;
@@ -97,6 +98,7 @@ impl Cluster for ClusterService {
     async fn member_add(&self, request: Request<MemberAddRequest>) -> Result<Response<MemberAddResponse>, Status> {
         let r = request.into_inner();
         validate_urls(&r.peer_ur_ls)?;
+        ReconfigCheck::new(&self.core.membership).may_add(r.is_learner)?;
         let table = &self.core.membership.table;
         if table.find_by_peer_urls(&r.peer_ur_ls).is_some()
             || table.list().iter().any(|m| m.peer_urls.iter().any(|u| r.peer_ur_ls.contains(u)))
@@ -128,6 +130,7 @@ impl Cluster for ClusterService {
 
     async fn member_remove(&self, request: Request<MemberRemoveRequest>) -> Result<Response<MemberRemoveResponse>, Status> {
         let id = request.into_inner().id;
+        ReconfigCheck::new(&self.core.membership).may_remove(id)?;
         let member = self.core.membership.table.get(id).ok_or(Error::MemberNotFound)?;
         self.configure(ConfChangeType::RemoveNode, member.to_proto()).await?;
         Ok(Response::new(MemberRemoveResponse {
@@ -174,6 +177,7 @@ impl Cluster for ClusterService {
             }
             other => other?,
         }
+        ReconfigCheck::new(&self.core.membership).may_promote()?;
         self.configure(ConfChangeType::AddNode, member.to_proto()).await?;
         Ok(Response::new(MemberPromoteResponse {
             header: self.header(),

@@ -44,6 +44,9 @@ fn is_serializable(t: &TxnRequest) -> bool {
 impl Kv for KvService {
     async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
         let r = request.into_inner();
+        if !r.serializable && self.core.membership.is_local_learner() {
+            return Err(Error::NotSupportedForLearner.into());
+        }
         kv::validate_range(&r)?;
         self.core.read_barrier(r.serializable).await?;
         let mut resp = kv::range(&self.core.store.read_view(), &r)?;

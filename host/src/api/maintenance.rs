@@ -86,8 +86,25 @@ impl Maintenance for MaintenanceService {
 
     type SnapshotStream = SnapshotStream;
 
+    /// Streams a backup read from a database snapshot on a blocking thread,
+    /// so neither Raft nor apply waits for it; a slow reader only slows it.
     async fn snapshot(&self, _: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(Error::Unimplemented("Maintenance.Snapshot").into())
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let engine = self.core.engine.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = crate::backup::write(&engine, |blob, remaining_bytes| {
+                let chunk = SnapshotResponse {
+                    header: None,
+                    remaining_bytes,
+                    blob,
+                };
+                tx.blocking_send(Ok(chunk)).is_ok()
+            });
+            if let Err(e) = result {
+                let _ = tx.blocking_send(Err(Status::from(e)));
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
     async fn move_leader(&self, request: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {

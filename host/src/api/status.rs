@@ -36,6 +36,7 @@ impl From<Error> for Status {
             Error::MemberNotFound => (Code::NotFound, format!("etcdserver: {e}")),
             Error::MemberBadUrls => (Code::InvalidArgument, format!("etcdserver: {e}")),
             Error::NotLeader => (Code::FailedPrecondition, format!("etcdserver: {e}")),
+            Error::NotSupportedForLearner | Error::Unhealthy => (Code::Unavailable, format!("etcdserver: {e}")),
             Error::LeaderTransferTimeout | Error::MemberRemoved => (Code::Unavailable, format!("etcdserver: {e}")),
             Error::MemberExist
             | Error::PeerUrlExist

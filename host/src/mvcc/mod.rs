@@ -15,5 +15,6 @@ mod model_test;
 
 pub use encoding::Revision;
 pub use history::Changes;
+pub(crate) use read::META_CURRENT_REV;
 pub use read::{KeyRange, MvccStore, RangeResult, ReadView, Reader};
 pub use write::WriteTxn;

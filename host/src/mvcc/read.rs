@@ -12,7 +12,7 @@ use crate::proto::mvccpb::KeyValue;
 use crate::storage::{Engine, CF_KV_INDEX, CF_KV_REV, CF_META};
 use prost::Message;
 
-pub(super) const META_CURRENT_REV: &[u8] = b"mvcc/current_rev";
+pub(crate) const META_CURRENT_REV: &[u8] = b"mvcc/current_rev";
 const META_SCHEDULED_COMPACT: &[u8] = b"mvcc/scheduled_compact_rev";
 const META_FINISHED_COMPACT: &[u8] = b"mvcc/finished_compact_rev";
 

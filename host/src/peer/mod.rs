@@ -2,6 +2,7 @@
 //! batches on one stream per peer, snapshots in chunks, and the member list
 //! for members joining a running cluster.
 
+mod activity;
 mod lease;
 mod service;
 mod transport;
@@ -15,6 +16,7 @@ use crate::membership::InitialCluster;
 use crate::proto::cairnpb::learner_ready_response::Verdict;
 use crate::proto::cairnpb::{peer_client::PeerClient, LearnerReadyRequest, MemberSet, MembersRequest};
 
+pub use activity::PeerActivity;
 pub use lease::LeasePeerService;
 pub use service::PeerService;
 pub use transport::Transport;

@@ -5,16 +5,16 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{connect, MAX_PEER_MESSAGE_BYTES};
+use super::{connect, PeerActivity, MAX_PEER_MESSAGE_BYTES};
 use crate::membership::MemberTable;
-use crate::proto::cairnpb::{peer_client::PeerClient, RaftBatch, SnapshotChunk};
+use crate::proto::cairnpb::{peer_client::PeerClient, MembersRequest, RaftBatch, SnapshotChunk};
 use crate::raft::{MessageSink, NodeHandle};
 
 /// Messages waiting for one peer; beyond this they are dropped.
@@ -24,6 +24,11 @@ const BATCH_BYTES: usize = 2 << 20;
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// How often the transport makes sure it keeps a connection to every member,
+/// not only to those Raft happens to talk to, so that the connectivity the
+/// reconfiguration checks rely on is known for all.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What every peer task needs.
 struct Shared {
@@ -31,26 +36,43 @@ struct Shared {
     cluster_id: u64,
     members: Arc<MemberTable>,
     node: NodeHandle,
+    activity: Arc<PeerActivity>,
 }
 
 pub struct Transport {
     shared: Arc<Shared>,
     runtime: tokio::runtime::Handle,
     peers: HashMap<u64, mpsc::Sender<Message>>,
+    last_sweep: Option<Instant>,
 }
 
 impl Transport {
     /// Must be called inside the Tokio runtime the peer tasks will run on.
-    pub fn new(local_id: u64, cluster_id: u64, members: Arc<MemberTable>, node: NodeHandle) -> Transport {
+    /// Peer connectivity is recorded in `activity`.
+    pub fn new(local_id: u64, cluster_id: u64, members: Arc<MemberTable>, activity: Arc<PeerActivity>, node: NodeHandle) -> Transport {
         Transport {
             shared: Arc::new(Shared {
                 local_id,
                 cluster_id,
                 members,
                 node,
+                activity,
             }),
             runtime: tokio::runtime::Handle::current(),
             peers: HashMap::new(),
+            last_sweep: None,
+        }
+    }
+
+    fn connect_all(&mut self) {
+        if self.last_sweep.is_some_and(|t| t.elapsed() < SWEEP_INTERVAL) {
+            return;
+        }
+        self.last_sweep = Some(Instant::now());
+        for member in self.shared.members.list() {
+            if member.id != self.shared.local_id {
+                self.queue(member.id);
+            }
         }
     }
 
@@ -67,6 +89,7 @@ impl Transport {
 
 impl MessageSink for Transport {
     fn send(&mut self, messages: Vec<Message>) {
+        self.connect_all();
         for message in messages {
             let to = message.to;
             if message.get_msg_type() == MessageType::MsgSnapshot {
@@ -93,24 +116,48 @@ async fn run_peer(shared: Arc<Shared>, to: u64, mut queue: mpsc::Receiver<Messag
     loop {
         let Some(url) = shared.members.peer_url(to) else {
             tracing::debug!(to = %format!("{to:x}"), "not a member any more; peer sender stops");
+            shared.activity.deactivate(to);
             return;
         };
         match connect(&url).await {
             Ok(channel) => {
-                backoff = MIN_BACKOFF;
-                let client = PeerClient::new(channel).max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
-                match stream_to(&shared, client, &mut queue).await {
-                    StreamEnd::QueueClosed => return,
-                    StreamEnd::Broken(why) => tracing::debug!(to = %format!("{to:x}"), %url, error = %why, "peer stream broken"),
+                let mut client = PeerClient::new(channel).max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+                match answers(&mut client).await {
+                    Ok(()) => {
+                        backoff = MIN_BACKOFF;
+                        shared.activity.activate(to);
+                        match stream_to(&shared, client, &mut queue).await {
+                            StreamEnd::QueueClosed => {
+                                shared.activity.deactivate(to);
+                                return;
+                            }
+                            StreamEnd::Broken(why) => {
+                                tracing::debug!(to = %format!("{to:x}"), %url, error = %why, "peer stream broken")
+                            }
+                        }
+                    }
+                    Err(why) => tracing::debug!(to = %format!("{to:x}"), %url, error = %why, "peer does not answer"),
                 }
             }
             Err(e) => tracing::debug!(to = %format!("{to:x}"), %url, error = %e, "cannot connect to peer"),
         }
+        shared.activity.deactivate(to);
         shared.node.report_unreachable(to);
         // What queued up meanwhile is stale; Raft will send afresh.
         while queue.try_recv().is_ok() {}
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Whether the peer itself answers. Something in between (a proxy, a load
+/// balancer) may accept a connection with nobody behind it, so only an
+/// answer shows that the peer is up and may be counted as connected.
+async fn answers(client: &mut PeerClient<tonic::transport::Channel>) -> Result<(), String> {
+    match tokio::time::timeout(PROBE_TIMEOUT, client.members(MembersRequest {})).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(status)) => Err(status.to_string()),
+        Err(_) => Err("timed out".to_string()),
     }
 }
 

@@ -48,7 +48,7 @@ pub enum ModeArg {
     DryRun,
 }
 
-#[derive(Subcommand)]
+#[derive(Clone, Subcommand)]
 pub enum PluginCommand {
     /// Installs (or upgrades, under the same name) a plugin bound to a key prefix.
     Install(InstallArgs),
@@ -62,7 +62,7 @@ pub enum PluginCommand {
     Test(TestArgs),
 }
 
-#[derive(Args)]
+#[derive(Clone, Args)]
 pub struct InstallArgs {
     name: String,
     /// The component (.wasm).
@@ -87,7 +87,7 @@ pub struct InstallArgs {
     max_memory: u64,
 }
 
-#[derive(Args)]
+#[derive(Clone, Args)]
 pub struct TestArgs {
     /// The component (.wasm).
     file: PathBuf,

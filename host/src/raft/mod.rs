@@ -8,3 +8,4 @@ mod snapshot;
 
 pub use log_store::LogStore;
 pub use node::{LogLimits, MessageSink, Node, NodeHandle, RaftStatus, StateMachine};
+pub use snapshot::is_replicated;

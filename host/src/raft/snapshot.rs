@@ -12,7 +12,8 @@ use crate::storage::{state_column_families, Engine, CF_META};
 /// Raft's own log bookkeeping and the member's identity.
 const LOCAL_META_PREFIXES: [&[u8]; 2] = [b"raft/", b"local/"];
 
-fn is_replicated(cf: &str, key: &[u8]) -> bool {
+/// Whether a record is replicated state rather than this member's own.
+pub fn is_replicated(cf: &str, key: &[u8]) -> bool {
     cf != CF_META || !LOCAL_META_PREFIXES.iter().any(|p| key.starts_with(p))
 }
 
