@@ -1,7 +1,9 @@
 //! Generates the gRPC stubs from our `.proto` files in the workspace's `proto/`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto");
+    // Read at run time, not baked in: one target dir may serve several
+    // checkouts of the repository (CI keeps it outside the clone).
+    let root = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../proto");
     let files = [
         "mvccpb/kv.proto",
         "authpb/auth.proto",

@@ -22,7 +22,7 @@ use rocksdb::WriteBatch;
 
 use crate::error::{Error, Result};
 use crate::kv::LeaseLookup;
-use crate::mvcc::{KeyRange, MvccStore};
+use crate::mvcc::MvccStore;
 use crate::proto::mvccpb::{event::EventType, Event};
 use crate::storage::{Engine, CF_META};
 
@@ -121,17 +121,22 @@ impl LeaseTable {
             it.next();
         }
         it.status()?;
-        let everything = KeyRange::new(&[0], &[0]);
-        for kv in store.range(&everything, 0, 0, false)?.kvs {
-            if kv.lease == 0 {
-                continue;
-            }
-            match leases.get_mut(&kv.lease) {
-                Some(l) => {
-                    l.keys.insert(kv.key);
+        // Attachments are not stored apart from the keys, so they are found
+        // by visiting every key: skipped when no lease exists (a restart
+        // then reads no key at all), streamed otherwise so a large keyspace
+        // is never held in memory at once.
+        if !leases.is_empty() {
+            store.for_each_live(|kv| {
+                if kv.lease == 0 {
+                    return;
                 }
-                None => tracing::warn!(lease = kv.lease, "key names a lease that does not exist"),
-            }
+                match leases.get_mut(&kv.lease) {
+                    Some(l) => {
+                        l.keys.insert(kv.key);
+                    }
+                    None => tracing::warn!(lease = kv.lease, "key names a lease that does not exist"),
+                }
+            })?;
         }
         Ok(LeaseTable {
             leases: Mutex::new(leases),

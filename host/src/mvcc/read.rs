@@ -141,6 +141,21 @@ impl MvccStore {
         Ok(at)
     }
 
+    /// Calls `visit` with the newest version of every live key, in key
+    /// order, without collecting them: for start-up scans over the whole
+    /// keyspace, whose results need not fit in memory at once.
+    pub fn for_each_live(&self, mut visit: impl FnMut(KeyValue)) -> Result<()> {
+        let view = self.read_view();
+        let mut opts = ReadOptions::default();
+        opts.set_snapshot(&view.snapshot);
+        let engine = &self.engine;
+        let everything = KeyRange::new(&[0], &[0]);
+        scan(engine.db(), engine.cf(CF_KV_INDEX), opts, &everything, view.rev, |raw| {
+            visit(KeyValue::decode(raw)?);
+            Ok(true)
+        })
+    }
+
     /// A checksum of every version at or below `rev` (0 = latest), equal on
     /// members with equal history. Returns (hash, compact revision, current
     /// revision).

@@ -422,7 +422,11 @@ impl<S: StateMachine> Node<S> {
         if !ready.snapshot().is_empty() {
             self.install_snapshot(ready.snapshot().clone())?;
         }
-        self.apply_entries(ready.take_committed_entries())?;
+        // Entries already committed are applied only after this Ready's new
+        // entries are durable and acknowledged: applying first would hold
+        // back the fsync and the follower's ack, and with them the commit of
+        // the next batch.
+        let committed = ready.take_committed_entries();
 
         let mut batch = WriteBatch::default();
         let mut dirty = false;
@@ -443,6 +447,7 @@ impl<S: StateMachine> Node<S> {
         if !ready.persisted_messages().is_empty() {
             self.send(ready.take_persisted_messages());
         }
+        self.apply_entries(committed)?;
         for rs in ready.take_read_states() {
             if let Some(read) = self.reads_in_flight.remove(&rs.request_ctx) {
                 for w in read.waiters {
