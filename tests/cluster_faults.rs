@@ -163,6 +163,49 @@ fn whole_cluster_restarts_from_disk() {
     check_acked(&rt, &c, "restart/", &acked);
 }
 
+/// Writes one key through each member of `rest` (the majority side of a
+/// cut) and records it as acknowledged.
+fn write_on_majority(c: &Cluster, rest: &[usize], prefix: &str, cycle: usize, acked: &mut BTreeMap<String, String>) {
+    for (n, &i) in rest.iter().enumerate() {
+        let key = format!("{prefix}c{cycle}/{n}");
+        etcdctl(&c.members[i].endpoint(), &["put", &key, &value_of(&key)]).ok();
+        acked.insert(key.clone(), value_of(&key));
+    }
+}
+
+/// Once member `cut` has noticed it is cut off (it knows no leader), it
+/// refuses linearizable reads and writes with etcd's errors, within the
+/// client's deadline, and does not think it leads.
+fn assert_cut_off_member_refuses(c: &Cluster, cut: usize, prefix: &str) {
+    let ep = c.members[cut].endpoint();
+    let start = Instant::now();
+    // (etcdctl's JSON omits a zero leader.)
+    while etcdctl(&ep, &["endpoint", "status", "-w", "json"]).json()[0]["Status"]["leader"]
+        .as_u64()
+        .unwrap_or(0)
+        != 0
+    {
+        assert!(
+            start.elapsed() < PHASE_GUARD,
+            "cut-off member still follows or is a leader\n{}",
+            c.log_tails()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (get_key, never_key) = (format!("{prefix}x"), format!("{prefix}never"));
+    for args in [vec!["get", get_key.as_str()], vec!["put", never_key.as_str(), "x"]] {
+        let out = etcdctl(&ep, &args);
+        assert_ne!(out.status, Some(0), "cut-off member served {args:?}: {out:?}");
+        assert!(
+            out.stderr.contains("etcdserver: no leader") || out.stderr.contains("etcdserver: request timed out"),
+            "unexpected error from the cut-off member: {out:?}"
+        );
+    }
+    let j = etcdctl(&ep, &["endpoint", "status", "-w", "json"]).json();
+    assert_ne!(j[0]["Status"]["header"]["member_id"].as_u64(), Some(0));
+    assert_ne!(j[0]["Status"]["leader"].as_u64(), Some(c.member_id(cut)));
+}
+
 #[test]
 fn isolated_member_refuses_then_converges() {
     let rt = harness::runtime();
@@ -171,54 +214,19 @@ fn isolated_member_refuses_then_converges() {
     // Cut off the leader first (it must lose leadership), then a follower.
     for cycle in 0..2 {
         let cut = if cycle == 0 { c.leader() } else { (c.leader() + 1) % 3 };
-        let cut_id = c.member_id(cut);
         let rest: Vec<usize> = (0..3).filter(|i| *i != cut).collect();
         c.members[cut].isolate();
 
         // The majority elects a leader among itself and keeps serving.
         let new_leader = c.leader_among(&rest);
         assert_ne!(new_leader, cut);
-        for (n, &i) in rest.iter().enumerate() {
-            let key = format!("part/c{cycle}/{n}");
-            etcdctl(&c.members[i].endpoint(), &["put", &key, &value_of(&key)]).ok();
-            acked.insert(key.clone(), value_of(&key));
-        }
-
-        // Once it has noticed it is cut off (it knows no leader), the
-        // isolated member refuses linearizable reads and writes with etcd's
-        // errors, within the client's deadline.
-        let ep = c.members[cut].endpoint();
-        let start = Instant::now();
-        // (etcdctl's JSON omits a zero leader.)
-        while etcdctl(&ep, &["endpoint", "status", "-w", "json"]).json()[0]["Status"]["leader"]
-            .as_u64()
-            .unwrap_or(0)
-            != 0
-        {
-            assert!(
-                start.elapsed() < PHASE_GUARD,
-                "isolated member still follows a leader\n{}",
-                c.log_tails()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        for args in [vec!["get", "part/x"], vec!["put", "part/never", "x"]] {
-            let out = etcdctl(&ep, &args);
-            assert_ne!(out.status, Some(0), "isolated member served {args:?}: {out:?}");
-            assert!(
-                out.stderr.contains("etcdserver: no leader") || out.stderr.contains("etcdserver: request timed out"),
-                "unexpected error from the isolated member: {out:?}"
-            );
-        }
-        // It does not think it leads.
-        let j = etcdctl(&ep, &["endpoint", "status", "-w", "json"]).json();
-        assert_ne!(j[0]["Status"]["header"]["member_id"].as_u64(), Some(0));
-        assert_ne!(j[0]["Status"]["leader"].as_u64(), Some(cut_id));
+        write_on_majority(&c, &rest, "part/", cycle, &mut acked);
+        assert_cut_off_member_refuses(&c, cut, "part/");
 
         c.members[cut].heal();
         c.assert_converged();
         check_acked(&rt, &c, "part/", &acked);
-        let out = etcdctl(&ep, &["get", "part/never"]);
+        let out = etcdctl(&c.members[cut].endpoint(), &["get", "part/never"]);
         assert_eq!(out.ok().stdout, "", "a refused write was applied");
     }
 }
@@ -232,43 +240,14 @@ fn member_partitioned_both_ways_refuses_then_converges() {
     // follower; neither can send to the others nor hear from them.
     for cycle in 0..2 {
         let cut = if cycle == 0 { c.leader() } else { (c.leader() + 1) % 3 };
-        let cut_id = c.member_id(cut);
         let rest: Vec<usize> = (0..3).filter(|i| *i != cut).collect();
         let refused_before = c.refused_outbound(cut);
         let pid = c.partition(cut);
 
         let new_leader = c.leader_among(&rest);
         assert_ne!(new_leader, cut);
-        for (n, &i) in rest.iter().enumerate() {
-            let key = format!("both/c{cycle}/{n}");
-            etcdctl(&c.members[i].endpoint(), &["put", &key, &value_of(&key)]).ok();
-            acked.insert(key.clone(), value_of(&key));
-        }
-
-        let ep = c.members[cut].endpoint();
-        let start = Instant::now();
-        while etcdctl(&ep, &["endpoint", "status", "-w", "json"]).json()[0]["Status"]["leader"]
-            .as_u64()
-            .unwrap_or(0)
-            != 0
-        {
-            assert!(
-                start.elapsed() < PHASE_GUARD,
-                "partitioned member still follows or is a leader\n{}",
-                c.log_tails()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        for args in [vec!["get", "both/x"], vec!["put", "both/never", "x"]] {
-            let out = etcdctl(&ep, &args);
-            assert_ne!(out.status, Some(0), "partitioned member served {args:?}: {out:?}");
-            assert!(
-                out.stderr.contains("etcdserver: no leader") || out.stderr.contains("etcdserver: request timed out"),
-                "unexpected error from the partitioned member: {out:?}"
-            );
-        }
-        let j = etcdctl(&ep, &["endpoint", "status", "-w", "json"]).json();
-        assert_ne!(j[0]["Status"]["leader"].as_u64(), Some(cut_id));
+        write_on_majority(&c, &rest, "both/", cycle, &mut acked);
+        assert_cut_off_member_refuses(&c, cut, "both/");
         // Its own attempts to reach the others were refused: the cut was
         // not only inbound.
         let start = Instant::now();
@@ -283,7 +262,7 @@ fn member_partitioned_both_ways_refuses_then_converges() {
         c.heal_partition(cut, pid);
         c.assert_converged();
         check_acked(&rt, &c, "both/", &acked);
-        let out = etcdctl(&ep, &["get", "both/never"]);
+        let out = etcdctl(&c.members[cut].endpoint(), &["get", "both/never"]);
         assert_eq!(out.ok().stdout, "", "a refused write was applied");
     }
 }
