@@ -13,17 +13,19 @@
 #          [--keys N] [--skip-memory] [--out DIR]
 # Environment: ETCD_BIN (default /usr/bin/etcd), CAIRN_BIN and BENCH_BIN to
 # use prebuilt binaries instead of building, CARGO_TARGET_DIR as for cargo.
-# Profiles: release (default); dev-opt, the dev profile (dependencies at
-# opt-level 2) with the cairn crate at opt-level 3 and without debug
-# assertions, which reuses the dependencies `make test` already built; dev,
-# the test profile as is (cairn's own code unoptimised).
+# Profiles: dev-opt (default), the dev profile (dependencies at opt-level 2)
+# with the cairn crate at opt-level 3 and without debug assertions, which
+# reuses the dependencies `make test` already built and is what
+# docs/benchmarks.md reports; release, a full release build (RocksDB's C++
+# included, ~20 minutes cold on 2 cores); dev, the test profile as is
+# (cairn's own code unoptimised).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 QUICK=0
 MEMBERS=1
 ROUNDS=""
-PROFILE=release
+PROFILE=dev-opt
 WORKLOADS="put,range-l,range-s,txn,mixed,watch,lease-keepalive"
 KEYS=""
 SKIP_MEMORY=0
