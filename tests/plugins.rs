@@ -184,6 +184,60 @@ fn admission_and_validate_decide_alike_on_every_member() {
         }
     }
 
+    // A binding to a range [r/b, r/d) rather than a prefix.
+    let deny_path = deny.to_str().expect("utf-8 path");
+    cairnctl(&[
+        "--endpoints",
+        &eps[1],
+        "--timeout",
+        "60",
+        "plugin",
+        "install",
+        "ranged",
+        deny_path,
+        "--hook",
+        "admission",
+        "--key",
+        "r/b",
+        "--range-end",
+        "r/d",
+    ])
+    .ok();
+    for ep in &eps {
+        wait_listed(ep, "ranged ");
+        etcdctl(ep, &["put", "r/a", "v"]).ok();
+        etcdctl(ep, &["put", "r/d", "v"]).ok();
+        for key in ["r/b", "r/c/deeper"] {
+            assert_eq!(put_error(ep, key, "v"), "cairn: plugin \"ranged\" denied the request: no");
+        }
+    }
+
+    // And to every key from z/m on.
+    cairnctl(&[
+        "--endpoints",
+        &eps[1],
+        "--timeout",
+        "60",
+        "plugin",
+        "install",
+        "tail",
+        deny_path,
+        "--hook",
+        "admission",
+        "--key",
+        "z/m",
+        "--from-key",
+    ])
+    .ok();
+    for ep in &eps {
+        wait_listed(ep, "tail ");
+        etcdctl(ep, &["put", "z/a", "v"]).ok();
+        for key in ["z/m", "zz"] {
+            assert_eq!(put_error(ep, key, "v"), "cairn: plugin \"tail\" denied the request: no");
+        }
+    }
+    cairnctl(&["--endpoints", &eps[0], "plugin", "remove", "tail"]).ok();
+
     // Removal, again at one index for all.
     cairnctl(&["--endpoints", &eps[2], "plugin", "remove", "json-object"]).ok();
     let out = cairnctl(&["--endpoints", &eps[2], "plugin", "remove", "json-object"]);

@@ -50,7 +50,7 @@ pub enum ModeArg {
 
 #[derive(Clone, Subcommand)]
 pub enum PluginCommand {
-    /// Installs (or upgrades, under the same name) a plugin bound to a key prefix.
+    /// Installs (or upgrades, under the same name) a plugin bound to a key prefix or range.
     Install(InstallArgs),
     /// Lists the installed plugins.
     List,
@@ -70,8 +70,18 @@ pub struct InstallArgs {
     #[arg(long, value_enum)]
     hook: HookArg,
     /// Keys the plugin applies to: every key starting with this prefix.
+    #[arg(long, required_unless_present = "key", conflicts_with_all = ["key", "range_end"])]
+    prefix: Option<String>,
+    /// Instead of --prefix: the one key the plugin applies to, or with
+    /// --range-end the start of the range [KEY, RANGE_END).
     #[arg(long)]
-    prefix: String,
+    key: Option<String>,
+    /// The end of the range (exclusive).
+    #[arg(long, requires = "key")]
+    range_end: Option<String>,
+    /// With --key: every key from KEY on (etcdctl's --from-key).
+    #[arg(long, requires = "key", conflicts_with = "range_end")]
+    from_key: bool,
     /// The config blob handed to the plugin, from this file.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -186,12 +196,20 @@ pub async fn run(command: PluginCommand, endpoints: &[String], timeout: Duration
 
 async fn install(a: InstallArgs, endpoints: &[String], timeout: Duration) -> anyhow::Result<bool> {
     let wasm = std::fs::read(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
+    let (bound_key, bound_end) = match (&a.prefix, &a.key) {
+        (Some(prefix), _) => (prefix.as_bytes().to_vec(), prefix_end(prefix.as_bytes())),
+        // etcd's convention: a range end of the single byte 0 means "to the
+        // end of the keyspace", which no command-line argument can carry.
+        (None, Some(key)) if a.from_key => (key.as_bytes().to_vec(), vec![0]),
+        (None, Some(key)) => (key.as_bytes().to_vec(), a.range_end.clone().unwrap_or_default().into_bytes()),
+        (None, None) => anyhow::bail!("give --prefix, or --key (with an optional --range-end)"),
+    };
     let binding = PluginBinding {
         name: a.name,
         wasm,
         hook: a.hook.hook().to_proto() as i32,
-        key: a.prefix.as_bytes().to_vec(),
-        range_end: prefix_end(a.prefix.as_bytes()),
+        key: bound_key,
+        range_end: bound_end,
         config: read_config(&a.config)?,
         failure_policy: match a.failure_policy {
             PolicyArg::Fail => PluginFailurePolicy::Fail,
