@@ -4,6 +4,7 @@
 //! a whole Ready durable with one fsync; the in-memory bookkeeping is updated
 //! only once that write succeeded (`commit_staged`).
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use protobuf::Message as _;
@@ -14,8 +15,10 @@ use rocksdb::{IteratorMode, ReadOptions, WriteBatch};
 use crate::error::{Error, Result};
 use crate::storage::{Engine, CF_META, CF_RAFT_LOG};
 
+use super::snapshot_builder::SnapshotBuilder;
+
 const META_HARD_STATE: &[u8] = b"raft/hard_state";
-const META_CONF_STATE: &[u8] = b"raft/conf_state";
+pub(super) const META_CONF_STATE: &[u8] = b"raft/conf_state";
 const META_TRUNCATED: &[u8] = b"raft/truncated";
 
 pub struct LogStore {
@@ -28,8 +31,11 @@ pub struct LogStore {
     last_index: u64,
     staged_last_index: Option<u64>,
     staged_hard_state: Option<HardState>,
-    /// The state machine's applied index: snapshots are taken there.
+    /// The state machine's applied index; the log is compacted only up to it.
     applied_index: u64,
+    /// `raft::Storage::snapshot` takes `&self` but starts and hands out
+    /// background builds.
+    snapshots: RefCell<SnapshotBuilder>,
 }
 
 /// Where a bootstrapped log starts. A new cluster begins as if it had
@@ -88,6 +94,7 @@ impl LogStore {
             None => 0,
         };
         Ok(LogStore {
+            snapshots: RefCell::new(SnapshotBuilder::new(engine.clone())),
             engine,
             hard_state,
             conf_state,
@@ -144,7 +151,13 @@ impl LogStore {
     }
 
     /// Drops the log up to and including `index`, which must be applied.
+    /// A snapshot being built, or built and not yet sent, keeps its entry:
+    /// its term is needed to hand it out.
     pub fn compact_to(&mut self, index: u64) -> Result<()> {
+        let index = match self.snapshots.get_mut().needs_log_from() {
+            Some(kept) => index.min(kept),
+            None => index,
+        };
         if index <= self.truncated_index || index > self.applied_index.min(self.last_index) {
             return Ok(());
         }
@@ -184,8 +197,22 @@ impl LogStore {
         self.applied_index = meta.index;
         self.conf_state = meta.get_conf_state().clone();
         self.hard_state = hs;
+        // A snapshot of the state just replaced is of no use to anyone.
+        self.snapshots.get_mut().discard();
         Ok(())
     }
+
+    /// Blocks until a snapshot build that is running has finished.
+    #[cfg(test)]
+    fn wait_for_snapshot(&self) {
+        self.snapshots.borrow_mut().wait();
+    }
+
+    /// Frees a built snapshot that has not been asked for in a while.
+    pub fn expire_snapshot(&mut self) {
+        self.snapshots.get_mut().expire();
+    }
+
     pub fn hard_state(&self) -> &HardState {
         &self.hard_state
     }
@@ -310,22 +337,42 @@ impl raft::Storage for LogStore {
         Ok(self.last_index)
     }
 
-    /// The state as of the applied index. Built on the Ready loop's thread,
-    /// where nothing is applied meanwhile, so data and index agree.
-    fn snapshot(&self, _request_index: u64, to: u64) -> raft::Result<Snapshot> {
-        let index = self.applied_index;
-        let term = self.term(index)?;
-        let data = super::snapshot::build(&self.engine).map_err(|e| raft::Error::Store(StorageError::Other(Box::new(e))))?;
-        tracing::info!(index, term, to = %format!("{to:x}"), bytes = data.len(), "snapshot built");
-        let mut snapshot = Snapshot {
-            data: data.into(),
-            ..Default::default()
-        };
-        let meta = snapshot.mut_metadata();
-        meta.index = index;
-        meta.term = term;
-        meta.set_conf_state(self.conf_state.clone());
-        Ok(snapshot)
+    /// A snapshot built in the background. While none is ready, one build
+    /// is started and raft-rs is told to try again later
+    /// (`SnapshotTemporarilyUnavailable`): the leader then asks again on the
+    /// follower's next heartbeat response.
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let mut builder = self.snapshots.borrow_mut();
+        let ready = builder.ready().map(|b| (b.index, b.data.clone(), b.conf_state.clone()));
+        if let Some((index, data, conf_state)) = ready {
+            // A snapshot whose term has been compacted away cannot be
+            // placed in the log any more; one older than asked for is no
+            // use either.
+            match self.term(index) {
+                Ok(term) if index >= request_index => {
+                    let bytes = data.len();
+                    let mut snapshot = Snapshot {
+                        data,
+                        ..Default::default()
+                    };
+                    let meta = snapshot.mut_metadata();
+                    meta.index = index;
+                    meta.term = term;
+                    meta.set_conf_state(conf_state);
+                    tracing::info!(index, term, to = %format!("{to:x}"), bytes, "sending snapshot");
+                    builder.handed_out();
+                    return Ok(snapshot);
+                }
+                _ => builder.discard(),
+            }
+        }
+        if !builder.is_building() {
+            tracing::info!(to = %format!("{to:x}"), applied = self.applied_index, "building snapshot in the background");
+        }
+        if let Err(e) = builder.start() {
+            tracing::warn!(error = %e, "snapshot build not started");
+        }
+        Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
     }
 }
 
@@ -334,6 +381,8 @@ mod tests {
     use raft::Storage;
 
     use super::*;
+    use crate::apply::META_APPLIED_INDEX;
+    use crate::storage::CF_KV_INDEX;
 
     fn entry(index: u64, term: u64) -> Entry {
         Entry {
@@ -342,6 +391,19 @@ mod tests {
             data: format!("entry {index}").into_bytes().into(),
             ..Default::default()
         }
+    }
+
+    fn unavailable(r: raft::Result<Snapshot>) -> bool {
+        matches!(r, Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable)))
+    }
+
+    /// What applying entry `index` leaves on disk: a key of its own and the
+    /// applied index, in one write.
+    fn apply(engine: &Engine, index: u64) {
+        let mut b = WriteBatch::default();
+        b.put_cf(engine.cf(CF_KV_INDEX), format!("k{index:06}"), index.to_be_bytes());
+        b.put_cf(engine.cf(CF_META), META_APPLIED_INDEX, index.to_be_bytes());
+        engine.write(b, false).unwrap();
     }
 
     fn store_with_entries(dir: &std::path::Path, last: u64) -> LogStore {
@@ -399,7 +461,10 @@ mod tests {
     fn snapshot_carries_applied_index_and_replaces_the_log_on_install() {
         let src_dir = tempfile::tempdir().unwrap();
         let mut src = store_with_entries(src_dir.path(), 20);
+        apply(&src.engine, 15);
         src.set_applied(15);
+        assert!(unavailable(src.snapshot(0, 9)));
+        src.wait_for_snapshot();
         let snap = src.snapshot(0, 9).unwrap();
         assert_eq!(snap.get_metadata().index, 15);
         assert_eq!(snap.get_metadata().term, 2);
@@ -416,5 +481,71 @@ mod tests {
         let dst = LogStore::open(Engine::open(dst_dir.path()).unwrap(), &[]).unwrap();
         assert_eq!(dst.first_index().unwrap(), 16);
         assert_eq!(dst.conf_state().voters, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn snapshot_data_index_and_configuration_agree_while_applying_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = store_with_entries(dir.path(), 3000);
+        let engine = store.engine.clone();
+        for i in 2..=2000 {
+            apply(&engine, i);
+        }
+        let mut batch = WriteBatch::default();
+        let four = ConfState {
+            voters: vec![1, 2, 3, 4],
+            ..Default::default()
+        };
+        store.stage_conf_state(&mut batch, &four).unwrap();
+        engine.write(batch, false).unwrap();
+        store.set_applied(2000);
+        assert!(unavailable(store.snapshot(0, 9)));
+        // Applied while the snapshot may still be building.
+        for i in 2001..=2500 {
+            apply(&engine, i);
+        }
+        let mut batch = WriteBatch::default();
+        let five = ConfState {
+            voters: vec![1, 2, 3, 4, 5],
+            ..Default::default()
+        };
+        store.stage_conf_state(&mut batch, &five).unwrap();
+        engine.write(batch, false).unwrap();
+        store.set_applied(2500);
+        // Only one build at a time: asking again while it runs starts none.
+        let second = store.snapshot(0, 9);
+        store.wait_for_snapshot();
+        let snap = match second {
+            Ok(snap) => snap,
+            Err(e) => {
+                assert!(unavailable(Err(e)));
+                store.snapshot(0, 9).unwrap()
+            }
+        };
+        let meta = snap.get_metadata();
+        assert_eq!(meta.index, 2000);
+        assert_eq!(meta.get_conf_state().voters, four.voters);
+
+        let dst_dir = tempfile::tempdir().unwrap();
+        let dst = Engine::open(dst_dir.path()).unwrap();
+        let mut batch = WriteBatch::default();
+        super::super::snapshot::stage_install(&dst, &mut batch, &snap.data).unwrap();
+        dst.write(batch, false).unwrap();
+        assert_eq!(dst.get_meta_u64(META_APPLIED_INDEX).unwrap(), Some(2000));
+        let keys: Vec<u64> = dst
+            .db()
+            .iterator_cf(dst.cf(CF_KV_INDEX), IteratorMode::Start)
+            .map(|item| u64::from_be_bytes(item.unwrap().1.as_ref().try_into().unwrap()))
+            .collect();
+        assert_eq!(keys, (2..=2000).collect::<Vec<_>>());
+
+        // Once the log is compacted past it, the snapshot cannot be sent
+        // any more and a new one, of the current state, is built.
+        store.compact_to(2400).unwrap();
+        assert!(unavailable(store.snapshot(0, 9)));
+        store.wait_for_snapshot();
+        let snap = store.snapshot(0, 9).unwrap();
+        assert_eq!(snap.get_metadata().index, 2500);
+        assert_eq!(snap.get_metadata().get_conf_state().voters, five.voters);
     }
 }

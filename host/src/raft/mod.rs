@@ -5,6 +5,7 @@
 mod log_store;
 mod node;
 mod snapshot;
+mod snapshot_builder;
 
 pub use log_store::LogStore;
 pub use node::{LogLimits, MessageSink, Node, NodeHandle, RaftStatus, StateMachine};

@@ -334,6 +334,7 @@ impl<S: StateMachine> Node<S> {
             }
             if Instant::now() >= next_tick {
                 self.raw.tick();
+                self.raw.mut_store().expire_snapshot();
                 self.age_reads();
                 next_tick = Instant::now() + TICK;
             }

@@ -3,7 +3,7 @@
 //! bookkeeping. The encoding is a flat list of records:
 //! `cf-name-len u8, cf-name, key-len u32, key, value-len u32, value`.
 
-use rocksdb::{IteratorMode, WriteBatch};
+use rocksdb::{IteratorMode, Snapshot, WriteBatch};
 
 use crate::error::{Error, Result};
 use crate::storage::{state_column_families, Engine, CF_META};
@@ -18,9 +18,13 @@ pub fn is_replicated(cf: &str, key: &[u8]) -> bool {
 }
 
 /// Dumps the replicated state from a consistent RocksDB snapshot.
+#[cfg(test)]
 pub fn build(engine: &Engine) -> Result<Vec<u8>> {
-    let db = engine.db();
-    let snap = db.snapshot();
+    build_from(engine, &engine.db().snapshot())
+}
+
+/// Dumps the replicated state as `snap` sees it.
+pub fn build_from(engine: &Engine, snap: &Snapshot<'_>) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     for cf in state_column_families() {
         for item in snap.iterator_cf(engine.cf(cf), IteratorMode::Start) {
