@@ -59,6 +59,36 @@ fn put_error(ep: &str, key: &str, value: &str) -> String {
     line.split("desc = ").nth(1).unwrap_or(&line).to_string()
 }
 
+/// Installs the always-denying `deny` as `name` with the given key-range
+/// flags, then checks on every member that puts to `allowed` pass and puts
+/// to `denied` are refused.
+fn deny_in_range(eps: &[String], deny: &Path, name: &str, range: &[&str], allowed: &[&str], denied: &[&str]) {
+    let file = deny.to_str().expect("utf-8 path");
+    let mut args = vec![
+        "--endpoints",
+        &eps[1],
+        "--timeout",
+        "60",
+        "plugin",
+        "install",
+        name,
+        file,
+        "--hook",
+        "admission",
+    ];
+    args.extend_from_slice(range);
+    cairnctl(&args).ok();
+    for ep in eps {
+        wait_listed(ep, &format!("{name} "));
+        for key in allowed {
+            etcdctl(ep, &["put", key, "v"]).ok();
+        }
+        for key in denied {
+            assert_eq!(put_error(ep, key, "v"), format!("cairn: plugin \"{name}\" denied the request: no"));
+        }
+    }
+}
+
 #[test]
 fn admission_and_validate_decide_alike_on_every_member() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -184,58 +214,17 @@ fn admission_and_validate_decide_alike_on_every_member() {
         }
     }
 
-    // A binding to a range [r/b, r/d) rather than a prefix.
-    let deny_path = deny.to_str().expect("utf-8 path");
-    cairnctl(&[
-        "--endpoints",
-        &eps[1],
-        "--timeout",
-        "60",
-        "plugin",
-        "install",
+    // Bindings to a range [r/b, r/d), and to every key from z/m on, rather
+    // than to a prefix.
+    deny_in_range(
+        &eps,
+        &deny,
         "ranged",
-        deny_path,
-        "--hook",
-        "admission",
-        "--key",
-        "r/b",
-        "--range-end",
-        "r/d",
-    ])
-    .ok();
-    for ep in &eps {
-        wait_listed(ep, "ranged ");
-        etcdctl(ep, &["put", "r/a", "v"]).ok();
-        etcdctl(ep, &["put", "r/d", "v"]).ok();
-        for key in ["r/b", "r/c/deeper"] {
-            assert_eq!(put_error(ep, key, "v"), "cairn: plugin \"ranged\" denied the request: no");
-        }
-    }
-
-    // And to every key from z/m on.
-    cairnctl(&[
-        "--endpoints",
-        &eps[1],
-        "--timeout",
-        "60",
-        "plugin",
-        "install",
-        "tail",
-        deny_path,
-        "--hook",
-        "admission",
-        "--key",
-        "z/m",
-        "--from-key",
-    ])
-    .ok();
-    for ep in &eps {
-        wait_listed(ep, "tail ");
-        etcdctl(ep, &["put", "z/a", "v"]).ok();
-        for key in ["z/m", "zz"] {
-            assert_eq!(put_error(ep, key, "v"), "cairn: plugin \"tail\" denied the request: no");
-        }
-    }
+        &["--key", "r/b", "--range-end", "r/d"],
+        &["r/a", "r/d"],
+        &["r/b", "r/c/deeper"],
+    );
+    deny_in_range(&eps, &deny, "tail", &["--key", "z/m", "--from-key"], &["z/a"], &["z/m", "zz"]);
     cairnctl(&["--endpoints", &eps[0], "plugin", "remove", "tail"]).ok();
 
     // Removal, again at one index for all.
