@@ -10,8 +10,15 @@ use harness::plugins::{
 };
 use harness::{etcdctl, txn_input, Cluster};
 
-/// Installs `file` as `name` through `ep`; `extra` adds flags.
+/// Installs `file` as `name` through `ep`, bound to every key under
+/// `prefix`; `extra` adds flags.
 fn install(ep: &str, name: &str, file: &Path, hook: &str, prefix: &str, extra: &[&str]) -> harness::Output {
+    install_bound(ep, name, file, hook, &["--prefix", prefix], extra)
+}
+
+/// Installs `file` as `name` through `ep`, bound to the keys the `bound`
+/// flags name (`--prefix`, or `--key` with `--range-end`/`--from-key`).
+fn install_bound(ep: &str, name: &str, file: &Path, hook: &str, bound: &[&str], extra: &[&str]) -> harness::Output {
     let file = file.to_str().expect("utf-8 path");
     // Compiling a large component takes seconds on a loaded machine.
     let mut args = vec![
@@ -25,9 +32,8 @@ fn install(ep: &str, name: &str, file: &Path, hook: &str, prefix: &str, extra: &
         file,
         "--hook",
         hook,
-        "--prefix",
-        prefix,
     ];
+    args.extend_from_slice(bound);
     args.extend_from_slice(extra);
     cairnctl(&args)
 }
@@ -63,21 +69,7 @@ fn put_error(ep: &str, key: &str, value: &str) -> String {
 /// flags, then checks on every member that puts to `allowed` pass and puts
 /// to `denied` are refused.
 fn deny_in_range(eps: &[String], deny: &Path, name: &str, range: &[&str], allowed: &[&str], denied: &[&str]) {
-    let file = deny.to_str().expect("utf-8 path");
-    let mut args = vec![
-        "--endpoints",
-        &eps[1],
-        "--timeout",
-        "60",
-        "plugin",
-        "install",
-        name,
-        file,
-        "--hook",
-        "admission",
-    ];
-    args.extend_from_slice(range);
-    cairnctl(&args).ok();
+    install_bound(&eps[1], name, deny, "admission", range, &[]).ok();
     for ep in eps {
         wait_listed(ep, &format!("{name} "));
         for key in allowed {
