@@ -4,6 +4,8 @@
 CARGO ?= cargo
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/cairn-target
 BIN := $(CARGO_TARGET_DIR)/debug
+# The end-to-end tests kill members at named crash points (host/server/src/failpoint.rs).
+TEST_FEATURES := --features cairn/failpoints
 
 .PHONY: run test deps build check fmt clean-data bench plugins plugin-tests
 
@@ -20,8 +22,8 @@ run: build
 # The whole suite: unit and property tests, then the end-to-end tests that
 # start real cairn and etcd processes and drive them with the real etcdctl.
 test: deps plugins plugin-tests
-	$(CARGO) build --workspace --bins --tests
-	$(CARGO) test --workspace --no-fail-fast
+	$(CARGO) build --workspace --bins --tests $(TEST_FEATURES)
+	$(CARGO) test --workspace --no-fail-fast $(TEST_FEATURES)
 
 # Formatting and lints, as the project requires them. The root workspace runs
 # clippy through cargo build (clippy-driver as the workspace wrapper): plain
@@ -30,7 +32,7 @@ check: deps
 	$(CARGO) fmt --all -- --check
 	RUSTC_WORKSPACE_WRAPPER=$$(dirname $$(rustup which cargo))/clippy-driver \
 	CLIPPY_ARGS=-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__ \
-	$(CARGO) build --workspace --all-targets
+	$(CARGO) build --workspace --all-targets $(TEST_FEATURES)
 	cd guest-sdk && $(CARGO) fmt -- --check && $(CARGO) clippy --all-targets -- -D warnings
 	cd plugins && $(CARGO) fmt --all -- --check && $(CARGO) clippy --workspace --all-targets -- -D warnings
 

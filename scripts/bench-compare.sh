@@ -62,13 +62,14 @@ ETCD_BIN=${ETCD_BIN:-/usr/bin/etcd}
 if [ -z "${CAIRN_BIN:-}" ] || [ -z "${BENCH_BIN:-}" ]; then
   TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
   case "$PROFILE" in
-    release) (cd "$ROOT" && cargo build --release -p cairn --bin cairn --bin cairn-bench) >&2; PROFILE_DIR=release ;;
+    release) (cd "$ROOT" && cargo build --release -p cairn -p cairn-bench) >&2; PROFILE_DIR=release ;;
     # --workspace --all-targets: the feature set `make test` builds with, so
     # RocksDB is not rebuilt.
+    # The server, its wire types and the load generator, fully optimised.
     dev-opt) (cd "$ROOT" && cargo build --workspace --all-targets \
-      --config 'profile.dev.package.cairn.opt-level=3' \
-      --config 'profile.dev.package.cairn.debug-assertions=false' \
-      --config 'profile.dev.package.cairn.overflow-checks=false') >&2; PROFILE_DIR=debug ;;
+      $(for p in cairn cairn-proto cairn-bench; do
+          printf -- "--config profile.dev.package.%s.%s " "$p" opt-level=3 "$p" debug-assertions=false "$p" overflow-checks=false
+        done)) >&2; PROFILE_DIR=debug ;;
     dev) (cd "$ROOT" && cargo build --workspace --all-targets) >&2; PROFILE_DIR=debug ;;
     *) echo "--profile must be release, dev-opt or dev" >&2; exit 2 ;;
   esac

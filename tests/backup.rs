@@ -26,17 +26,17 @@ fn cairnctl(args: &[&str]) -> std::process::Output {
 fn all_keys(ep: &str, rev: i64) -> serde_json::Value {
     let rev = format!("--rev={rev}");
     let out = etcdctl(ep, &["get", "", "--from-key", "--consistency=s", &rev, "-w", "json"]);
-    out.ok().json()["kvs"].clone()
+    out.assert_ok().json()["kvs"].clone()
 }
 
 fn hashkv(ep: &str, rev: i64) -> u64 {
     let out = etcdctl(ep, &["endpoint", "hashkv", &format!("--rev={rev}"), "-w", "json"]);
-    out.ok().json()[0]["HashKV"]["hash"].as_u64().expect("hash")
+    out.assert_ok().json()[0]["HashKV"]["hash"].as_u64().expect("hash")
 }
 
 fn revision(ep: &str) -> i64 {
     let out = etcdctl(ep, &["endpoint", "status", "-w", "json"]);
-    out.ok().json()[0]["Status"]["header"]["revision"].as_i64().expect("revision")
+    out.assert_ok().json()[0]["Status"]["header"]["revision"].as_i64().expect("revision")
 }
 
 #[test]
@@ -71,14 +71,14 @@ fn snapshot_saved_under_writes_restores_into_a_new_cluster() {
     let before: BTreeMap<String, String> = acked.lock().unwrap().clone();
     // A backup is of the member's own state, as on etcd: a linearizable read
     // first makes sure the member has applied what was acknowledged so far.
-    etcdctl(&eps[1], &["get", "w0/00000"]).ok();
+    etcdctl(&eps[1], &["get", "w0/00000"]).assert_ok();
     let out = etcdctl_timeout(
         &eps[1],
         &["snapshot", "save", file.to_str().unwrap()],
         None,
         Duration::from_secs(60),
     );
-    assert_eq!(out.ok().stdout, format!("Snapshot saved at {}\n", file.display()));
+    assert_eq!(out.assert_ok().stdout, format!("Snapshot saved at {}\n", file.display()));
     let acked_during = acked.lock().unwrap().len();
     stop.store(true, Ordering::SeqCst);
     for w in writers {
@@ -127,7 +127,7 @@ fn snapshot_saved_under_writes_restores_into_a_new_cluster() {
     assert_eq!(hashkv(&ep, rev), hashkv(&eps[1], rev), "HashKV differs at revision {rev}");
 
     // The restored cluster is a working one, whose members agree.
-    etcdctl(&ep, &["put", "after/restore", "yes"]).ok();
+    etcdctl(&ep, &["put", "after/restore", "yes"]).assert_ok();
     assert_eq!(restored.assert_converged(), rev + 1);
 
     // A file that is not a backup, or a used data dir, is refused.

@@ -12,19 +12,19 @@ fn three_members_replicate_and_all_serve() {
     // visible through every member, linearizably and, once converged,
     // serializably.
     for (i, ep) in eps.iter().enumerate() {
-        etcdctl(ep, &["put", &format!("k{i}"), &format!("v{i}")]).ok();
+        etcdctl(ep, &["put", &format!("k{i}"), &format!("v{i}")]).assert_ok();
     }
     for ep in &eps {
         for i in 0..eps.len() {
             let out = etcdctl(ep, &["get", &format!("k{i}"), "--print-value-only"]);
-            assert_eq!(out.ok().stdout, format!("v{i}\n"), "linearizable read of k{i} via {ep}");
+            assert_eq!(out.assert_ok().stdout, format!("v{i}\n"), "linearizable read of k{i} via {ep}");
         }
     }
     let rev = c.assert_converged();
     assert_eq!(rev, 1 + eps.len() as i64);
     for ep in &eps {
         let out = etcdctl(ep, &["get", "k0", "--print-value-only", "--consistency=s"]);
-        assert_eq!(out.ok().stdout, "v0\n");
+        assert_eq!(out.assert_ok().stdout, "v0\n");
     }
 
     // Every member lists all three, with their client URLs.
@@ -68,9 +68,9 @@ fn three_members_replicate_and_all_serve() {
 fn five_members_bootstrap_and_replicate() {
     let mut c = Cluster::start(5);
     let eps = c.endpoints();
-    etcdctl(&eps[4], &["put", "five", "members"]).ok();
+    etcdctl(&eps[4], &["put", "five", "members"]).assert_ok();
     for ep in &eps {
-        assert_eq!(etcdctl(ep, &["get", "five", "--print-value-only"]).ok().stdout, "members\n");
+        assert_eq!(etcdctl(ep, &["get", "five", "--print-value-only"]).assert_ok().stdout, "members\n");
     }
     c.assert_converged();
 }
@@ -86,9 +86,9 @@ fn move_leader_hands_over() {
     assert_ne!(out.status, Some(0));
     assert!(out.stderr.contains("no leader endpoint given"), "{out:?}");
     let out = etcdctl(&c.members[l].endpoint(), &["move-leader", &target_id]);
-    out.ok();
+    out.assert_ok();
     assert_eq!(c.leader(), target);
-    etcdctl(&c.members[l].endpoint(), &["put", "after", "move"]).ok();
+    etcdctl(&c.members[l].endpoint(), &["put", "after", "move"]).assert_ok();
     c.assert_converged();
 }
 
@@ -99,7 +99,7 @@ fn members_killed_in_their_first_start_restart_cleanly() {
     for n in [1, 3] {
         let mut c = Cluster::start_after_first_start_crash(n, "after-identity-persisted");
         for (i, ep) in c.endpoints().iter().enumerate() {
-            etcdctl(ep, &["put", &format!("first/{i}"), "v"]).ok();
+            etcdctl(ep, &["put", &format!("first/{i}"), "v"]).assert_ok();
         }
         assert_eq!(c.assert_converged(), 1 + n as i64);
     }

@@ -145,7 +145,7 @@ fn whole_cluster_restarts_from_disk() {
     let mut acked = BTreeMap::new();
     for i in 0..30 {
         let key = format!("restart/{i:03}");
-        etcdctl(&eps[i % 3], &["put", &key, &value_of(&key)]).ok();
+        etcdctl(&eps[i % 3], &["put", &key, &value_of(&key)]).assert_ok();
         acked.insert(key.clone(), value_of(&key));
     }
     let before = c.assert_converged();
@@ -156,7 +156,7 @@ fn whole_cluster_restarts_from_disk() {
     // And the restarted cluster takes writes through any member.
     for (i, ep) in eps.iter().enumerate() {
         let key = format!("restart/after/{i}");
-        etcdctl(ep, &["put", &key, &value_of(&key)]).ok();
+        etcdctl(ep, &["put", &key, &value_of(&key)]).assert_ok();
         acked.insert(key.clone(), value_of(&key));
     }
     c.assert_converged();
@@ -168,7 +168,7 @@ fn whole_cluster_restarts_from_disk() {
 fn write_on_majority(c: &Cluster, rest: &[usize], prefix: &str, cycle: usize, acked: &mut BTreeMap<String, String>) {
     for (n, &i) in rest.iter().enumerate() {
         let key = format!("{prefix}c{cycle}/{n}");
-        etcdctl(&c.members[i].endpoint(), &["put", &key, &value_of(&key)]).ok();
+        etcdctl(&c.members[i].endpoint(), &["put", &key, &value_of(&key)]).assert_ok();
         acked.insert(key.clone(), value_of(&key));
     }
 }
@@ -227,7 +227,7 @@ fn isolated_member_refuses_then_converges() {
         c.assert_converged();
         check_acked(&rt, &c, "part/", &acked);
         let out = etcdctl(&c.members[cut].endpoint(), &["get", "part/never"]);
-        assert_eq!(out.ok().stdout, "", "a refused write was applied");
+        assert_eq!(out.assert_ok().stdout, "", "a refused write was applied");
     }
 }
 
@@ -263,6 +263,6 @@ fn member_partitioned_both_ways_refuses_then_converges() {
         c.assert_converged();
         check_acked(&rt, &c, "both/", &acked);
         let out = etcdctl(&c.members[cut].endpoint(), &["get", "both/never"]);
-        assert_eq!(out.ok().stdout, "", "a refused write was applied");
+        assert_eq!(out.assert_ok().stdout, "", "a refused write was applied");
     }
 }

@@ -10,7 +10,7 @@ use harness::{both, connect, etcdctl, grpc_status, Cluster, Kind};
 /// caught up with the key `k`.
 fn cluster_with_learner(kind: Kind) -> Cluster {
     let mut c = Cluster::start_kind(kind, 1, &[]);
-    etcdctl(&c.members[0].endpoint(), &["put", "k", "v"]).ok();
+    etcdctl(&c.members[0].endpoint(), &["put", "k", "v"]).assert_ok();
     let learner = c.add_member(0, true);
     let start = Instant::now();
     loop {
@@ -84,7 +84,7 @@ fn learner_serves_and_refuses_what_an_etcd_learner_does() {
     // Promoted, the member serves linearizable reads and writes.
     for c in [&mut etcd, &mut cairn] {
         let id = learner_id(c);
-        etcdctl(&c.members[0].endpoint(), &["member", "promote", &id]).ok();
+        etcdctl(&c.members[0].endpoint(), &["member", "promote", &id]).assert_ok();
         let ep = c.members[1].endpoint();
         let start = Instant::now();
         loop {
@@ -96,7 +96,7 @@ fn learner_serves_and_refuses_what_an_etcd_learner_does() {
             std::thread::sleep(Duration::from_millis(200));
         }
         let out = etcdctl(&ep, &["get", "after/promote", "--print-value-only"]);
-        assert_eq!(out.ok().stdout, "yes\n");
+        assert_eq!(out.assert_ok().stdout, "yes\n");
     }
     cairn.assert_converged();
 }

@@ -11,7 +11,7 @@ fn learner_joins_by_snapshot_is_promoted_and_a_member_is_removed() {
     let mut c = Cluster::start_with_args(3, &["--snapshot-count=20"]);
     let eps = c.endpoints();
     for i in 0..120 {
-        etcdctl(&eps[i % 3], &["put", &format!("m/{i:03}"), &format!("v{i}")]).ok();
+        etcdctl(&eps[i % 3], &["put", &format!("m/{i:03}"), &format!("v{i}")]).assert_ok();
     }
     c.assert_converged();
 
@@ -28,7 +28,7 @@ fn learner_joins_by_snapshot_is_promoted_and_a_member_is_removed() {
         &c.members[new].endpoint(),
         &["get", "m/000", "--print-value-only", "--consistency=s"],
     );
-    assert_eq!(out.ok().stdout, "v0\n");
+    assert_eq!(out.assert_ok().stdout, "v0\n");
     let listed = etcdctl(&eps[0], &["member", "list", "-w", "json"]).json();
     let learners: Vec<u64> = listed["members"]
         .as_array()
@@ -67,20 +67,20 @@ fn learner_joins_by_snapshot_is_promoted_and_a_member_is_removed() {
             .all(|m| m["isLearner"].as_bool() != Some(true)),
         "{listed}"
     );
-    etcdctl(&c.members[new].endpoint(), &["put", "after/promote", "yes"]).ok();
+    etcdctl(&c.members[new].endpoint(), &["put", "after/promote", "yes"]).assert_ok();
 
     // Remove a member that is not the leader; it stops, the rest serve on.
     let leader = c.leader();
     let victim = (0..3).find(|i| *i != leader).unwrap();
     let victim_id = format!("{:x}", c.member_id(victim));
-    etcdctl(&c.members[leader].endpoint(), &["member", "remove", &victim_id]).ok();
+    etcdctl(&c.members[leader].endpoint(), &["member", "remove", &victim_id]).assert_ok();
     c.wait_exited(victim);
     let listed = etcdctl(&c.members[leader].endpoint(), &["member", "list", "-w", "json"]).json();
     assert_eq!(listed["members"].as_array().unwrap().len(), 3, "{listed}");
     let out = etcdctl(&c.members[leader].endpoint(), &["member", "remove", &victim_id]);
     assert!(out.stderr.contains("etcdserver: member not found"), "{out:?}");
     for i in (0..c.members.len()).filter(|i| *i != victim) {
-        etcdctl(&c.members[i].endpoint(), &["put", &format!("after/remove/{i}"), "yes"]).ok();
+        etcdctl(&c.members[i].endpoint(), &["put", &format!("after/remove/{i}"), "yes"]).assert_ok();
     }
     c.assert_converged();
 }

@@ -55,7 +55,7 @@ fn dead_member_scenario(kind: Kind) -> Vec<Step> {
     out.fails_with(1, "etcdserver: can only promote a learner member which is in sync with leader");
     steps.push(step("promote a learner that never started", &out));
     let out = etcdctl(&ep, &["member", "remove", &learner]);
-    steps.push(step("remove the learner", out.ok()));
+    steps.push(step("remove the learner", out.assert_ok()));
 
     let victim = (0..3).find(|i| *i != leader).expect("a follower");
     let survivor = (0..3).find(|i| *i != leader && *i != victim).expect("another follower");
@@ -71,7 +71,7 @@ fn dead_member_scenario(kind: Kind) -> Vec<Step> {
         if out.status != Some(0) {
             break out;
         }
-        etcdctl(&ep, &["member", "remove", &added_id(&out)]).ok();
+        etcdctl(&ep, &["member", "remove", &added_id(&out)]).assert_ok();
         assert!(start.elapsed() < Duration::from_secs(30), "{kind:?}: dead member never noticed");
         std::thread::sleep(Duration::from_millis(500));
     };
@@ -85,8 +85,8 @@ fn dead_member_scenario(kind: Kind) -> Vec<Step> {
     steps.push(step("remove a live member with another down", &out));
 
     let out = etcdctl(&ep, &["member", "remove", &victim_id]);
-    steps.push(step("remove the dead member", out.ok()));
-    etcdctl(&c.members[survivor].endpoint(), &["put", "after/remove", "yes"]).ok();
+    steps.push(step("remove the dead member", out.assert_ok()));
+    etcdctl(&c.members[survivor].endpoint(), &["put", "after/remove", "yes"]).assert_ok();
     let listed = etcdctl(&ep, &["member", "list", "-w", "json"]).json();
     assert_eq!(listed["members"].as_array().map(Vec::len), Some(2), "{kind:?}: {listed}");
     c.assert_converged();
@@ -101,7 +101,7 @@ fn unstarted_member_scenario(kind: Kind) -> Vec<Step> {
     let ep = c.members[0].endpoint();
     let own_id = format!("{:x}", c.member_id(0));
     let out = etcdctl(&ep, &["member", "add", "second", &nowhere()]);
-    steps.push(step("grow a single member by a voter", out.ok()));
+    steps.push(step("grow a single member by a voter", out.assert_ok()));
     let out = etcdctl(&ep, &["member", "add", "third", &nowhere()]);
     out.fails_with(1, "etcdserver: re-configuration failed due to not enough started members");
     steps.push(step("add a voter without a started quorum", &out));
@@ -119,7 +119,7 @@ fn unchecked_scenario(kind: Kind) -> Vec<Step> {
     let victim = (0..3).find(|i| *i != leader).expect("a follower");
     c.kill9(victim);
     let out = etcdctl(&c.members[leader].endpoint(), &["member", "add", "idle", "--learner", &nowhere()]);
-    vec![step("add a learner with a member down, unchecked", out.ok())]
+    vec![step("add a learner with a member down, unchecked", out.assert_ok())]
 }
 
 #[test]

@@ -5,7 +5,7 @@ use harness::{etcdctl, etcdctl_stdin, txn_input, Output, Server, MEMBER_NAME};
 
 #[track_caller]
 fn out(o: &Output) -> &str {
-    o.ok();
+    o.assert_ok();
     &o.stdout
 }
 
@@ -115,7 +115,7 @@ fn quick_start() {
 
     // endpoint health prints to stderr
     let o = ctl(&["endpoint", "health"]);
-    o.ok();
+    o.assert_ok();
     assert_eq!(o.stdout, "");
     let prefix = format!("{ep} is healthy: successfully committed proposal: took = ");
     assert!(o.stderr.starts_with(&prefix), "{o:?}");

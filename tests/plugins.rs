@@ -52,7 +52,7 @@ fn wait_listed(ep: &str, needle: &str) -> String {
 }
 
 fn revision(ep: &str) -> i64 {
-    let j = etcdctl(ep, &["get", "any-key", "-w", "json"]).ok().json();
+    let j = etcdctl(ep, &["get", "any-key", "-w", "json"]).assert_ok().json();
     j["header"]["revision"].as_i64().expect("revision in header")
 }
 
@@ -69,11 +69,11 @@ fn put_error(ep: &str, key: &str, value: &str) -> String {
 /// flags, then checks on every member that puts to `allowed` pass and puts
 /// to `denied` are refused.
 fn deny_in_range(eps: &[String], deny: &Path, name: &str, range: &[&str], allowed: &[&str], denied: &[&str]) {
-    install_bound(&eps[1], name, deny, "admission", range, &[]).ok();
+    install_bound(&eps[1], name, deny, "admission", range, &[]).assert_ok();
     for ep in eps {
         wait_listed(ep, &format!("{name} "));
         for key in allowed {
-            etcdctl(ep, &["put", key, "v"]).ok();
+            etcdctl(ep, &["put", key, "v"]).assert_ok();
         }
         for key in denied {
             assert_eq!(put_error(ep, key, "v"), format!("cairn: plugin \"{name}\" denied the request: no"));
@@ -89,7 +89,7 @@ fn admission_and_validate_decide_alike_on_every_member() {
 
     // A schema-like validate plugin, installed through member 0 only.
     let json = write_component(dir.path(), "json-object", &json_object_validator());
-    install(&eps[0], "json-object", &json, "validate", "cfg/", &[]).ok();
+    install(&eps[0], "json-object", &json, "validate", "cfg/", &[]).assert_ok();
     for ep in &eps {
         let line = wait_listed(ep, "json-object");
         assert!(
@@ -97,8 +97,8 @@ fn admission_and_validate_decide_alike_on_every_member() {
             "{line}"
         );
     }
-    etcdctl(&eps[1], &["put", "cfg/a", "{\"x\":1}"]).ok();
-    etcdctl(&eps[1], &["put", "other/a", "not json"]).ok();
+    etcdctl(&eps[1], &["put", "cfg/a", "{\"x\":1}"]).assert_ok();
+    etcdctl(&eps[1], &["put", "other/a", "not json"]).assert_ok();
     let before = revision(&eps[0]);
     for ep in &eps {
         assert_eq!(
@@ -119,7 +119,7 @@ fn admission_and_validate_decide_alike_on_every_member() {
     let before = before + 1;
     assert_eq!(revision(&eps[0]), before, "a rejected write must not make a revision");
     assert_eq!(
-        etcdctl(&eps[0], &["get", "other/b", "--print-value-only"]).ok().stdout,
+        etcdctl(&eps[0], &["get", "other/b", "--print-value-only"]).assert_ok().stdout,
         "",
         "nothing of a rejected txn is applied"
     );
@@ -134,26 +134,26 @@ fn admission_and_validate_decide_alike_on_every_member() {
             max: 2,
         }),
     );
-    install(&eps[2], "quota", &quota, "admission", "q/", &[]).ok();
+    install(&eps[2], "quota", &quota, "admission", "q/", &[]).assert_ok();
     for ep in &eps {
         wait_listed(ep, "quota");
     }
-    etcdctl(&eps[0], &["put", "q/1", "a"]).ok();
-    etcdctl(&eps[1], &["put", "q/2", "b"]).ok();
+    etcdctl(&eps[0], &["put", "q/1", "a"]).assert_ok();
+    etcdctl(&eps[1], &["put", "q/2", "b"]).assert_ok();
     for ep in &eps {
         assert_eq!(
             put_error(ep, "q/3", "c"),
             "cairn: plugin \"quota\" denied the request: quota exceeded"
         );
     }
-    etcdctl(&eps[2], &["del", "q/1"]).ok();
-    etcdctl(&eps[0], &["put", "q/3", "c"]).ok();
+    etcdctl(&eps[2], &["del", "q/1"]).assert_ok();
+    etcdctl(&eps[0], &["put", "q/3", "c"]).assert_ok();
 
     // Upgrade: the same name with another component takes effect at its
     // own index, on every member.
     let v1 = write_component(dir.path(), "gate-v1", &admission_component(Admission::Deny("closed (v1)")));
     let v2 = write_component(dir.path(), "gate-v2", &admission_component(Admission::Deny("closed (v2)")));
-    install(&eps[0], "gate", &v1, "admission", "gate/", &[]).ok();
+    install(&eps[0], "gate", &v1, "admission", "gate/", &[]).assert_ok();
     let first = wait_listed(&eps[0], "gate ");
     for ep in &eps {
         wait_listed(ep, "gate ");
@@ -162,7 +162,7 @@ fn admission_and_validate_decide_alike_on_every_member() {
             "cairn: plugin \"gate\" denied the request: closed (v1)"
         );
     }
-    install(&eps[1], "gate", &v2, "admission", "gate/", &[]).ok();
+    install(&eps[1], "gate", &v2, "admission", "gate/", &[]).assert_ok();
     let sha = |line: &str| {
         line.split("sha256=")
             .nth(1)
@@ -183,12 +183,12 @@ fn admission_and_validate_decide_alike_on_every_member() {
 
     // Warn and dry-run modes evaluate but allow.
     let deny = write_component(dir.path(), "deny", &admission_component(Admission::Deny("no")));
-    install(&eps[0], "warned", &deny, "admission", "w/", &["--mode", "warn"]).ok();
-    install(&eps[0], "dry", &deny, "admission", "d/", &["--mode", "dry-run"]).ok();
+    install(&eps[0], "warned", &deny, "admission", "w/", &["--mode", "warn"]).assert_ok();
+    install(&eps[0], "dry", &deny, "admission", "d/", &["--mode", "dry-run"]).assert_ok();
     for ep in &eps {
         wait_listed(ep, "dry ");
-        etcdctl(ep, &["put", "w/k", "v"]).ok();
-        etcdctl(ep, &["put", "d/k", "v"]).ok();
+        etcdctl(ep, &["put", "w/k", "v"]).assert_ok();
+        etcdctl(ep, &["put", "d/k", "v"]).assert_ok();
     }
     // Every member ran both on all three writes, and counted the denials.
     for ep in &eps {
@@ -217,14 +217,14 @@ fn admission_and_validate_decide_alike_on_every_member() {
         &["r/b", "r/c/deeper"],
     );
     deny_in_range(&eps, &deny, "tail", &["--key", "z/m", "--from-key"], &["z/a"], &["z/m", "zz"]);
-    cairnctl(&["--endpoints", &eps[0], "plugin", "remove", "tail"]).ok();
+    cairnctl(&["--endpoints", &eps[0], "plugin", "remove", "tail"]).assert_ok();
 
     // Removal, again at one index for all.
-    cairnctl(&["--endpoints", &eps[2], "plugin", "remove", "json-object"]).ok();
+    cairnctl(&["--endpoints", &eps[2], "plugin", "remove", "json-object"]).assert_ok();
     let out = cairnctl(&["--endpoints", &eps[2], "plugin", "remove", "json-object"]);
     assert_ne!(out.status, Some(0));
     assert!(out.stderr.contains("cairn: plugin \"json-object\" not found"), "{out:?}");
-    etcdctl(&eps[0], &["put", "cfg/b", "not json"]).ok();
+    etcdctl(&eps[0], &["put", "cfg/b", "not json"]).assert_ok();
 
     c.assert_converged();
 }
@@ -258,7 +258,7 @@ fn hostile_plugins_fail_the_same_way_on_every_member() {
     ];
     for (name, behaviour, _) in &cases {
         let file = write_component(dir.path(), name, &admission_component(*behaviour));
-        install(&eps[0], name, &file, "admission", &format!("fail/{name}/"), &["--fuel", "2000000"]).ok();
+        install(&eps[0], name, &file, "admission", &format!("fail/{name}/"), &["--fuel", "2000000"]).assert_ok();
         let ignored = format!("{name}-ignored");
         install(
             &eps[1],
@@ -268,7 +268,7 @@ fn hostile_plugins_fail_the_same_way_on_every_member() {
             &format!("ignore/{name}/"),
             &["--failure-policy", "ignore"],
         )
-        .ok();
+        .assert_ok();
     }
     for ep in &eps {
         wait_listed(ep, "spin-ignored");
@@ -285,7 +285,7 @@ fn hostile_plugins_fail_the_same_way_on_every_member() {
     }
     assert_eq!(revision(&eps[0]), before);
     for (name, _, _) in &cases {
-        etcdctl(&eps[2], &["put", &format!("ignore/{name}/k"), "v"]).ok();
+        etcdctl(&eps[2], &["put", &format!("ignore/{name}/k"), "v"]).assert_ok();
     }
 
     // Refused at install, with nothing stored: bytes that are not Wasm, a
@@ -308,7 +308,7 @@ fn hostile_plugins_fail_the_same_way_on_every_member() {
     let out = install(&eps[2], "big", &big, "admission", "x/", &[]);
     assert!(out.stderr.contains("--max-plugin-bytes"), "{out:?}");
     for ep in &eps {
-        let listed = cairnctl(&["--endpoints", ep, "plugin", "list"]).ok().stdout.clone();
+        let listed = cairnctl(&["--endpoints", ep, "plugin", "list"]).assert_ok().stdout.clone();
         assert!(
             !listed.contains("garbage") && !listed.contains("wrong-world") && !listed.contains("big "),
             "{listed}"
@@ -333,10 +333,10 @@ fn plugins_survive_restart_and_snapshot_install() {
     c.kill9(lagging);
 
     let json = write_component(dir.path(), "json-object", &json_object_validator());
-    install(&eps[leader], "json-object", &json, "validate", "cfg/", &[]).ok();
+    install(&eps[leader], "json-object", &json, "validate", "cfg/", &[]).assert_ok();
     wait_listed(&eps[other], "json-object");
     for i in 0..60 {
-        etcdctl(&eps[leader], &["put", &format!("fill/{i:02}"), "v"]).ok();
+        etcdctl(&eps[leader], &["put", &format!("fill/{i:02}"), "v"]).assert_ok();
     }
     // The lagging member can only catch up from a snapshot, which must
     // carry the registry.
@@ -359,7 +359,7 @@ fn plugins_survive_restart_and_snapshot_install() {
         wait_listed(ep, "json-object");
         assert!(put_error(ep, "cfg/y", "nope").contains("value must be a JSON object"));
     }
-    etcdctl(&eps[other], &["put", "cfg/y", "{}"]).ok();
+    etcdctl(&eps[other], &["put", "cfg/y", "{}"]).assert_ok();
     c.assert_converged();
 }
 
@@ -379,13 +379,13 @@ fn watch_transforms_look_the_same_through_two_members() {
         "secret/",
         &["--config", config.to_str().expect("utf-8")],
     )
-    .ok();
+    .assert_ok();
     for ep in &eps {
         wait_listed(ep, "redact");
     }
-    etcdctl(&eps[0], &["put", "secret/a", "hunter2"]).ok();
-    etcdctl(&eps[0], &["put", "public/a", "hello"]).ok();
-    etcdctl(&eps[0], &["put", "secret/b", "swordfish"]).ok();
+    etcdctl(&eps[0], &["put", "secret/a", "hunter2"]).assert_ok();
+    etcdctl(&eps[0], &["put", "public/a", "hello"]).assert_ok();
+    etcdctl(&eps[0], &["put", "secret/b", "swordfish"]).assert_ok();
     // Replayed from history through two different members.
     let rt = harness::runtime();
     let watched = |ep: &str| {
@@ -446,13 +446,13 @@ fn watch_transforms_look_the_same_through_two_members() {
     // A failing watch plugin drops the event under `fail` (a failed
     // redaction must not leak) and passes it under `ignore`.
     let broken = write_component(dir.path(), "broken", &trapping_watch());
-    install(&eps[0], "broken-fail", &broken, "watch", "bf/", &[]).ok();
-    install(&eps[0], "broken-ignore", &broken, "watch", "bi/", &["--failure-policy", "ignore"]).ok();
+    install(&eps[0], "broken-fail", &broken, "watch", "bf/", &[]).assert_ok();
+    install(&eps[0], "broken-ignore", &broken, "watch", "bi/", &["--failure-policy", "ignore"]).assert_ok();
     for ep in &eps {
         wait_listed(ep, "broken-ignore");
     }
-    etcdctl(&eps[0], &["put", "bf/x", "hidden"]).ok();
-    etcdctl(&eps[0], &["put", "bi/x", "shown"]).ok();
+    etcdctl(&eps[0], &["put", "bf/x", "hidden"]).assert_ok();
+    etcdctl(&eps[0], &["put", "bi/x", "shown"]).assert_ok();
     for ep in &eps[1..] {
         let first = rt.block_on(async {
             let mut client = harness::connect(ep).await;
@@ -506,7 +506,7 @@ fn reference_plugins_do_their_jobs_on_a_cluster() {
         "users/",
         &["--config", &schema],
     )
-    .ok();
+    .assert_ok();
     let policy = config(
         "policy.json",
         r#"{"key_pattern":"^/apps/[a-z0-9-]+/[a-z0-9_.-]+$","min_depth":3,"max_depth":3,"max_value_bytes":16}"#,
@@ -519,7 +519,7 @@ fn reference_plugins_do_their_jobs_on_a_cluster() {
         "/apps/",
         &["--config", &policy],
     )
-    .ok();
+    .assert_ok();
     let quota = config("quota.json", r#"{"prefix":"/tenants/acme/","max_keys":2}"#);
     install(
         &eps[2],
@@ -529,7 +529,7 @@ fn reference_plugins_do_their_jobs_on_a_cluster() {
         "/tenants/",
         &["--config", &quota],
     )
-    .ok();
+    .assert_ok();
     let redact = config("redact.json", r#"{"mask":["password"]}"#);
     install(
         &eps[0],
@@ -539,18 +539,18 @@ fn reference_plugins_do_their_jobs_on_a_cluster() {
         "secrets/",
         &["--config", &redact],
     )
-    .ok();
+    .assert_ok();
     for ep in &eps {
         wait_listed(ep, "secrets");
     }
 
-    etcdctl(&eps[1], &["put", "users/1", r#"{"name":"ada","age":36}"#]).ok();
+    etcdctl(&eps[1], &["put", "users/1", r#"{"name":"ada","age":36}"#]).assert_ok();
     let e = same_error_everywhere(&eps, "users/2", r#"{"age":-1}"#);
     assert!(e.starts_with("cairn: plugin \"users-schema\" rejected key \"users/2\": "), "{e}");
     let e = same_error_everywhere(&eps, "users/3", "not json");
     assert!(e.starts_with("cairn: plugin \"users-schema\" rejected key \"users/3\": "), "{e}");
 
-    etcdctl(&eps[2], &["put", "/apps/web/port", "8080"]).ok();
+    etcdctl(&eps[2], &["put", "/apps/web/port", "8080"]).assert_ok();
     let e = same_error_everywhere(&eps, "/apps/web", "x");
     assert!(e.starts_with("cairn: plugin \"apps-policy\" rejected key \"/apps/web\": "), "{e}");
     let e = same_error_everywhere(&eps, "/apps/web/big", "01234567890123456789");
@@ -559,19 +559,19 @@ fn reference_plugins_do_their_jobs_on_a_cluster() {
         "{e}"
     );
 
-    etcdctl(&eps[0], &["put", "/tenants/acme/a", "1"]).ok();
-    etcdctl(&eps[1], &["put", "/tenants/acme/b", "1"]).ok();
+    etcdctl(&eps[0], &["put", "/tenants/acme/a", "1"]).assert_ok();
+    etcdctl(&eps[1], &["put", "/tenants/acme/b", "1"]).assert_ok();
     let e = same_error_everywhere(&eps, "/tenants/acme/c", "1");
     assert!(
         e.starts_with("cairn: plugin \"tenant-quota\" denied the request: quota exceeded"),
         "{e}"
     );
     // Over quota, updates and deletes still work.
-    etcdctl(&eps[2], &["put", "/tenants/acme/a", "2"]).ok();
-    etcdctl(&eps[2], &["del", "/tenants/acme/b"]).ok();
-    etcdctl(&eps[0], &["put", "/tenants/acme/c", "1"]).ok();
+    etcdctl(&eps[2], &["put", "/tenants/acme/a", "2"]).assert_ok();
+    etcdctl(&eps[2], &["del", "/tenants/acme/b"]).assert_ok();
+    etcdctl(&eps[0], &["put", "/tenants/acme/c", "1"]).assert_ok();
 
-    etcdctl(&eps[0], &["put", "secrets/a", r#"{"user":"u","password":"hunter2"}"#]).ok();
+    etcdctl(&eps[0], &["put", "secrets/a", r#"{"user":"u","password":"hunter2"}"#]).assert_ok();
     let rt = harness::runtime();
     for ep in &eps[1..] {
         let seen = rt.block_on(async {
@@ -592,7 +592,7 @@ fn reference_plugins_do_their_jobs_on_a_cluster() {
         assert_eq!(seen, r#"{"password":"***","user":"u"}"#, "through {ep}");
     }
     // The store itself keeps the full value.
-    let stored = etcdctl(&eps[0], &["get", "secrets/a", "--print-value-only"]).ok().stdout.clone();
+    let stored = etcdctl(&eps[0], &["get", "secrets/a", "--print-value-only"]).assert_ok().stdout.clone();
     assert!(stored.contains("hunter2"), "{stored}");
 
     // The hostile plugins written in Rust: each fails, the same way on
@@ -608,7 +608,7 @@ fn reference_plugins_do_their_jobs_on_a_cluster() {
             vec!["--max-memory", "67108864", "--config", huge_config.as_str()],
         ),
     ] {
-        install(&eps[0], name, &plugin_wasm(name), "admission", &format!("{name}/"), &extra).ok();
+        install(&eps[0], name, &plugin_wasm(name), "admission", &format!("{name}/"), &extra).assert_ok();
         wait_listed(&eps[1], name);
         wait_listed(&eps[2], name);
         let e = same_error_everywhere(&eps, &format!("{name}/k"), "v");

@@ -408,7 +408,7 @@ impl Cluster {
             None,
             Duration::from_secs(15),
         );
-        out.ok();
+        out.assert_ok();
         out.json()[0]["Status"]["header"]["member_id"].as_u64().expect("member id")
     }
 
@@ -518,7 +518,7 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(500));
         };
-        out.ok();
+        out.assert_ok();
         let initial = out
             .stdout
             .lines()

@@ -19,7 +19,7 @@ pub struct Output {
 impl Output {
     /// Asserts exit code 0 and returns self.
     #[track_caller]
-    pub fn ok(&self) -> &Self {
+    pub fn assert_ok(&self) -> &Self {
         assert_eq!(self.status, Some(0), "etcdctl failed: {self:#?}");
         self
     }

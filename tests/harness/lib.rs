@@ -17,6 +17,7 @@
 
 pub mod background;
 pub mod cluster;
+pub mod component_text;
 pub mod convert;
 pub mod diff;
 pub mod etcdctl;

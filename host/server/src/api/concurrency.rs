@@ -1,0 +1,221 @@
+//! The recipes behind Lock and Election, as etcd's `clientv3/concurrency`
+//! package writes them, run server-side over our own KV, Raft and watch
+//! internals: a contender's key is `<prefix><lease in hex>`, ownership goes
+//! by creation revision, and a waiter waits for every older key under the
+//! prefix to be deleted.
+
+use std::sync::Arc;
+
+use super::Core;
+use crate::apply::Applied;
+use crate::error::{Error, Result};
+use crate::kv;
+use crate::mvcc::KeyRange;
+use crate::proto::cairnpb::raft_request::Request as Proposal;
+use crate::proto::prefix_end;
+use crate::proto::etcdserverpb::{
+    compare::{CompareResult, CompareTarget, TargetUnion},
+    range_request::{SortOrder, SortTarget},
+    request_op, response_op, Compare, DeleteRangeRequest, LeaseGrantRequest, PutRequest, RangeRequest, RangeResponse, RequestOp,
+    ResponseHeader, TxnRequest, TxnResponse,
+};
+use crate::proto::mvccpb::{event::EventType, KeyValue};
+use crate::watch::RangeFeed;
+
+/// The TTL of the lease etcd's recipes grant when the request names none
+/// (`concurrency`'s default session TTL).
+const SESSION_TTL: i64 = 60;
+
+/// The lease a recipe's keys are attached to: the request's, or for lease 0
+/// a new one of 60 s that nobody keeps alive. etcd's lock and election
+/// servers do the same: they open a `concurrency` session, which grants that
+/// lease, and orphan it at once.
+pub async fn session_lease(core: &Core, lease: i64) -> Result<i64> {
+    if lease != 0 {
+        return Ok(lease);
+    }
+    let mut id = 0;
+    while id == 0 {
+        id = (core.ids.next() & ((1 << 63) - 1)) as i64;
+    }
+    match core
+        .propose(Proposal::LeaseGrant(LeaseGrantRequest { ttl: SESSION_TTL, id }))
+        .await?
+    {
+        Applied::LeaseGrant(resp) => Ok(resp.id),
+        _ => Err(Error::InvalidRequest("unexpected apply result for lease grant".into())),
+    }
+}
+
+/// A contender's key under `prefix`.
+pub fn contender_key(prefix: &[u8], lease: i64) -> Vec<u8> {
+    let mut key = prefix.to_vec();
+    key.extend_from_slice(format!("{lease:x}").as_bytes());
+    key
+}
+
+pub fn create_revision_is(key: &[u8], rev: i64) -> Compare {
+    Compare {
+        result: CompareResult::Equal as i32,
+        target: CompareTarget::Create as i32,
+        key: key.to_vec(),
+        range_end: Vec::new(),
+        target_union: Some(TargetUnion::CreateRevision(rev)),
+    }
+}
+
+pub fn put_op(key: &[u8], value: &[u8], lease: i64) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestPut(PutRequest {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            lease,
+            ..Default::default()
+        })),
+    }
+}
+
+pub fn get_op(key: &[u8]) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestRange(RangeRequest {
+            key: key.to_vec(),
+            ..Default::default()
+        })),
+    }
+}
+
+pub fn delete_op(key: &[u8]) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestDeleteRange(DeleteRangeRequest {
+            key: key.to_vec(),
+            ..Default::default()
+        })),
+    }
+}
+
+/// The oldest key under `prefix` (etcd's `WithFirstCreate`).
+pub fn first_created(prefix: &[u8]) -> RangeRequest {
+    RangeRequest {
+        key: prefix.to_vec(),
+        range_end: prefix_end(prefix),
+        limit: 1,
+        sort_order: SortOrder::Ascend as i32,
+        sort_target: SortTarget::Create as i32,
+        ..Default::default()
+    }
+}
+
+pub fn first_created_op(prefix: &[u8]) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestRange(first_created(prefix))),
+    }
+}
+
+/// Runs a txn through Raft.
+pub async fn txn(core: &Core, request: TxnRequest) -> Result<TxnResponse> {
+    kv::validate_txn(&request, core.limits.max_txn_ops)?;
+    match core.propose(Proposal::Txn(request)).await? {
+        Applied::Txn(mut resp) => {
+            core.fill(&mut resp.header);
+            Ok(resp)
+        }
+        _ => Err(Error::InvalidRequest("unexpected apply result for txn".into())),
+    }
+}
+
+/// A linearizable read.
+pub async fn range(core: &Core, request: &RangeRequest) -> Result<RangeResponse> {
+    core.read_barrier(false).await?;
+    let mut resp = kv::range(&core.store.read_view(), request)?;
+    core.fill(&mut resp.header);
+    Ok(resp)
+}
+
+pub async fn delete(core: &Core, key: &[u8]) -> Result<Option<ResponseHeader>> {
+    match core
+        .propose(Proposal::DeleteRange(DeleteRangeRequest {
+            key: key.to_vec(),
+            ..Default::default()
+        }))
+        .await?
+    {
+        Applied::DeleteRange(mut resp) => {
+            core.fill(&mut resp.header);
+            Ok(resp.header)
+        }
+        _ => Err(Error::InvalidRequest("unexpected apply result for delete".into())),
+    }
+}
+
+/// The key-values a txn sub-response read.
+pub fn range_kvs(resp: &TxnResponse, index: usize) -> Vec<KeyValue> {
+    match resp.responses.get(index).and_then(|r| r.response.as_ref()) {
+        Some(response_op::Response::ResponseRange(r)) => r.kvs.clone(),
+        _ => Vec::new(),
+    }
+}
+
+/// Waits until `key` is deleted at or after revision `from`.
+async fn wait_delete(core: &Core, key: &[u8], from: i64) -> Result<()> {
+    let mut follower = RangeFeed::new(core.watch_hub.clone(), core.store.clone(), KeyRange::Single(key.to_vec()), from);
+    loop {
+        let (_, events) = follower.next().await?;
+        if events.iter().any(|e| e.r#type == EventType::Delete as i32) {
+            return Ok(());
+        }
+    }
+}
+
+/// Waits until no key under `prefix` created at or before `max_create_rev`
+/// is left; returns the header of the read that found none.
+pub async fn wait_deletes(core: &Core, prefix: &[u8], max_create_rev: i64) -> Result<Option<ResponseHeader>> {
+    loop {
+        let last = RangeRequest {
+            key: prefix.to_vec(),
+            range_end: prefix_end(prefix),
+            limit: 1,
+            sort_order: SortOrder::Descend as i32,
+            sort_target: SortTarget::Create as i32,
+            max_create_revision: max_create_rev,
+            ..Default::default()
+        };
+        let resp = range(core, &last).await?;
+        let Some(kv) = resp.kvs.first() else {
+            return Ok(resp.header);
+        };
+        let rev = resp.header.as_ref().map_or(0, |h| h.revision);
+        wait_delete(core, &kv.key, rev).await?;
+    }
+}
+
+/// Deletes a contender's key if the request that created it is abandoned
+/// (the client went away while waiting), as etcd's recipes do.
+pub struct ReleaseOnDrop {
+    core: Option<Arc<Core>>,
+    key: Vec<u8>,
+}
+
+impl ReleaseOnDrop {
+    pub fn new(core: Arc<Core>, key: Vec<u8>) -> Self {
+        ReleaseOnDrop { core: Some(core), key }
+    }
+
+    pub fn disarm(mut self) {
+        self.core = None;
+    }
+}
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        if let Some(core) = self.core.take() {
+            let key = std::mem::take(&mut self.key);
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    if let Err(e) = delete(&core, &key).await {
+                        tracing::warn!(error = %e, "releasing an abandoned lock or campaign key failed");
+                    }
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! The state machine behind Raft: decodes each committed [`RaftRequest`],
+//! executes it against MVCC, persists the result with the applied index, and
+//! hands the response to the client waiting on this member (if any).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use prost::Message;
+use rocksdb::WriteBatch;
+use tokio::sync::oneshot;
+
+use crate::error::{Error, Result};
+use crate::kv::{self, LeaseLookup, TxnTarget};
+use crate::lease::LeaseTable;
+use crate::membership::MemberTable;
+use crate::mvcc::{KeyRange, MvccStore, WriteTxn};
+use crate::plugin::{Plugins, WriteView};
+use crate::proto::cairnpb::{raft_request::Request, PluginInfo, RaftRequest};
+use crate::proto::etcdserverpb::{
+    CompactionResponse, DeleteRangeResponse, LeaseCheckpointResponse, LeaseGrantResponse, LeaseRevokeResponse, PutResponse, ResponseHeader,
+    TxnResponse,
+};
+use crate::raft::StateMachine;
+use crate::storage::{Database, CF_META};
+use crate::watch::WatchHub;
+
+pub(crate) const META_APPLIED_INDEX: &[u8] = b"apply/applied_index";
+
+/// The outcome of one applied request.
+#[derive(Debug)]
+pub enum Applied {
+    Put(PutResponse),
+    DeleteRange(DeleteRangeResponse),
+    Txn(TxnResponse),
+    Compaction(CompactionResponse),
+    LeaseGrant(LeaseGrantResponse),
+    LeaseRevoke(LeaseRevokeResponse),
+    LeaseCheckpoint(LeaseCheckpointResponse),
+    PluginInstall(PluginInfo),
+    PluginRemove,
+    /// A membership record was applied.
+    Members,
+}
+
+pub type ApplyResult = Result<Applied>;
+
+/// Clients waiting for their proposals to be applied, by proposal id.
+#[derive(Default)]
+pub struct Waiters {
+    waiting: Mutex<HashMap<u64, oneshot::Sender<ApplyResult>>>,
+}
+
+impl Waiters {
+    pub fn register(&self, id: u64) -> oneshot::Receiver<ApplyResult> {
+        let (tx, rx) = oneshot::channel();
+        self.waiting.lock().insert(id, tx);
+        rx
+    }
+
+    pub fn cancel(&self, id: u64) {
+        self.waiting.lock().remove(&id);
+    }
+
+    fn notify(&self, id: u64, result: ApplyResult) {
+        if let Some(tx) = self.waiting.lock().remove(&id) {
+            let _ = tx.send(result);
+        }
+    }
+}
+
+pub struct Applier {
+    engine: Arc<Database>,
+    store: Arc<MvccStore>,
+    waiters: Arc<Waiters>,
+    applied_index: u64,
+    watch_hub: Arc<WatchHub>,
+    leases: Arc<LeaseTable>,
+    members: Option<Arc<MemberTable>>,
+    plugins: Arc<Plugins>,
+}
+
+impl Applier {
+    pub fn new(engine: Arc<Database>, store: Arc<MvccStore>, waiters: Arc<Waiters>) -> Result<Self> {
+        let applied_index = engine.get_meta_u64(META_APPLIED_INDEX)?.unwrap_or(0);
+        let watch_hub = WatchHub::new(store.current_revision());
+        let leases = Arc::new(LeaseTable::open(&engine, &store)?);
+        let plugins = Plugins::open(&engine)?;
+        Ok(Applier {
+            engine,
+            store,
+            waiters,
+            applied_index,
+            watch_hub,
+            leases,
+            members: None,
+            plugins,
+        })
+    }
+
+    /// The member's lease table, kept current by apply.
+    pub fn leases(&self) -> Arc<LeaseTable> {
+        self.leases.clone()
+    }
+
+    /// The member's plugin registry, kept current by apply.
+    pub fn plugins(&self) -> Arc<Plugins> {
+        self.plugins.clone()
+    }
+
+    /// Where this member's committed changes are published for watchers.
+    pub fn watch_hub(&self) -> Arc<WatchHub> {
+        self.watch_hub.clone()
+    }
+
+    /// Commits a write and hands its events, if it made a revision, to the
+    /// watchers.
+    fn commit(&self, txn: WriteTxn<'_>, extra: impl FnOnce(&mut WriteBatch)) -> Result<()> {
+        let events = txn.commit(extra)?;
+        if !events.is_empty() {
+            self.leases.track(&events);
+            self.watch_hub.publish(self.store.current_revision(), events);
+        }
+        Ok(())
+    }
+
+    /// Lets applied entries change the member list.
+    pub fn with_members(mut self, members: Arc<MemberTable>) -> Self {
+        self.members = Some(members);
+        self
+    }
+
+    fn execute(&self, index: u64, request: &Request) -> ApplyResult {
+        let cf = self.engine.cf(CF_META);
+        let mark_applied = |batch: &mut WriteBatch| batch.put_cf(cf, META_APPLIED_INDEX, index.to_be_bytes());
+        let leases = &*self.leases;
+        match request {
+            Request::Put(r) => {
+                self.plugins.admit(WriteView::Put(r), &self.store)?;
+                let mut txn = self.store.write_txn();
+                let resp = kv::put(&mut txn, r, leases)?;
+                self.commit(txn, mark_applied)?;
+                Ok(Applied::Put(resp))
+            }
+            Request::DeleteRange(r) => {
+                self.plugins.admit(WriteView::DeleteRange(r), &self.store)?;
+                let mut txn = self.store.write_txn();
+                let resp = kv::delete_range(&mut txn, r)?;
+                self.commit(txn, mark_applied)?;
+                Ok(Applied::DeleteRange(resp))
+            }
+            Request::Txn(r) => {
+                self.plugins.admit(WriteView::Txn(r), &self.store)?;
+                let mut txn = self.store.write_txn();
+                let resp = kv::txn(TxnTarget::Write(&mut txn), r, leases)?;
+                self.commit(txn, mark_applied)?;
+                Ok(Applied::Txn(resp))
+            }
+            Request::Compaction(r) => {
+                self.store.compact(r.revision, mark_applied)?;
+                Ok(Applied::Compaction(CompactionResponse {
+                    header: Some(ResponseHeader {
+                        revision: self.store.current_revision(),
+                        ..Default::default()
+                    }),
+                }))
+            }
+            Request::LeaseGrant(r) => {
+                let mut batch = WriteBatch::default();
+                let ttl = self.leases.grant(r.id, r.ttl, &self.engine, &mut batch)?;
+                mark_applied(&mut batch);
+                self.engine.write(batch, false)?;
+                Ok(Applied::LeaseGrant(LeaseGrantResponse {
+                    header: self.header(),
+                    id: r.id,
+                    ttl,
+                    error: String::new(),
+                }))
+            }
+            Request::LeaseRevoke(r) => {
+                // All attached keys go in one revision, with the lease.
+                let keys = self.leases.keys_of(r.id)?;
+                let mut txn = self.store.write_txn();
+                for key in keys {
+                    txn.delete_range(&KeyRange::Single(key))?;
+                }
+                self.commit(txn, |batch| {
+                    self.leases.stage_revoke(r.id, &self.engine, batch);
+                    mark_applied(batch);
+                })?;
+                self.leases.forget(r.id);
+                Ok(Applied::LeaseRevoke(LeaseRevokeResponse { header: self.header() }))
+            }
+            Request::LeaseCheckpoint(r) => {
+                let checkpoints: Vec<(i64, i64)> = r.checkpoints.iter().map(|c| (c.id, c.remaining_ttl)).collect();
+                let mut batch = WriteBatch::default();
+                self.leases.checkpoint(&checkpoints, &self.engine, &mut batch);
+                mark_applied(&mut batch);
+                self.engine.write(batch, false)?;
+                Ok(Applied::LeaseCheckpoint(LeaseCheckpointResponse { header: self.header() }))
+            }
+            Request::PluginInstall(b) => Ok(Applied::PluginInstall(self.plugins.apply_install(
+                &self.engine,
+                b,
+                index,
+                mark_applied,
+            )?)),
+            Request::PluginRemove(r) => {
+                self.plugins.apply_remove(&self.engine, &r.name, mark_applied)?;
+                Ok(Applied::PluginRemove)
+            }
+            Request::MemberAttributes(a) => {
+                match &self.members {
+                    Some(m) => m.apply_attributes(a, mark_applied)?,
+                    None => self.persist_applied(index)?,
+                }
+                Ok(Applied::Members)
+            }
+            Request::MemberUpdate(c) => {
+                match &self.members {
+                    Some(m) => m.apply_update(c, mark_applied)?,
+                    None => self.persist_applied(index)?,
+                }
+                Ok(Applied::Members)
+            }
+        }
+    }
+
+    fn header(&self) -> Option<ResponseHeader> {
+        Some(ResponseHeader {
+            revision: self.store.current_revision(),
+            ..Default::default()
+        })
+    }
+
+    fn persist_applied(&self, index: u64) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.engine.cf(CF_META), META_APPLIED_INDEX, index.to_be_bytes());
+        self.engine.write(batch, false)
+    }
+}
+
+/// Errors that mean the member can no longer trust its own disk; applying
+/// further entries could diverge from the other members.
+fn is_fatal(e: &Error) -> bool {
+    matches!(e, Error::Storage(_) | Error::Corrupt(_) | Error::Io(_))
+}
+
+impl StateMachine for Applier {
+    fn apply(&mut self, index: u64, data: &[u8]) -> Result<()> {
+        if data.is_empty() {
+            self.persist_applied(index)?;
+            self.applied_index = index;
+            return Ok(());
+        }
+        let request = match RaftRequest::decode(data) {
+            Ok(r) => r,
+            Err(e) => {
+                // Every member decodes the same bytes the same way, so
+                // skipping is a deterministic decision.
+                tracing::error!(index, error = %e, "skipping undecodable raft entry");
+                self.persist_applied(index)?;
+                self.applied_index = index;
+                return Ok(());
+            }
+        };
+        let result = match &request.request {
+            Some(r) => self.execute(index, r),
+            None => Err(Error::InvalidRequest("empty raft request".into())),
+        };
+        match &result {
+            Err(e) if is_fatal(e) => return Err(Error::Corrupt(format!("applying entry {index}: {e}"))),
+            // A rejected request changed nothing; only the index moves on.
+            Err(_) => self.persist_applied(index)?,
+            Ok(_) => {}
+        }
+        self.applied_index = index;
+        self.waiters.notify(request.id, result);
+        Ok(())
+    }
+
+    fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    fn apply_conf_change(&mut self, index: u64, change: raft::eraftpb::ConfChangeType, node_id: u64, context: &[u8]) -> Result<()> {
+        let cf = self.engine.cf(CF_META);
+        match &self.members {
+            Some(m) => m.apply_conf_change(change, node_id, context, |b| b.put_cf(cf, META_APPLIED_INDEX, index.to_be_bytes()))?,
+            None => self.persist_applied(index)?,
+        }
+        self.applied_index = index;
+        // The proposer waits on the change's id, carried in its context.
+        if let Ok(c) = crate::proto::cairnpb::MemberChange::decode(context) {
+            self.waiters.notify(c.request_id, Ok(Applied::Members));
+        }
+        Ok(())
+    }
+
+    fn restored(&mut self, index: u64) -> Result<()> {
+        self.store.reload()?;
+        if let Some(m) = &self.members {
+            m.reload()?;
+        }
+        // State kept beside MVCC must follow the snapshot too.
+        self.leases.reload(&self.engine, &self.store)?;
+        self.plugins.reload(&self.engine)?;
+        self.watch_hub.restored(self.store.current_revision());
+        self.persist_applied(index)?;
+        self.applied_index = index;
+        Ok(())
+    }
+}

@@ -1,0 +1,31 @@
+//! Cairn: an etcd v3 compatible key-value store.
+//!
+//! The layers, from the wire inwards:
+//! - [`api`]: etcd's gRPC services; the only place errors become statuses.
+//! - [`kv`]: etcd's request semantics (ranges, puts, txns) over MVCC.
+//! - [`apply`]: the state machine that applies committed requests.
+//! - [`raft`]: consensus, the Ready loop and the durable Raft log.
+//! - [`mvcc`]: revisions, history and compaction over RocksDB.
+//! - [`storage`]: the RocksDB instance they share.
+
+pub mod api;
+pub mod apply;
+pub mod authority_repair;
+pub mod backup;
+pub mod config;
+pub mod error;
+pub mod failpoint;
+pub mod kv;
+pub mod lease;
+pub mod membership;
+pub mod mvcc;
+pub mod peer;
+pub mod plugin;
+pub mod raft;
+pub mod reconfig;
+pub mod server;
+pub mod storage;
+pub mod watch;
+
+/// The wire types, under the name every module of this crate uses.
+pub use cairn_proto as proto;
