@@ -22,10 +22,10 @@ use crate::proto::etcdserverpb::{
     TxnResponse,
 };
 use crate::raft::StateMachine;
+use crate::storage::schema::META_APPLIED_INDEX;
 use crate::storage::{Database, CF_META};
 use crate::watch::WatchHub;
 
-pub(crate) const META_APPLIED_INDEX: &[u8] = b"apply/applied_index";
 
 /// The outcome of one applied request.
 #[derive(Debug)]

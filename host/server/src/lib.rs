@@ -6,7 +6,8 @@
 //! - [`apply`]: the state machine that applies committed requests.
 //! - [`raft`]: consensus, the Ready loop and the durable Raft log.
 //! - [`mvcc`]: revisions, history and compaction over RocksDB.
-//! - [`storage`]: the RocksDB instance they share.
+//! - [`storage`]: the RocksDB instance they share, the schema of what it
+//!   holds, and the dump format snapshots and backups share.
 
 pub mod api;
 pub mod apply;

@@ -17,18 +17,13 @@ use crate::error::{Error, Result};
 use crate::peer::PeerActivity;
 use crate::proto::cairnpb::{MemberAttributes, MemberChange, MemberSet};
 use crate::proto::etcdserverpb;
+// The voters of a new cluster (`META_INITIAL_VOTERS`) are recorded with the
+// identity so that a member killed before its Raft log was created still
+// bootstraps it on restart (rather than waiting, as a joining member does,
+// for a leader's snapshot, which a new cluster's members would wait for
+// from each other forever).
+use crate::storage::schema::{META_CLUSTER_ID, META_INITIAL_VOTERS, META_LOCAL_ID, META_MEMBERS};
 use crate::storage::Database;
-
-/// The replicated member list.
-pub(crate) const META_MEMBERS: &[u8] = b"membership/members";
-/// This member's own identity; never part of a snapshot.
-const META_LOCAL_ID: &[u8] = b"local/member_id";
-const META_CLUSTER_ID: &[u8] = b"local/cluster_id";
-/// The voters of a new cluster, recorded with the identity so that a member
-/// killed before its Raft log was created still bootstraps it on restart
-/// (rather than waiting, as a joining member does, for a leader's snapshot,
-/// which a new cluster's members would wait for from each other forever).
-const META_INITIAL_VOTERS: &[u8] = b"local/initial_voters";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {

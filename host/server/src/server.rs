@@ -80,8 +80,9 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
     };
     let (local_id, cluster_id, table) = (membership.local_id, membership.cluster_id, membership.table.clone());
     let activity = membership.activity.clone();
+    let dumps = engine.dump_dir();
     let (node, raft_thread) = Node::start(local_id, engine.clone(), &voters, log_limits, applier, |handle| {
-        Box::new(Transport::new(local_id, cluster_id, table, activity, handle))
+        Box::new(Transport::new(local_id, cluster_id, table, activity, handle, dumps))
     })?;
     tracing::info!(
         name = %cfg.name,
@@ -115,7 +116,7 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
         let listener = TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
         tracing::info!(%addr, "serving peer traffic");
         let router = Server::builder().add_service(
-            PeerServer::new(PeerService::new(node.clone(), core.membership.clone()))
+            PeerServer::new(PeerService::new(node.clone(), core.membership.clone(), core.engine.dump_dir()))
                 .max_decoding_message_size(peer::MAX_PEER_MESSAGE_BYTES),
         );
         let router = router.add_service(LeasePeerServer::new(LeasePeerService::new(core.clone())));

@@ -24,10 +24,11 @@ use crate::error::{Error, Result};
 use crate::kv::LeaseLookup;
 use crate::mvcc::MvccStore;
 use crate::proto::mvccpb::{event::EventType, Event};
+use crate::storage::schema::META_LEASE_PREFIX;
 use crate::storage::{Database, CF_META};
 
 /// Lease records in the meta column family: this prefix, then the id.
-const RECORD_PREFIX: &[u8] = b"lease/";
+const RECORD_PREFIX: &[u8] = META_LEASE_PREFIX;
 /// etcd's `MaxLeaseTTL`.
 pub const MAX_TTL: i64 = 9_000_000_000;
 /// etcd's minimum TTL for its default timing: 1.5 election timeouts of

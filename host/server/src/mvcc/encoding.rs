@@ -42,8 +42,8 @@ impl Revision {
         if b.len() != 16 {
             return Err(Error::Corrupt(format!("revision of {} bytes", b.len())));
         }
-        let main = u64::from_be_bytes(b[..8].try_into().expect("8 bytes")) as i64;
-        let sub = u64::from_be_bytes(b[8..].try_into().expect("8 bytes")) as i64;
+        let main = be_u64(&b[..8])? as i64;
+        let sub = be_u64(&b[8..])? as i64;
         Ok(Revision { main, sub })
     }
 }
@@ -92,6 +92,11 @@ pub fn index_key_end(key: &[u8]) -> Vec<u8> {
     out
 }
 
+fn be_u64(b: &[u8]) -> Result<u64> {
+    let raw: [u8; 8] = b.try_into().map_err(|_| Error::Corrupt(format!("{} bytes where 8 were stored", b.len())))?;
+    Ok(u64::from_be_bytes(raw))
+}
+
 /// Splits an index key into the user key and its revision.
 pub fn decode_index_key(k: &[u8]) -> Result<(Vec<u8>, Revision)> {
     let corrupt = || Error::Corrupt("malformed index key".into());
@@ -112,8 +117,8 @@ pub fn decode_index_key(k: &[u8]) -> Result<(Vec<u8>, Revision)> {
         }
         i += 1;
     }
-    let main = !u64::from_be_bytes(rev[..8].try_into().expect("8 bytes")) as i64;
-    let sub = !u64::from_be_bytes(rev[8..].try_into().expect("8 bytes")) as i64;
+    let main = !be_u64(&rev[..8])? as i64;
+    let sub = !be_u64(&rev[8..])? as i64;
     Ok((key, Revision { main, sub }))
 }
 
@@ -175,6 +180,19 @@ pub fn decode_rev_value(v: &[u8]) -> Result<(bool, &[u8])> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn short_or_malformed_keys_are_corrupt_not_a_panic() {
+        let key = index_key(b"k", Revision::new(5, 1));
+        for n in 0..key.len() {
+            assert!(matches!(decode_index_key(&key[..n]), Err(Error::Corrupt(_))), "{n} bytes");
+        }
+        for n in [0, 8, 15, 17] {
+            assert!(matches!(Revision::from_bytes(&vec![1; n]), Err(Error::Corrupt(_))), "{n} bytes");
+        }
+        assert!(decode_rev_value(b"").is_err());
+        assert!(IndexValue::decode(b"").is_err());
+    }
 
     proptest! {
         #[test]

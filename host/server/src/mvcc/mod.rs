@@ -5,7 +5,7 @@
 //! can be served at any uncompacted revision. Both the key index and the
 //! values live in RocksDB (`storage`), so the data set may outgrow memory.
 
-mod encoding;
+pub(crate) mod encoding;
 mod history;
 mod read;
 mod write;
@@ -15,6 +15,5 @@ mod model_test;
 
 pub use encoding::Revision;
 pub use history::Changes;
-pub(crate) use read::META_CURRENT_REV;
 pub use read::{KeyRange, MvccStore, RangeResult, ReadView, Reader};
 pub use write::WriteTxn;

@@ -10,11 +10,9 @@ use super::encoding::{self, IndexValue, Revision};
 use crate::error::{Error, Result};
 use crate::proto::mvccpb::KeyValue;
 use crate::storage::{Database, CF_KV_INDEX, CF_KV_REV, CF_META};
+use crate::storage::schema::{META_CURRENT_REV, META_FINISHED_COMPACT, META_SCHEDULED_COMPACT};
 use prost::Message;
 
-pub(crate) const META_CURRENT_REV: &[u8] = b"mvcc/current_rev";
-const META_SCHEDULED_COMPACT: &[u8] = b"mvcc/scheduled_compact_rev";
-const META_FINISHED_COMPACT: &[u8] = b"mvcc/finished_compact_rev";
 
 /// How many revisions compaction handles per RocksDB write.
 const COMPACTION_CHUNK: usize = 10_000;
@@ -352,7 +350,7 @@ pub(super) fn scan(
     it.seek(&start);
     while it.valid() {
         let (prefix, main) = match it.key() {
-            Some(k) => (encoding::index_key_prefix(k).to_vec(), decode_main(k)),
+            Some(k) => (encoding::index_key_prefix(k).to_vec(), decode_main(k)?),
             None => break,
         };
         if main > rev {
@@ -375,10 +373,15 @@ pub(super) fn scan(
     Ok(())
 }
 
-fn decode_main(index_key: &[u8]) -> i64 {
+/// The main revision of an index key, read without decoding the user key.
+fn decode_main(index_key: &[u8]) -> Result<i64> {
     let n = index_key.len();
-    let bytes: [u8; 8] = index_key[n - 16..n - 8].try_into().expect("index key has a revision");
-    !u64::from_be_bytes(bytes) as i64
+    let bytes: [u8; 8] = n
+        .checked_sub(16)
+        .and_then(|at| index_key.get(at..at + 8))
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| Error::Corrupt(format!("kv_index key of {n} bytes has no revision")))?;
+    Ok(!u64::from_be_bytes(bytes) as i64)
 }
 
 /// Tells live from tombstone without decoding the value.
@@ -405,4 +408,33 @@ fn skip_key(it: &mut DBRawIteratorWithThreadMode<'_, DB>, prefix: &[u8]) {
         *last = 0x01;
     }
     it.seek(&end);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_index_keys_are_corrupt_not_a_panic() {
+        for n in 0..16 {
+            assert!(matches!(decode_main(&vec![0xAB; n]), Err(Error::Corrupt(_))), "{n} bytes");
+        }
+        let key = encoding::index_key(b"k", Revision::new(42, 0));
+        assert_eq!(decode_main(&key).unwrap(), 42);
+    }
+
+    #[test]
+    fn a_scan_over_a_short_stored_key_fails_with_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Database::open(dir.path()).unwrap();
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.put_cf(engine.cf(CF_KV_INDEX), b"short", b"L");
+        engine.write(batch, false).unwrap();
+        let range = KeyRange::Span {
+            start: Vec::new(),
+            end: None,
+        };
+        let result = scan(engine.db(), engine.cf(CF_KV_INDEX), ReadOptions::default(), &range, 10, |_| Ok(true));
+        assert!(matches!(result, Err(Error::Corrupt(_))), "{result:?}");
+    }
 }

@@ -1,5 +1,6 @@
 //! Member-to-member communication over the peer URLs: Raft messages in
-//! batches on one stream per peer, snapshots in chunks, and the member list
+//! batches on one stream per peer, snapshots (the Raft message, then its
+//! dump file in chunks, staged to disk by the receiver), and the member list
 //! for members joining a running cluster.
 
 mod activity;
@@ -27,8 +28,6 @@ pub use transport::Transport;
 pub const MAX_PEER_MESSAGE_BYTES: usize = 16 << 20;
 /// What a member answers the traffic of a removed member with.
 pub(crate) const REMOVED_MESSAGE: &str = "the member has been permanently removed from the cluster";
-/// Largest snapshot a member accepts, reassembled.
-pub const MAX_SNAPSHOT_BYTES: usize = 8 << 30;
 
 /// A channel to a peer that notices a dead connection within seconds, so
 /// a crashed or cut-off member is reconnected to rather than written into a

@@ -1,10 +1,12 @@
 //! The receiving side of the peer protocol.
 
+use std::path::PathBuf;
+
 use protobuf::Message as _;
-use raft::eraftpb::Message;
+use raft::eraftpb::{Message, MessageType};
+use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::MAX_SNAPSHOT_BYTES;
 use crate::error::Error;
 use crate::membership::Membership;
 use crate::proto::cairnpb::learner_ready_response::Verdict;
@@ -12,16 +14,46 @@ use crate::proto::cairnpb::peer_server::Peer;
 use crate::proto::cairnpb::{
     LearnerReadyRequest, LearnerReadyResponse, MemberSet, MembersRequest, RaftBatch, SnapshotAck, SnapshotChunk, StreamEnd,
 };
+use crate::raft::snapshot::{self, DumpRef};
 use crate::raft::NodeHandle;
 
 pub struct PeerService {
     node: NodeHandle,
     membership: Membership,
+    /// Where received snapshot dumps are staged.
+    dumps: PathBuf,
 }
 
 impl PeerService {
-    pub fn new(node: NodeHandle, membership: Membership) -> Self {
-        PeerService { node, membership }
+    pub fn new(node: NodeHandle, membership: Membership, dumps: PathBuf) -> Self {
+        PeerService { node, membership, dumps }
+    }
+
+    /// Writes the dump that follows a snapshot message to the staging file,
+    /// refusing more bytes than the message names.
+    async fn stage_dump(&self, reference: &DumpRef, chunks: &mut Streaming<SnapshotChunk>) -> Result<(), Status> {
+        let io = |e: std::io::Error| Status::internal(format!("staging snapshot: {e}"));
+        tokio::fs::create_dir_all(&self.dumps).await.map_err(io)?;
+        snapshot::remove_stale_received(&self.dumps, reference.index);
+        let mut file = tokio::fs::File::create(snapshot::partial_path(&self.dumps, reference.index))
+            .await
+            .map_err(io)?;
+        let mut received = 0u64;
+        while let Some(chunk) = chunks.message().await? {
+            self.check_sender(chunk.cluster_id, chunk.from)?;
+            received += chunk.data.len() as u64;
+            if received > reference.len {
+                return Err(Status::invalid_argument("snapshot dump longer than its message names"));
+            }
+            file.write_all(&chunk.data).await.map_err(io)?;
+        }
+        file.sync_all().await.map_err(io)?;
+        drop(file);
+        let (dumps, reference) = (self.dumps.clone(), *reference);
+        tokio::task::spawn_blocking(move || snapshot::accept_received(&dumps, &reference))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::invalid_argument(format!("snapshot dump refused: {e}")))
     }
 
     fn check_sender(&self, cluster_id: u64, from: u64) -> Result<(), Status> {
@@ -56,17 +88,27 @@ impl Peer for PeerService {
         Ok(Response::new(StreamEnd {}))
     }
 
+    /// The first chunk is the Raft message, naming the dump; the dump
+    /// follows. Raft sees the message only once the dump is staged and
+    /// checked.
     async fn snapshot(&self, request: Request<Streaming<SnapshotChunk>>) -> Result<Response<SnapshotAck>, Status> {
         let mut chunks = request.into_inner();
-        let mut message = Vec::new();
-        while let Some(chunk) = chunks.message().await? {
-            self.check_sender(chunk.cluster_id, chunk.from)?;
-            if message.len() + chunk.data.len() > MAX_SNAPSHOT_BYTES {
-                return Err(Status::resource_exhausted("snapshot too large"));
-            }
-            message.extend_from_slice(&chunk.data);
+        let first = chunks
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        self.check_sender(first.cluster_id, first.from)?;
+        let message = Message::parse_from_bytes(&first.data)
+            .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
+        if message.get_msg_type() != MessageType::MsgSnapshot {
+            return Err(Status::invalid_argument("not a snapshot message"));
         }
-        self.deliver(&message)?;
+        let reference = DumpRef::decode(&message.get_snapshot().data).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if reference.index != message.get_snapshot().get_metadata().index {
+            return Err(Status::invalid_argument("snapshot names the dump of another index"));
+        }
+        self.stage_dump(&reference, &mut chunks).await?;
+        self.deliver(&first.data)?;
         Ok(Response::new(SnapshotAck {}))
     }
 

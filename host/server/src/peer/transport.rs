@@ -4,6 +4,8 @@
 //! others nothing.
 
 use std::collections::HashMap;
+use std::io::Read;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::{connect, PeerActivity, MAX_PEER_MESSAGE_BYTES};
 use crate::membership::MemberTable;
 use crate::proto::cairnpb::{peer_client::PeerClient, MembersRequest, RaftBatch, SnapshotChunk};
+use crate::raft::snapshot::{outgoing_path, DumpRef};
 use crate::raft::{MessageSink, NodeHandle};
 
 /// Messages waiting for one peer; beyond this they are dropped.
@@ -22,6 +25,9 @@ const QUEUE_LEN: usize = 4096;
 /// A batch is closed at this many bytes of encoded messages.
 const BATCH_BYTES: usize = 2 << 20;
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+/// Snapshot chunks read ahead of the stream; with the chunk size, what a
+/// transfer holds in memory.
+const SNAPSHOT_CHUNKS_AHEAD: usize = 4;
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// How often the transport makes sure it keeps a connection to every member,
@@ -37,6 +43,8 @@ struct Shared {
     members: Arc<MemberTable>,
     node: NodeHandle,
     activity: Arc<PeerActivity>,
+    /// Where the snapshot builder leaves the dumps to send.
+    dumps: PathBuf,
 }
 
 pub struct Transport {
@@ -49,7 +57,14 @@ pub struct Transport {
 impl Transport {
     /// Must be called inside the Tokio runtime the peer tasks will run on.
     /// Peer connectivity is recorded in `activity`.
-    pub fn new(local_id: u64, cluster_id: u64, members: Arc<MemberTable>, activity: Arc<PeerActivity>, node: NodeHandle) -> Transport {
+    pub fn new(
+        local_id: u64,
+        cluster_id: u64,
+        members: Arc<MemberTable>,
+        activity: Arc<PeerActivity>,
+        node: NodeHandle,
+        dumps: PathBuf,
+    ) -> Transport {
         Transport {
             shared: Arc::new(Shared {
                 local_id,
@@ -57,6 +72,7 @@ impl Transport {
                 members,
                 node,
                 activity,
+                dumps,
             }),
             runtime: tokio::runtime::Handle::current(),
             peers: HashMap::new(),
@@ -210,8 +226,9 @@ async fn stream_to(shared: &Shared, mut client: PeerClient<tonic::transport::Cha
     end
 }
 
-/// Sends one snapshot message in chunks on its own call, and reports the
-/// outcome to Raft, which holds back the peer until it knows.
+/// Sends one snapshot on its own call: first the Raft message, which names
+/// the dump, then the dump file in chunks. Reports the outcome to Raft,
+/// which holds back the peer until it knows.
 async fn send_snapshot(shared: Arc<Shared>, message: Message) {
     let to = message.to;
     let ok = match try_send_snapshot(&shared, &message).await {
@@ -226,19 +243,40 @@ async fn send_snapshot(shared: Arc<Shared>, message: Message) {
 
 async fn try_send_snapshot(shared: &Shared, message: &Message) -> anyhow::Result<()> {
     let url = shared.members.peer_url(message.to).ok_or_else(|| anyhow::anyhow!("not a member"))?;
-    let raw = message.write_to_bytes()?;
-    let chunks: Vec<SnapshotChunk> = raw
-        .chunks(SNAPSHOT_CHUNK_BYTES)
-        .map(|c| SnapshotChunk {
-            cluster_id: shared.cluster_id,
-            from: shared.local_id,
-            data: c.to_vec(),
-        })
-        .collect();
+    let reference = DumpRef::decode(&message.get_snapshot().data)?;
+    // Opened before the call: the builder may drop the file meanwhile, and
+    // an open file stays readable.
+    let file = std::fs::File::open(outgoing_path(&shared.dumps, reference.index))?;
+    let (cluster_id, from) = (shared.cluster_id, shared.local_id);
+    let chunk = move |data: Vec<u8>| SnapshotChunk { cluster_id, from, data };
+    let (tx, rx) = mpsc::channel(SNAPSHOT_CHUNKS_AHEAD);
+    tx.send(chunk(message.write_to_bytes()?)).await?;
+    let reader = tokio::task::spawn_blocking(move || read_chunks(file, |data| tx.blocking_send(chunk(data)).is_ok()));
     let channel = connect(&url).await?;
     let mut client = PeerClient::new(channel).max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
-    tokio::time::timeout(Duration::from_secs(120), client.snapshot(tokio_stream::iter(chunks)))
-        .await
-        .map_err(|_| anyhow::anyhow!("timed out"))??;
+    // No deadline for the whole transfer, which grows with the data set: a
+    // dead peer is noticed by the connection's keep-alive.
+    let sent = client.snapshot(ReceiverStream::new(rx)).await;
+    let read = reader.await?;
+    sent?;
+    let read = read?;
+    anyhow::ensure!(read == reference.len, "dump file has {read} bytes, the snapshot names {}", reference.len);
     Ok(())
+}
+
+/// Reads `file` in chunks into `send` until the end or until `send` refuses;
+/// returns how many bytes went out.
+fn read_chunks(mut file: std::fs::File, mut send: impl FnMut(Vec<u8>) -> bool) -> std::io::Result<u64> {
+    let mut sent = 0;
+    loop {
+        let mut buf = Vec::with_capacity(SNAPSHOT_CHUNK_BYTES);
+        (&mut file).take(SNAPSHOT_CHUNK_BYTES as u64).read_to_end(&mut buf)?;
+        if buf.is_empty() {
+            return Ok(sent);
+        }
+        sent += buf.len() as u64;
+        if !send(buf) {
+            return Ok(sent);
+        }
+    }
 }

@@ -16,9 +16,10 @@ use super::Hook;
 use crate::error::{Error, Result};
 use crate::mvcc::KeyRange;
 use crate::proto::cairnpb::{PluginBinding, PluginFailurePolicy, PluginInfo, PluginMode, PluginRecord};
+use crate::storage::schema::META_PLUGIN_BINDING_PREFIX;
 use crate::storage::{Database, CF_META};
 
-const BINDING_PREFIX: &[u8] = b"plugin/binding/";
+const BINDING_PREFIX: &[u8] = META_PLUGIN_BINDING_PREFIX;
 /// Names are printed in errors and logs and used as keys: keep them plain.
 const MAX_NAME_BYTES: usize = 128;
 /// Config blobs travel with every call.

@@ -13,13 +13,10 @@ use raft::{GetEntriesContext, RaftState, StorageError};
 use rocksdb::{IteratorMode, ReadOptions, WriteBatch};
 
 use crate::error::{Error, Result};
+use crate::storage::schema::{META_CONF_STATE, META_HARD_STATE, META_TRUNCATED};
 use crate::storage::{Database, CF_META, CF_RAFT_LOG};
 
 use super::snapshot_builder::SnapshotBuilder;
-
-const META_HARD_STATE: &[u8] = b"raft/hard_state";
-pub(super) const META_CONF_STATE: &[u8] = b"raft/conf_state";
-const META_TRUNCATED: &[u8] = b"raft/truncated";
 
 pub struct LogStore {
     engine: Arc<Database>,
@@ -176,21 +173,13 @@ impl LogStore {
     }
 
     /// Replaces the state machine's data and the whole log with `snapshot`,
-    /// durably, in one write.
+    /// whose dump the peer transport staged; durable when it returns.
     pub fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<()> {
         let meta = snapshot.get_metadata();
-        let mut batch = WriteBatch::default();
-        super::snapshot::stage_install(&self.engine, &mut batch, &snapshot.data)?;
-        let cf_meta = self.engine.cf(CF_META);
-        batch.put_cf(cf_meta, META_TRUNCATED, truncation_record(meta.index, meta.term));
-        batch.put_cf(cf_meta, META_CONF_STATE, encode(meta.get_conf_state())?);
         let mut hs = self.hard_state.clone();
         hs.term = hs.term.max(meta.term);
         hs.commit = hs.commit.max(meta.index);
-        batch.put_cf(cf_meta, META_HARD_STATE, encode(&hs)?);
-        let cf_log = self.engine.cf(CF_RAFT_LOG);
-        batch.delete_range_cf(cf_log, log_key(0), log_key(self.last_index.max(meta.index) + 1));
-        self.engine.write(batch, true)?;
+        super::snapshot::install(&self.engine, snapshot, &hs)?;
         self.truncated_index = meta.index;
         self.truncated_term = meta.term;
         self.last_index = meta.index;
@@ -343,16 +332,16 @@ impl raft::Storage for LogStore {
     /// follower's next heartbeat response.
     fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         let mut builder = self.snapshots.borrow_mut();
-        let ready = builder.ready().map(|b| (b.index, b.data.clone(), b.conf_state.clone()));
-        if let Some((index, data, conf_state)) = ready {
+        let ready = builder.ready().map(|b| (b.index, b.reference, b.conf_state.clone()));
+        if let Some((index, reference, conf_state)) = ready {
             // A snapshot whose term has been compacted away cannot be
             // placed in the log any more; one older than asked for is no
             // use either.
             match self.term(index) {
                 Ok(term) if index >= request_index => {
-                    let bytes = data.len();
+                    let bytes = reference.len;
                     let mut snapshot = Snapshot {
-                        data,
+                        data: reference.encode().into(),
                         ..Default::default()
                     };
                     let meta = snapshot.mut_metadata();
@@ -381,7 +370,8 @@ mod tests {
     use raft::Storage;
 
     use super::*;
-    use crate::apply::META_APPLIED_INDEX;
+    use crate::mvcc::encoding::{index_key, Revision};
+    use crate::storage::schema::META_APPLIED_INDEX;
     use crate::storage::CF_KV_INDEX;
 
     fn entry(index: u64, term: u64) -> Entry {
@@ -401,7 +391,11 @@ mod tests {
     /// applied index, in one write.
     fn apply(engine: &Database, index: u64) {
         let mut b = WriteBatch::default();
-        b.put_cf(engine.cf(CF_KV_INDEX), format!("k{index:06}"), index.to_be_bytes());
+        b.put_cf(
+            engine.cf(CF_KV_INDEX),
+            index_key(format!("k{index:06}").as_bytes(), Revision::new(index as i64, 0)),
+            index.to_be_bytes(),
+        );
         b.put_cf(engine.cf(CF_META), META_APPLIED_INDEX, index.to_be_bytes());
         engine.write(b, false).unwrap();
     }
@@ -472,6 +466,7 @@ mod tests {
 
         let dst_dir = tempfile::tempdir().unwrap();
         let mut dst = store_with_entries(dst_dir.path(), 5);
+        super::super::snapshot::hand_over(&src.engine, &dst.engine, &snap);
         dst.install_snapshot(&snap).unwrap();
         assert_eq!(dst.first_index().unwrap(), 16);
         assert_eq!(dst.last_index().unwrap(), 15);
@@ -527,10 +522,10 @@ mod tests {
         assert_eq!(meta.get_conf_state().voters, four.voters);
 
         let dst_dir = tempfile::tempdir().unwrap();
-        let dst = Database::open(dst_dir.path()).unwrap();
-        let mut batch = WriteBatch::default();
-        super::super::snapshot::stage_install(&dst, &mut batch, &snap.data).unwrap();
-        dst.write(batch, false).unwrap();
+        let mut dst = LogStore::open(Database::open(dst_dir.path()).unwrap(), &[]).unwrap();
+        super::super::snapshot::hand_over(&engine, &dst.engine, &snap);
+        dst.install_snapshot(&snap).unwrap();
+        let dst = dst.engine.clone();
         assert_eq!(dst.get_meta_u64(META_APPLIED_INDEX).unwrap(), Some(2000));
         let keys: Vec<u64> = dst
             .db()

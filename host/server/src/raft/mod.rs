@@ -4,9 +4,8 @@
 
 mod log_store;
 mod node;
-mod snapshot;
+pub(crate) mod snapshot;
 mod snapshot_builder;
 
 pub use log_store::LogStore;
 pub use node::{LogLimits, MessageSink, Node, NodeHandle, RaftStatus, StateMachine};
-pub use snapshot::is_replicated;

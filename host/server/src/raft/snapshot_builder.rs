@@ -5,31 +5,45 @@
 //! the data, the applied index and the configuration from one RocksDB
 //! snapshot, which the builder pins while the Ready loop waits: nothing is
 //! applied in between, so the three describe the same point in the log.
+//! The dump goes to a file under the data dir (see `snapshot`), which the
+//! peer transport streams to the follower; the file goes when its build is
+//! dropped.
 
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use std::path::PathBuf;
+
 use protobuf::Message as _;
 use raft::eraftpb::ConfState;
 
-use crate::apply::META_APPLIED_INDEX;
 use crate::error::{Error, Result};
+use crate::storage::schema::{META_APPLIED_INDEX, META_CONF_STATE};
 use crate::storage::{Database, CF_META};
 
-use super::log_store::META_CONF_STATE;
+use super::snapshot::DumpRef;
 
 /// How long a finished snapshot is kept after it was built or last handed
 /// out: long enough for the other followers that lag behind, or a retried
 /// transfer, to reuse it; short enough not to hold its memory for good.
 const KEEP: Duration = Duration::from_secs(30);
 
-/// The replicated state as of `index`.
+/// The replicated state as of `index`, dumped to `path`.
 pub struct Built {
     pub index: u64,
     pub conf_state: ConfState,
-    pub data: Bytes,
+    pub reference: DumpRef,
+    path: PathBuf,
+}
+
+impl Drop for Built {
+    fn drop(&mut self) {
+        // A transfer that has opened the file goes on reading it.
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            tracing::debug!(dump = %self.path.display(), error = %e, "snapshot dump not removed");
+        }
+    }
 }
 
 enum Slot {
@@ -53,6 +67,14 @@ pub struct SnapshotBuilder {
 
 impl SnapshotBuilder {
     pub fn new(engine: Arc<Database>) -> Self {
+        // Dumps a previous run built are of no use to anyone now.
+        if let Ok(entries) = std::fs::read_dir(engine.dump_dir()) {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().starts_with("out-") {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
         SnapshotBuilder { engine, slot: Slot::Empty }
     }
 
@@ -127,7 +149,7 @@ impl SnapshotBuilder {
             if let Ok(built) = &result {
                 tracing::info!(
                     index = built.index,
-                    bytes = built.data.len(),
+                    bytes = built.reference.len,
                     ms = started.elapsed().as_millis() as u64,
                     "snapshot built"
                 );
@@ -198,10 +220,11 @@ fn build(engine: &Database, pinned: impl FnOnce(u64)) -> Result<Built> {
         Some(b) => ConfState::parse_from_bytes(&b).map_err(|e| Error::Corrupt(e.to_string()))?,
         None => return Err(Error::Corrupt("raft configuration missing".into())),
     };
-    let data = super::snapshot::build_from(engine, &snap)?;
+    let (reference, path) = super::snapshot::build_to_file(engine, &snap, index)?;
     Ok(Built {
         index,
         conf_state,
-        data: data.into(),
+        reference,
+        path,
     })
 }

@@ -4,35 +4,20 @@
 //! fsync'd WAL write makes a Ready's log entries durable, and so that apply
 //! can commit a state change together with the applied index atomically.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rocksdb::{BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 
+use super::schema::{COLUMN_FAMILIES, CF_META};
 use crate::error::{Error, Result};
 
-/// Raft log entries, keyed by big-endian index.
-pub const CF_RAFT_LOG: &str = "raft_log";
-/// Small records: Raft hard state, applied index, revisions, membership.
-pub const CF_META: &str = "meta";
-/// MVCC key index: (user key, inverted revision) -> key-value or tombstone.
-pub const CF_KV_INDEX: &str = "kv_index";
-/// MVCC revision log: revision -> user key, for history scans and hashing.
-pub const CF_KV_REV: &str = "kv_rev";
-
 const MAX_TOTAL_WAL_BYTES: u64 = 128 << 20;
-
-const COLUMN_FAMILIES: [&str; 4] = [CF_RAFT_LOG, CF_META, CF_KV_INDEX, CF_KV_REV];
-
-/// The column families holding replicated state: all but the Raft log.
-/// Snapshots carry these.
-pub fn state_column_families() -> impl Iterator<Item = &'static str> {
-    COLUMN_FAMILIES.iter().copied().filter(|cf| *cf != CF_RAFT_LOG)
-}
 
 /// Shared handle to the member's database.
 pub struct Database {
     db: DB,
+    dir: PathBuf,
 }
 
 impl Database {
@@ -61,7 +46,17 @@ impl Database {
             ColumnFamilyDescriptor::new(*name, cf_opts)
         });
         let db = DB::open_cf_descriptors(&opts, dir.join("db"), cfs)?;
-        Ok(Arc::new(Database { db }))
+        let database = Database {
+            db,
+            dir: dir.to_path_buf(),
+        };
+        super::dump::finish_interrupted_install(&database)?;
+        Ok(Arc::new(database))
+    }
+
+    /// Where dumps are staged: snapshots being sent or received.
+    pub fn dump_dir(&self) -> PathBuf {
+        self.dir.join("snap")
     }
 
     pub fn db(&self) -> &DB {

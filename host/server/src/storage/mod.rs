@@ -1,0 +1,10 @@
+//! The member's storage: one RocksDB instance ([`Database`]), the schema of
+//! what it holds and how each record travels ([`schema`]), and the one dump
+//! format Raft snapshots and backups share ([`dump`]).
+
+mod database;
+pub mod dump;
+pub mod schema;
+
+pub use database::Database;
+pub use schema::{CF_KV_INDEX, CF_KV_REV, CF_META, CF_RAFT_LOG};
