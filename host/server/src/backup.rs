@@ -16,8 +16,6 @@ use crate::storage::dump::{self, Install};
 use crate::storage::schema::META_CURRENT_REV;
 use crate::storage::{Database, CF_META};
 
-pub use crate::storage::dump::{CHUNK_BYTES, MAGIC};
-
 /// Writes a backup of the state as of now, in chunks handed to `sink` along
 /// with how many bytes of the backup are still to come (not counting the
 /// checksum, as etcd counts). `sink` returns false when the reader is gone.
