@@ -11,7 +11,6 @@ use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use protobuf::Message as _;
 use raft::eraftpb::Snapshot;
 use rocksdb::Snapshot as DbSnapshot;
 

@@ -336,7 +336,7 @@ pub(super) fn finish_interrupted_install(engine: &Database) -> Result<()> {
 fn replace(engine: &Database, file: &Path, mode: Install, finish: &[(&[u8], Vec<u8>)]) -> Result<u64> {
     let db = engine.db();
     let mut batch = WriteBatch::default();
-    let mut flush_full = |batch: &mut WriteBatch| -> Result<()> {
+    let flush_full = |batch: &mut WriteBatch| -> Result<()> {
         if batch.size_in_bytes() >= INSTALL_BATCH_BYTES {
             engine.write(std::mem::take(batch), false)?;
         }
@@ -407,7 +407,7 @@ fn decode_marker(raw: &[u8]) -> Result<Marker> {
         1 => Install::Restore,
         _ => return Err(bad()),
     };
-    let mut sized = |rest: &mut &[u8]| -> Result<Vec<u8>> {
+    let sized = |rest: &mut &[u8]| -> Result<Vec<u8>> {
         let len: [u8; 4] = rest.get(..4).and_then(|b| b.try_into().ok()).ok_or_else(bad)?;
         let len = u32::from_be_bytes(len) as usize;
         let body = rest.get(4..4 + len).ok_or_else(bad)?.to_vec();
