@@ -26,7 +26,6 @@ use crate::storage::schema::META_APPLIED_INDEX;
 use crate::storage::{Database, CF_META};
 use crate::watch::WatchHub;
 
-
 /// The outcome of one applied request.
 #[derive(Debug)]
 pub enum Applied {

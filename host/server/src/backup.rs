@@ -152,7 +152,10 @@ mod tests {
             }
         );
         let dst = Database::open(&data).unwrap();
-        assert_eq!(dst.db().get_cf(dst.cf(CF_KV_INDEX), key("key-02999")).unwrap(), Some(vec![7u8; 100]));
+        assert_eq!(
+            dst.db().get_cf(dst.cf(CF_KV_INDEX), key("key-02999")).unwrap(),
+            Some(vec![7u8; 100])
+        );
         assert_eq!(dst.get_meta_u64(CURRENT_REV).unwrap(), Some(42));
         assert_eq!(dst.get_meta(META_APPLIED_INDEX).unwrap(), None);
         assert_eq!(dst.get_meta(b"raft/hard_state").unwrap(), None);

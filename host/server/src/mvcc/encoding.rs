@@ -93,7 +93,9 @@ pub fn index_key_end(key: &[u8]) -> Vec<u8> {
 }
 
 fn be_u64(b: &[u8]) -> Result<u64> {
-    let raw: [u8; 8] = b.try_into().map_err(|_| Error::Corrupt(format!("{} bytes where 8 were stored", b.len())))?;
+    let raw: [u8; 8] = b
+        .try_into()
+        .map_err(|_| Error::Corrupt(format!("{} bytes where 8 were stored", b.len())))?;
     Ok(u64::from_be_bytes(raw))
 }
 

@@ -9,10 +9,9 @@ use rocksdb::{DBRawIteratorWithThreadMode, ReadOptions, WriteBatch, DB};
 use super::encoding::{self, IndexValue, Revision};
 use crate::error::{Error, Result};
 use crate::proto::mvccpb::KeyValue;
-use crate::storage::{Database, CF_KV_INDEX, CF_KV_REV, CF_META};
 use crate::storage::schema::{META_CURRENT_REV, META_FINISHED_COMPACT, META_SCHEDULED_COMPACT};
+use crate::storage::{Database, CF_KV_INDEX, CF_KV_REV, CF_META};
 use prost::Message;
-
 
 /// How many revisions compaction handles per RocksDB write.
 const COMPACTION_CHUNK: usize = 10_000;
@@ -434,7 +433,9 @@ mod tests {
             start: Vec::new(),
             end: None,
         };
-        let result = scan(engine.db(), engine.cf(CF_KV_INDEX), ReadOptions::default(), &range, 10, |_| Ok(true));
+        let result = scan(engine.db(), engine.cf(CF_KV_INDEX), ReadOptions::default(), &range, 10, |_| {
+            Ok(true)
+        });
         assert!(matches!(result, Err(Error::Corrupt(_))), "{result:?}");
     }
 }

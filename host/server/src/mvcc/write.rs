@@ -8,9 +8,9 @@ use rocksdb::{ReadOptions, WriteBatch};
 
 use super::encoding::{self, IndexValue, Revision};
 use super::read::{scan, KeyRange, MvccStore, RangeResult, Reader};
-use crate::storage::schema::META_CURRENT_REV;
 use crate::error::Result;
 use crate::proto::mvccpb::{event::EventType, Event, KeyValue};
+use crate::storage::schema::META_CURRENT_REV;
 use crate::storage::{CF_KV_INDEX, CF_KV_REV, CF_META};
 
 /// A write transaction: every change in it shares one main revision. Reads

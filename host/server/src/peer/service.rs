@@ -98,8 +98,8 @@ impl Peer for PeerService {
             .await?
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
         self.check_sender(first.cluster_id, first.from)?;
-        let message = Message::parse_from_bytes(&first.data)
-            .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
+        let message =
+            Message::parse_from_bytes(&first.data).map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
         if message.get_msg_type() != MessageType::MsgSnapshot {
             return Err(Status::invalid_argument("not a snapshot message"));
         }

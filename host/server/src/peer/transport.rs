@@ -260,7 +260,11 @@ async fn try_send_snapshot(shared: &Shared, message: &Message) -> anyhow::Result
     let read = reader.await?;
     sent?;
     let read = read?;
-    anyhow::ensure!(read == reference.len, "dump file has {read} bytes, the snapshot names {}", reference.len);
+    anyhow::ensure!(
+        read == reference.len,
+        "dump file has {read} bytes, the snapshot names {}",
+        reference.len
+    );
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use rocksdb::{BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 
-use super::schema::{COLUMN_FAMILIES, CF_META};
+use super::schema::{CF_META, COLUMN_FAMILIES};
 use crate::error::{Error, Result};
 
 const MAX_TOTAL_WAL_BYTES: u64 = 128 << 20;

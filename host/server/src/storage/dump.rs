@@ -56,7 +56,11 @@ fn record_len(cf: &str, key: &[u8], value: &[u8]) -> u64 {
 }
 
 /// Calls `visit` with every carried record `snap` sees, in dump order.
-fn carried_records(engine: &Database, snap: &Snapshot<'_>, mut visit: impl FnMut(&'static str, &[u8], &[u8]) -> Result<bool>) -> Result<bool> {
+fn carried_records(
+    engine: &Database,
+    snap: &Snapshot<'_>,
+    mut visit: impl FnMut(&'static str, &[u8], &[u8]) -> Result<bool>,
+) -> Result<bool> {
     for cf in schema::carried_column_families() {
         for item in snap.iterator_cf(engine.cf(cf), IteratorMode::Start) {
             let (k, v) = item?;
@@ -75,7 +79,10 @@ fn carried_records(engine: &Database, snap: &Snapshot<'_>, mut visit: impl FnMut
 }
 
 fn unknown_record(cf: &str, key: &[u8]) -> Error {
-    Error::Corrupt(format!("record {cf}/{:?} is not in the storage schema", String::from_utf8_lossy(key)))
+    Error::Corrupt(format!(
+        "record {cf}/{:?} is not in the storage schema",
+        String::from_utf8_lossy(key)
+    ))
 }
 
 /// Writes the dump of what `snap` sees, in chunks handed to `sink` along with
@@ -460,7 +467,11 @@ mod tests {
         let engine = Database::open(dir.path()).unwrap();
         let mut b = WriteBatch::default();
         for i in 0..2000i64 {
-            b.put_cf(engine.cf(CF_KV_INDEX), index_key(format!("key-{i:05}").as_bytes(), Revision::new(i + 2, 0)), vec![7u8; 100]);
+            b.put_cf(
+                engine.cf(CF_KV_INDEX),
+                index_key(format!("key-{i:05}").as_bytes(), Revision::new(i + 2, 0)),
+                vec![7u8; 100],
+            );
             b.put_cf(engine.cf(CF_KV_REV), Revision::new(i + 2, 0).to_bytes(), b"Lk");
         }
         b.put_cf(engine.cf(CF_META), META_CURRENT_REV, 2001u64.to_be_bytes());
@@ -548,9 +559,13 @@ mod tests {
         let installed = install(&dst, &file, Install::Snapshot, &[(META_HARD_STATE, b"new".to_vec())]).unwrap();
         assert_eq!(installed, 4002);
         let db = dst.db();
-        assert_eq!(db.get_cf(dst.cf(CF_KV_INDEX), index_key(b"stale", Revision::new(9, 0))).unwrap(), None);
         assert_eq!(
-            db.get_cf(dst.cf(CF_KV_INDEX), index_key(b"key-01999", Revision::new(2001, 0))).unwrap(),
+            db.get_cf(dst.cf(CF_KV_INDEX), index_key(b"stale", Revision::new(9, 0))).unwrap(),
+            None
+        );
+        assert_eq!(
+            db.get_cf(dst.cf(CF_KV_INDEX), index_key(b"key-01999", Revision::new(2001, 0)))
+                .unwrap(),
             Some(vec![7u8; 100])
         );
         assert_eq!(dst.get_meta_u64(META_APPLIED_INDEX).unwrap(), Some(9));
@@ -578,8 +593,17 @@ mod tests {
         let dst = Database::open(&dst_dir.path().join("member")).unwrap();
         assert_eq!(dst.get_meta(META_DUMP_INSTALL).unwrap(), None);
         assert_eq!(dst.get_meta_u64(META_CURRENT_REV).unwrap(), Some(2001));
-        assert_eq!(dst.get_meta(META_APPLIED_INDEX).unwrap(), None, "a restore does not take the old applied index");
-        assert_eq!(dst.db().get_cf(dst.cf(CF_KV_INDEX), index_key(b"stale", Revision::new(9, 0))).unwrap(), None);
+        assert_eq!(
+            dst.get_meta(META_APPLIED_INDEX).unwrap(),
+            None,
+            "a restore does not take the old applied index"
+        );
+        assert_eq!(
+            dst.db()
+                .get_cf(dst.cf(CF_KV_INDEX), index_key(b"stale", Revision::new(9, 0)))
+                .unwrap(),
+            None
+        );
         assert!(file.exists(), "a restored backup file stays");
     }
 }

@@ -176,6 +176,9 @@ mod tests {
         assert_eq!(class_of(CF_RAFT_LOG, &7u64.to_be_bytes()), Some(Class::MemberLocal));
         assert_eq!(class_of(CF_META, META_APPLIED_INDEX), Some(Class::NotRestored));
         assert_eq!(class_of(CF_META, META_MEMBERS), Some(Class::NotRestored));
-        assert_eq!(class_of(CF_META, &[META_LEASE_PREFIX, &5u64.to_be_bytes()].concat()), Some(Class::Replicated));
+        assert_eq!(
+            class_of(CF_META, &[META_LEASE_PREFIX, &5u64.to_be_bytes()].concat()),
+            Some(Class::Replicated)
+        );
     }
 }
