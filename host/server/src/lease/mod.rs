@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 use rocksdb::WriteBatch;
 
 use crate::error::{Error, Result};
-use crate::kv::LeaseLookup;
+use crate::txn::LeaseLookup;
 use crate::mvcc::MvccStore;
 use crate::proto::mvccpb::{event::EventType, Event};
 use crate::storage::{Database, CF_META};
