@@ -146,7 +146,7 @@ impl Error {
     }
 }
 
-pub type Result<T, E = Error> = std::result::Result<T, E>; = std::result::Result<T, E>;
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl From<prost::DecodeError> for Error {
     fn from(e: prost::DecodeError) -> Self {

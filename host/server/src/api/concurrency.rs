@@ -9,10 +9,8 @@ use std::sync::Arc;
 use super::Core;
 use crate::apply::Applied;
 use crate::error::{Error, Result};
-use crate::txn;
 use crate::mvcc::KeyRange;
 use crate::proto::cairnpb::raft_request::Request as Proposal;
-use crate::proto::prefix_end;
 use crate::proto::etcdserverpb::{
     compare::{CompareResult, CompareTarget, TargetUnion},
     range_request::{SortOrder, SortTarget},
@@ -20,6 +18,8 @@ use crate::proto::etcdserverpb::{
     ResponseHeader, TxnRequest, TxnResponse,
 };
 use crate::proto::mvccpb::{event::EventType, KeyValue};
+use crate::proto::prefix_end;
+use crate::txn;
 use crate::watch::RangeFeed;
 
 /// The TTL of the lease etcd's recipes grant when the request names none

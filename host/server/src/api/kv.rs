@@ -7,7 +7,6 @@ use tonic::{Request, Response, Status};
 use super::Core;
 use crate::apply::Applied;
 use crate::error::Error;
-use crate::txn::{self, TxnTarget};
 use crate::proto::cairnpb::raft_request::Request as Proposal;
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::proto::etcdserverpb::request_op::Request as Op;
@@ -15,6 +14,7 @@ use crate::proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
     TxnRequest, TxnResponse,
 };
+use crate::txn::{self, TxnTarget};
 
 pub struct KvService {
     core: Arc<Core>,

@@ -14,7 +14,7 @@ use crate::proto::etcdserverpb::{
     compare::{CompareResult, CompareTarget, TargetUnion},
     request_op::Request as Op,
     response_op::Response,
-    Compare, CompactionRequest, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest, PutRequest, RequestOp, TxnRequest,
+    CompactionRequest, Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest, PutRequest, RequestOp, TxnRequest,
 };
 use crate::raft::StateMachine;
 use crate::storage::{Database, CF_KV_INDEX};
@@ -64,13 +64,24 @@ impl Member {
     }
 
     fn value(&self, key: &str) -> Option<Vec<u8>> {
-        let r = self.store.read_view().range(&KeyRange::Single(key.into()), 0, 1, false).expect("range");
+        let r = self
+            .store
+            .read_view()
+            .range(&KeyRange::Single(key.into()), 0, 1, false)
+            .expect("range");
         r.kvs.into_iter().next().map(|kv| kv.value)
     }
 
+    /// Closes the database (every handle to it) and opens it again.
     fn reopen(self) -> Member {
-        let Member { dir, applier, .. } = self;
-        drop(applier);
+        let Member {
+            dir,
+            engine,
+            store,
+            waiters,
+            applier,
+        } = self;
+        drop((applier, waiters, store, engine));
         open_in(dir)
     }
 }
@@ -115,7 +126,9 @@ fn each_kv_request_kind_and_its_revision() {
         success: vec![put_op("c")],
         failure: vec![put_op("never")],
     };
-    let Ok(Applied::Txn(t)) = m.apply(3, Request::Txn(txn)) else { panic!() };
+    let Ok(Applied::Txn(t)) = m.apply(3, Request::Txn(txn)) else {
+        panic!()
+    };
     assert!(t.succeeded);
     assert_eq!(t.header.map(|h| h.revision), Some(4));
     assert!(matches!(&t.responses[0].response, Some(Response::ResponsePut(_))));
@@ -128,14 +141,19 @@ fn each_kv_request_kind_and_its_revision() {
         prev_kv: true,
         ..Default::default()
     });
-    let Ok(Applied::DeleteRange(d)) = m.apply(4, delete) else { panic!() };
+    let Ok(Applied::DeleteRange(d)) = m.apply(4, delete) else {
+        panic!()
+    };
     assert_eq!((d.deleted, d.prev_kvs.len(), d.header.map(|h| h.revision)), (2, 2, Some(5)));
     assert_eq!(m.value("a"), None);
 
-    let Ok(Applied::Compaction(c)) = m.apply(5, Request::Compaction(CompactionRequest {
-        revision: 4,
-        ..Default::default()
-    })) else {
+    let Ok(Applied::Compaction(c)) = m.apply(
+        5,
+        Request::Compaction(CompactionRequest {
+            revision: 4,
+            ..Default::default()
+        }),
+    ) else {
         panic!()
     };
     assert_eq!(c.header.map(|h| h.revision), Some(5));
@@ -148,7 +166,9 @@ fn each_kv_request_kind_and_its_revision() {
 fn leases_grant_attach_and_revoke_in_one_revision() {
     let mut m = member();
     let grant = Request::LeaseGrant(LeaseGrantRequest { id: 9, ttl: 60 });
-    let Ok(Applied::LeaseGrant(g)) = m.apply(1, grant.clone()) else { panic!() };
+    let Ok(Applied::LeaseGrant(g)) = m.apply(1, grant.clone()) else {
+        panic!()
+    };
     assert_eq!((g.id, g.ttl), (9, 60));
     assert!(matches!(m.apply(2, grant), Err(Error::LeaseExists)));
     let attached = |key: &str| {
@@ -167,7 +187,9 @@ fn leases_grant_attach_and_revoke_in_one_revision() {
     });
     assert!(matches!(m.apply(5, unknown), Err(Error::LeaseNotFound)));
     assert_eq!(m.store.current_revision(), 3);
-    let Ok(Applied::LeaseRevoke(r)) = m.apply(6, Request::LeaseRevoke(LeaseRevokeRequest { id: 9 })) else { panic!() };
+    let Ok(Applied::LeaseRevoke(r)) = m.apply(6, Request::LeaseRevoke(LeaseRevokeRequest { id: 9 })) else {
+        panic!()
+    };
     assert_eq!(r.header.map(|h| h.revision), Some(4), "both keys go in one revision");
     assert_eq!((m.value("x"), m.value("y")), (None, None));
     assert!(matches!(m.apply(7, attached("x")), Err(Error::LeaseNotFound)));
@@ -193,7 +215,9 @@ fn the_applied_index_is_persisted_with_its_change_and_refusals_move_it() {
     let empty = RaftRequest { id: 1, request: None }.encode_to_vec();
     m.applier.apply(4, &empty).expect("apply");
     m.applier.apply(5, &[]).expect("apply");
-    m.applier.apply(6, &[0xFF, 0xFF]).expect("an undecodable entry is skipped alike everywhere");
+    m.applier
+        .apply(6, &[0xFF, 0xFF])
+        .expect("an undecodable entry is skipped alike everywhere");
     assert_eq!(m.store.current_revision(), 2);
 
     let m = m.reopen();

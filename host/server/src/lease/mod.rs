@@ -21,10 +21,10 @@ use parking_lot::Mutex;
 use rocksdb::WriteBatch;
 
 use crate::error::{Error, Result};
-use crate::txn::LeaseLookup;
 use crate::mvcc::MvccStore;
 use crate::proto::mvccpb::{event::EventType, Event};
 use crate::storage::{Database, CF_META};
+use crate::txn::LeaseLookup;
 
 /// Lease records in the meta column family: this prefix, then the id.
 const RECORD_PREFIX: &[u8] = b"lease/";

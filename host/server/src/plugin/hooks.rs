@@ -58,7 +58,8 @@ impl StateView for StoreState {
     }
 
     fn range_count(&self, key: &[u8], range_end: &[u8]) -> u64 {
-        self.read(&KeyRange::new(key, range_end), 0, true).map_or(0, |r| r.count.max(0) as u64)
+        self.read(&KeyRange::new(key, range_end), 0, true)
+            .map_or(0, |r| r.count.max(0) as u64)
     }
 }
 
@@ -409,11 +410,14 @@ mod tests {
         let inner = TxnRequest {
             compare: if_exists("kept", false),
             success: vec![put("inner-then", "x")],
-            failure: vec![keep, op(Op::RequestDeleteRange(DeleteRangeRequest {
-                key: "d/".into(),
-                range_end: "d0".into(),
-                ..Default::default()
-            }))],
+            failure: vec![
+                keep,
+                op(Op::RequestDeleteRange(DeleteRangeRequest {
+                    key: "d/".into(),
+                    range_end: "d0".into(),
+                    ..Default::default()
+                })),
+            ],
         };
         let outer = TxnRequest {
             compare: if_exists("kept", true),
@@ -427,8 +431,17 @@ mod tests {
             .mutations
             .iter()
             .map(|m| match m {
-                Mutation::Put(p) => format!("put {}={}@{}", String::from_utf8_lossy(&p.key), String::from_utf8_lossy(&p.value), p.lease),
-                Mutation::DeleteRange(d) => format!("delete {}..{}", String::from_utf8_lossy(&d.key), String::from_utf8_lossy(&d.range_end)),
+                Mutation::Put(p) => format!(
+                    "put {}={}@{}",
+                    String::from_utf8_lossy(&p.key),
+                    String::from_utf8_lossy(&p.value),
+                    p.lease
+                ),
+                Mutation::DeleteRange(d) => format!(
+                    "delete {}..{}",
+                    String::from_utf8_lossy(&d.key),
+                    String::from_utf8_lossy(&d.range_end)
+                ),
             })
             .collect();
         // Mutations are what the client asked for, in execution order.
@@ -437,7 +450,13 @@ mod tests {
         let entries: Vec<(String, String, i64)> = flat
             .entries
             .iter()
-            .map(|e| (String::from_utf8_lossy(&e.key).into(), String::from_utf8_lossy(&e.value).into(), e.lease))
+            .map(|e| {
+                (
+                    String::from_utf8_lossy(&e.key).into(),
+                    String::from_utf8_lossy(&e.value).into(),
+                    e.lease,
+                )
+            })
             .collect();
         let expected = [("a", "1", 0), ("kept", "stored", 4), ("b", "2", 0)].map(|(k, v, l)| (k.to_string(), v.to_string(), l));
         assert_eq!(entries, expected);

@@ -101,10 +101,13 @@ impl Store {
     }
 
     fn get(&self, key: &str) -> Option<KeyValue> {
-        let r = range(&self.mvcc.read_view(), &RangeRequest {
-            key: key.into(),
-            ..Default::default()
-        })
+        let r = range(
+            &self.mvcc.read_view(),
+            &RangeRequest {
+                key: key.into(),
+                ..Default::default()
+            },
+        )
         .expect("range");
         r.kvs.into_iter().next()
     }
@@ -182,22 +185,49 @@ fn compares_on_missing_keys_and_ranges() {
     let value = |v: &str| TargetUnion::Value(v.into());
     let table = [
         // A missing key never compares by value, not even as "not equal".
-        (compare("none", "", CompareTarget::Value, CompareResult::NotEqual, value("x")), false),
+        (
+            compare("none", "", CompareTarget::Value, CompareResult::NotEqual, value("x")),
+            false,
+        ),
         (compare("none", "", CompareTarget::Value, CompareResult::Equal, value("")), false),
         // Every other target compares a missing key as zero.
-        (compare("none", "", CompareTarget::Version, CompareResult::Equal, TargetUnion::Version(0)), true),
-        (compare("none", "", CompareTarget::Create, CompareResult::Less, TargetUnion::CreateRevision(1)), true),
-        (compare("none", "", CompareTarget::Mod, CompareResult::Greater, TargetUnion::ModRevision(0)), false),
-        (compare("none", "", CompareTarget::Lease, CompareResult::Equal, TargetUnion::Lease(0)), true),
+        (
+            compare("none", "", CompareTarget::Version, CompareResult::Equal, TargetUnion::Version(0)),
+            true,
+        ),
+        (
+            compare(
+                "none",
+                "",
+                CompareTarget::Create,
+                CompareResult::Less,
+                TargetUnion::CreateRevision(1),
+            ),
+            true,
+        ),
+        (
+            compare("none", "", CompareTarget::Mod, CompareResult::Greater, TargetUnion::ModRevision(0)),
+            false,
+        ),
+        (
+            compare("none", "", CompareTarget::Lease, CompareResult::Equal, TargetUnion::Lease(0)),
+            true,
+        ),
         // A range compare holds only when it holds for every key in it.
         (compare("r/", "r0", CompareTarget::Value, CompareResult::Greater, value("0")), true),
         (compare("r/", "r0", CompareTarget::Value, CompareResult::Greater, value("1")), false),
-        (compare("r/", "r0", CompareTarget::Version, CompareResult::Equal, TargetUnion::Version(1)), true),
+        (
+            compare("r/", "r0", CompareTarget::Version, CompareResult::Equal, TargetUnion::Version(1)),
+            true,
+        ),
         // "\0" as range end means every key from the start.
         (compare("r/2", "\0", CompareTarget::Value, CompareResult::Equal, value("2")), true),
         // An empty range is compared like a missing key.
         (compare("s/", "s0", CompareTarget::Value, CompareResult::Equal, value("")), false),
-        (compare("s/", "s0", CompareTarget::Version, CompareResult::Equal, TargetUnion::Version(0)), true),
+        (
+            compare("s/", "s0", CompareTarget::Version, CompareResult::Equal, TargetUnion::Version(0)),
+            true,
+        ),
     ];
     for (i, (c, expected)) in table.into_iter().enumerate() {
         assert_eq!(holds(&s, c), expected, "row {i}");
@@ -295,7 +325,9 @@ fn revisions_count_write_requests_not_operations() {
         key: "none".into(),
         ..Default::default()
     }));
-    let Ok(WriteResponse::DeleteRange(d)) = resp else { panic!("{resp:?}") };
+    let Ok(WriteResponse::DeleteRange(d)) = resp else {
+        panic!("{resp:?}")
+    };
     assert_eq!((d.deleted, rev()), (0, 2));
 
     // A delete and a recreate: the key starts a new life.
@@ -320,7 +352,9 @@ fn puts_keep_values_and_leases_when_asked_and_check_them_first() {
         prev_kv: true,
         ..Default::default()
     };
-    let Ok(WriteResponse::Put(resp)) = s.write(Write::Put(&keep_value)) else { panic!() };
+    let Ok(WriteResponse::Put(resp)) = s.write(Write::Put(&keep_value)) else {
+        panic!()
+    };
     assert_eq!(resp.prev_kv.map(|p| (p.value, p.lease)), Some((b"v1".to_vec(), 3)));
     let k = s.get("k").expect("k");
     assert_eq!((k.value.as_slice(), k.lease), (&b"v1"[..], 4));
@@ -331,7 +365,9 @@ fn puts_keep_values_and_leases_when_asked_and_check_them_first() {
         ignore_lease: true,
         ..Default::default()
     };
-    let Ok(WriteResponse::Put(resp)) = s.write(Write::Put(&keep_lease)) else { panic!() };
+    let Ok(WriteResponse::Put(resp)) = s.write(Write::Put(&keep_lease)) else {
+        panic!()
+    };
     assert_eq!(resp.prev_kv, None, "prev_kv only when asked for");
     let k = s.get("k").expect("k");
     assert_eq!((k.value.as_slice(), k.lease), (&b"v2"[..], 4));
@@ -357,25 +393,31 @@ fn puts_keep_values_and_leases_when_asked_and_check_them_first() {
     // Inside a txn a failing op fails the whole txn, earlier ops included.
     let t = TxnRequest {
         compare: vec![],
-        success: vec![put_op("fine", "1"), txn_op(TxnRequest {
-            compare: vec![],
-            success: vec![RequestOp {
-                request: Some(Op::RequestPut(missing)),
-            }],
-            failure: vec![],
-        })],
+        success: vec![
+            put_op("fine", "1"),
+            txn_op(TxnRequest {
+                compare: vec![],
+                success: vec![RequestOp {
+                    request: Some(Op::RequestPut(missing)),
+                }],
+                failure: vec![],
+            }),
+        ],
         failure: vec![],
     };
     assert!(matches!(s.txn(&t), Err(Error::KeyNotFound)));
     let future = TxnRequest {
         compare: vec![],
-        success: vec![put_op("fine", "1"), RequestOp {
-            request: Some(Op::RequestRange(RangeRequest {
-                key: "k".into(),
-                revision: before + 1,
-                ..Default::default()
-            })),
-        }],
+        success: vec![
+            put_op("fine", "1"),
+            RequestOp {
+                request: Some(Op::RequestRange(RangeRequest {
+                    key: "k".into(),
+                    revision: before + 1,
+                    ..Default::default()
+                })),
+            },
+        ],
         failure: vec![],
     };
     assert!(matches!(s.txn(&future), Err(Error::FutureRev)));
@@ -384,14 +426,17 @@ fn puts_keep_values_and_leases_when_asked_and_check_them_first() {
 }
 
 fn sorted(s: &Store, order: SortOrder, target: SortTarget, limit: i64) -> (Vec<String>, bool, i64) {
-    let r = range(&s.mvcc.read_view(), &RangeRequest {
-        key: "s/".into(),
-        range_end: "s0".into(),
-        sort_order: order as i32,
-        sort_target: target as i32,
-        limit,
-        ..Default::default()
-    })
+    let r = range(
+        &s.mvcc.read_view(),
+        &RangeRequest {
+            key: "s/".into(),
+            range_end: "s0".into(),
+            sort_order: order as i32,
+            sort_target: target as i32,
+            limit,
+            ..Default::default()
+        },
+    )
     .expect("range");
     let keys = r.kvs.iter().map(|kv| String::from_utf8_lossy(&kv.key).into_owned()).collect();
     (keys, r.more, r.count)
@@ -428,24 +473,34 @@ fn range_sort_orders_targets_and_limits() {
     ];
     for (order, target, limit, keys, more) in table {
         let got = sorted(&s, order, target, limit);
-        assert_eq!(got, (keys.into_iter().map(String::from).collect(), more, 3), "{order:?} {target:?} limit {limit}");
+        assert_eq!(
+            got,
+            (keys.into_iter().map(String::from).collect(), more, 3),
+            "{order:?} {target:?} limit {limit}"
+        );
     }
 
-    let r = range(&s.mvcc.read_view(), &RangeRequest {
-        key: "s/".into(),
-        range_end: "s0".into(),
-        count_only: true,
-        ..Default::default()
-    })
+    let r = range(
+        &s.mvcc.read_view(),
+        &RangeRequest {
+            key: "s/".into(),
+            range_end: "s0".into(),
+            count_only: true,
+            ..Default::default()
+        },
+    )
     .expect("range");
     assert_eq!((r.kvs.len(), r.count), (0, 3));
-    let r = range(&s.mvcc.read_view(), &RangeRequest {
-        key: "s/".into(),
-        range_end: "s0".into(),
-        keys_only: true,
-        min_mod_revision: 7,
-        ..Default::default()
-    })
+    let r = range(
+        &s.mvcc.read_view(),
+        &RangeRequest {
+            key: "s/".into(),
+            range_end: "s0".into(),
+            keys_only: true,
+            min_mod_revision: 7,
+            ..Default::default()
+        },
+    )
     .expect("range");
     let got: Vec<_> = r.kvs.iter().map(|kv| (kv.key.clone(), kv.value.clone())).collect();
     assert_eq!(got, vec![(b"s/c".to_vec(), vec![])], "filters select, keys_only drops values");
@@ -469,8 +524,16 @@ fn duplicate_keys_and_overlapping_writes() {
         ("distinct puts", txn(vec![put_op("a", "1"), put_op("b", "1")]), true),
         ("one key put twice", txn(vec![put_op("a", "1"), put_op("a", "2")]), false),
         ("put and delete of one key", txn(vec![put_op("a", "1"), delete_op("a", "")]), false),
-        ("put inside a deleted range", txn(vec![delete_op("a", "c"), put_op("b", "1")]), false),
-        ("put at a deleted range's end", txn(vec![delete_op("a", "c"), put_op("c", "1")]), true),
+        (
+            "put inside a deleted range",
+            txn(vec![delete_op("a", "c"), put_op("b", "1")]),
+            false,
+        ),
+        (
+            "put at a deleted range's end",
+            txn(vec![delete_op("a", "c"), put_op("c", "1")]),
+            true,
+        ),
         ("deletes may overlap", txn(vec![delete_op("a", "c"), delete_op("b", "d")]), true),
         ("a key read and put", txn(vec![range_op("a"), put_op("a", "1")]), true),
         (
@@ -478,10 +541,26 @@ fn duplicate_keys_and_overlapping_writes() {
             txn(vec![nested(vec![put_op("a", "1")], vec![put_op("a", "2")])]),
             true,
         ),
-        ("outer and nested put", txn(vec![put_op("a", "1"), nested(vec![put_op("a", "2")], vec![])]), false),
-        ("two nested txns put one key", txn(vec![nested(vec![put_op("a", "1")], vec![]), nested(vec![], vec![put_op("a", "2")])]), false),
-        ("outer delete covers a nested put", txn(vec![delete_op("a", "c"), nested(vec![], vec![put_op("b", "1")])]), false),
-        ("nested delete covers an outer put", txn(vec![put_op("b", "1"), nested(vec![delete_op("a", "c")], vec![])]), false),
+        (
+            "outer and nested put",
+            txn(vec![put_op("a", "1"), nested(vec![put_op("a", "2")], vec![])]),
+            false,
+        ),
+        (
+            "two nested txns put one key",
+            txn(vec![nested(vec![put_op("a", "1")], vec![]), nested(vec![], vec![put_op("a", "2")])]),
+            false,
+        ),
+        (
+            "outer delete covers a nested put",
+            txn(vec![delete_op("a", "c"), nested(vec![], vec![put_op("b", "1")])]),
+            false,
+        ),
+        (
+            "nested delete covers an outer put",
+            txn(vec![put_op("b", "1"), nested(vec![delete_op("a", "c")], vec![])]),
+            false,
+        ),
     ];
     for (name, t, allowed) in table {
         let result = validate_txn(&t, 128);
@@ -570,6 +649,11 @@ fn a_plan_lists_the_changes_of_the_chosen_branches_only() {
     assert_eq!(plan.revision, 2);
     assert_eq!(plan.changes.len(), 2);
     assert!(matches!(&plan.changes[0], Change::DeleteRange(d) if d.key == b"d"));
-    let Change::Put(p) = &plan.changes[1] else { panic!("{:?}", plan.changes[1]) };
-    assert_eq!((p.request.key.as_slice(), p.value.as_slice(), p.lease), (&b"k"[..], &b"stored"[..], 2));
+    let Change::Put(p) = &plan.changes[1] else {
+        panic!("{:?}", plan.changes[1])
+    };
+    assert_eq!(
+        (p.request.key.as_slice(), p.value.as_slice(), p.lease),
+        (&b"k"[..], &b"stored"[..], 2)
+    );
 }
