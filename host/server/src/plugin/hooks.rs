@@ -14,7 +14,7 @@ use super::bindings::{
     DeleteOp, Entry, EventKind, Identity, KeyValue as WitKv, Mutation, PutOp, RequestKind, Verdict, WatchAction, WatchEvent, WriteRequest,
 };
 use super::registry::{Binding, Plugins, Registry};
-use super::runtime::{Failure, StateView};
+use super::runtime::{Compiled, Failure, Runtime, StateView};
 use super::Hook;
 use crate::error::{Error, Result};
 use crate::mvcc::{KeyRange, MvccStore, RangeResult};
@@ -235,19 +235,14 @@ impl Plugins {
                 identity: Identity { user: String::new() },
                 revision,
             });
-            let outcome = match Plugins::compiled(&self.apply, bound) {
-                Ok(c) => self
-                    .apply
-                    .admit(&c, &bound.name, bound.limits, &bound.binding().config, request, state.clone()),
-                Err(_) => Err(Failure::Instantiation),
-            };
-            if let Some(reason) = denial(bound, outcome) {
-                if enforced(bound, &reason) {
-                    return Err(Error::PluginDenied {
-                        plugin: bound.name.clone(),
-                        reason,
-                    });
-                }
+            let refusal = self.enforced_denial(bound, |runtime, c| {
+                runtime.admit(c, &bound.name, bound.limits, &bound.binding().config, request, state.clone())
+            });
+            if let Some(reason) = refusal {
+                return Err(Error::PluginDenied {
+                    plugin: bound.name.clone(),
+                    reason,
+                });
             }
         }
         Ok(())
@@ -259,24 +254,33 @@ impl Plugins {
                 if !bound.range.contains(&entry.key) {
                     continue;
                 }
-                let outcome = match Plugins::compiled(&self.apply, bound) {
-                    Ok(c) => self
-                        .apply
-                        .validate(&c, &bound.name, bound.limits, &bound.binding().config, entry, state.clone()),
-                    Err(_) => Err(Failure::Instantiation),
-                };
-                if let Some(reason) = denial(bound, outcome) {
-                    if enforced(bound, &reason) {
-                        return Err(Error::PluginRejectedKey {
-                            plugin: bound.name.clone(),
-                            key: String::from_utf8_lossy(&entry.key).into_owned(),
-                            reason,
-                        });
-                    }
+                let refusal = self.enforced_denial(bound, |runtime, c| {
+                    runtime.validate(c, &bound.name, bound.limits, &bound.binding().config, entry, state.clone())
+                });
+                if let Some(reason) = refusal {
+                    return Err(Error::PluginRejectedKey {
+                        plugin: bound.name.clone(),
+                        key: String::from_utf8_lossy(&entry.key).into_owned(),
+                        reason,
+                    });
                 }
             }
         }
         Ok(())
+    }
+
+    /// Makes one apply-time call of `bound`: `Some(reason)` when it denies
+    /// and its mode enforces the denial.
+    fn enforced_denial(
+        &self,
+        bound: &Binding,
+        call: impl FnOnce(&Runtime, &Compiled) -> std::result::Result<Verdict, Failure>,
+    ) -> Option<String> {
+        let outcome = match Plugins::compiled(&self.apply, bound) {
+            Ok(c) => call(&self.apply, &c),
+            Err(_) => Err(Failure::Instantiation),
+        };
+        denial(bound, outcome).filter(|reason| enforced(bound, reason))
     }
 
     /// Passes each event through the watch bindings of its key, in name

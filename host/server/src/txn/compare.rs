@@ -41,7 +41,6 @@ fn compare(view: &dyn Reader, c: &Compare) -> Result<bool> {
 }
 
 fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
-    let int = |v: Option<i64>| v.unwrap_or(0);
     let ordering = match CompareTarget::try_from(c.target) {
         Ok(CompareTarget::Value) => {
             let want: &[u8] = match &c.target_union {
@@ -50,22 +49,7 @@ fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
             };
             kv.value.as_slice().cmp(want)
         }
-        Ok(CompareTarget::Create) => kv.create_revision.cmp(&int(match c.target_union {
-            Some(TargetUnion::CreateRevision(v)) => Some(v),
-            _ => None,
-        })),
-        Ok(CompareTarget::Mod) => kv.mod_revision.cmp(&int(match c.target_union {
-            Some(TargetUnion::ModRevision(v)) => Some(v),
-            _ => None,
-        })),
-        Ok(CompareTarget::Version) => kv.version.cmp(&int(match c.target_union {
-            Some(TargetUnion::Version(v)) => Some(v),
-            _ => None,
-        })),
-        Ok(CompareTarget::Lease) => kv.lease.cmp(&int(match c.target_union {
-            Some(TargetUnion::Lease(v)) => Some(v),
-            _ => None,
-        })),
+        Ok(target) => number_of(kv, target).cmp(&operand(c, target)),
         Err(_) => std::cmp::Ordering::Equal,
     };
     match CompareResult::try_from(c.result) {
@@ -74,5 +58,27 @@ fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
         Ok(CompareResult::Greater) => ordering.is_gt(),
         Ok(CompareResult::Less) => ordering.is_lt(),
         Err(_) => true,
+    }
+}
+
+fn number_of(kv: &KeyValue, target: CompareTarget) -> i64 {
+    match target {
+        CompareTarget::Create => kv.create_revision,
+        CompareTarget::Mod => kv.mod_revision,
+        CompareTarget::Version => kv.version,
+        CompareTarget::Lease => kv.lease,
+        CompareTarget::Value => 0,
+    }
+}
+
+/// The number a compare gives for `target`; missing or given for another
+/// target, it is zero.
+fn operand(c: &Compare, target: CompareTarget) -> i64 {
+    match (target, &c.target_union) {
+        (CompareTarget::Create, Some(TargetUnion::CreateRevision(v)))
+        | (CompareTarget::Mod, Some(TargetUnion::ModRevision(v)))
+        | (CompareTarget::Version, Some(TargetUnion::Version(v)))
+        | (CompareTarget::Lease, Some(TargetUnion::Lease(v))) => *v,
+        _ => 0,
     }
 }
