@@ -139,7 +139,6 @@ fn each_kv_request_kind_and_its_revision() {
         key: "a".into(),
         range_end: "c".into(),
         prev_kv: true,
-        ..Default::default()
     });
     let Ok(Applied::DeleteRange(d)) = m.apply(4, delete) else {
         panic!()

@@ -302,8 +302,8 @@ fn revisions_count_write_requests_not_operations() {
     assert_eq!(rev(), 2);
     for r in &resp.responses {
         let header = match &r.response {
-            Some(Response::ResponsePut(p)) => p.header.clone(),
-            Some(Response::ResponseDeleteRange(d)) => d.header.clone(),
+            Some(Response::ResponsePut(p)) => p.header,
+            Some(Response::ResponseDeleteRange(d)) => d.header,
             other => panic!("{other:?}"),
         };
         assert_eq!(header.map(|h| h.revision), Some(2));
