@@ -1,6 +1,17 @@
 //! The state machine behind Raft: decodes each committed [`RaftRequest`],
 //! executes it against MVCC, persists the result with the applied index, and
 //! hands the response to the client waiting on this member (if any).
+//!
+//! KV writes are planned once (`txn::WritePlan`) and pass through the
+//! applier chain of [`chain`]. An error that every member reaches alike is
+//! the client's answer; any other stops this member (crash-stop), since
+//! applying on past it could diverge from the others.
+
+mod chain;
+#[cfg(test)]
+mod tests;
+
+pub use chain::{MvccApplier, PluginChecks, WriteApplier};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,11 +22,10 @@ use rocksdb::WriteBatch;
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
-use crate::kv::{self, TxnTarget};
 use crate::lease::LeaseTable;
 use crate::membership::MemberTable;
 use crate::mvcc::{KeyRange, MvccStore, WriteTxn};
-use crate::plugin::{Plugins, WriteView};
+use crate::plugin::Plugins;
 use crate::proto::cairnpb::{raft_request::Request, PluginInfo, RaftRequest};
 use crate::proto::etcdserverpb::{
     CompactionResponse, DeleteRangeResponse, LeaseCheckpointResponse, LeaseGrantResponse, LeaseRevokeResponse, PutResponse, ResponseHeader,
@@ -24,6 +34,7 @@ use crate::proto::etcdserverpb::{
 use crate::raft::StateMachine;
 use crate::storage::schema::META_APPLIED_INDEX;
 use crate::storage::{Database, CF_META};
+use crate::txn::{Write, WritePlan, WriteResponse};
 use crate::watch::WatchHub;
 
 /// The outcome of one applied request.
@@ -77,6 +88,7 @@ pub struct Applier {
     leases: Arc<LeaseTable>,
     members: Option<Arc<MemberTable>>,
     plugins: Arc<Plugins>,
+    writes: Box<dyn WriteApplier>,
 }
 
 impl Applier {
@@ -85,6 +97,7 @@ impl Applier {
         let watch_hub = WatchHub::new(store.current_revision());
         let leases = Arc::new(LeaseTable::open(&engine, &store)?);
         let plugins = Plugins::open(&engine)?;
+        let writes = chain::writes(plugins.clone(), store.clone());
         Ok(Applier {
             engine,
             store,
@@ -94,6 +107,7 @@ impl Applier {
             leases,
             members: None,
             plugins,
+            writes,
         })
     }
 
@@ -132,29 +146,10 @@ impl Applier {
     fn execute(&self, index: u64, request: &Request) -> ApplyResult {
         let cf = self.engine.cf(CF_META);
         let mark_applied = |batch: &mut WriteBatch| batch.put_cf(cf, META_APPLIED_INDEX, index.to_be_bytes());
-        let leases = &*self.leases;
         match request {
-            Request::Put(r) => {
-                self.plugins.admit(WriteView::Put(r), &self.store)?;
-                let mut txn = self.store.write_txn();
-                let resp = kv::put(&mut txn, r, leases)?;
-                self.commit(txn, mark_applied)?;
-                Ok(Applied::Put(resp))
-            }
-            Request::DeleteRange(r) => {
-                self.plugins.admit(WriteView::DeleteRange(r), &self.store)?;
-                let mut txn = self.store.write_txn();
-                let resp = kv::delete_range(&mut txn, r)?;
-                self.commit(txn, mark_applied)?;
-                Ok(Applied::DeleteRange(resp))
-            }
-            Request::Txn(r) => {
-                self.plugins.admit(WriteView::Txn(r), &self.store)?;
-                let mut txn = self.store.write_txn();
-                let resp = kv::txn(TxnTarget::Write(&mut txn), r, leases)?;
-                self.commit(txn, mark_applied)?;
-                Ok(Applied::Txn(resp))
-            }
+            Request::Put(r) => self.write(Write::Put(r), mark_applied),
+            Request::DeleteRange(r) => self.write(Write::DeleteRange(r), mark_applied),
+            Request::Txn(r) => self.write(Write::Txn(r), mark_applied),
             Request::Compaction(r) => {
                 self.store.compact(r.revision, mark_applied)?;
                 Ok(Applied::Compaction(CompactionResponse {
@@ -225,6 +220,19 @@ impl Applier {
         }
     }
 
+    /// Plans a KV write on the state before it and runs it through the chain.
+    fn write(&self, request: Write<'_>, mark_applied: impl FnOnce(&mut WriteBatch)) -> ApplyResult {
+        let mut txn = self.store.write_txn();
+        let plan = WritePlan::new(&txn, request, &*self.leases)?;
+        let response = self.writes.apply(&plan, &mut txn)?;
+        self.commit(txn, mark_applied)?;
+        Ok(match response {
+            WriteResponse::Put(r) => Applied::Put(r),
+            WriteResponse::DeleteRange(r) => Applied::DeleteRange(r),
+            WriteResponse::Txn(r) => Applied::Txn(r),
+        })
+    }
+
     fn header(&self) -> Option<ResponseHeader> {
         Some(ResponseHeader {
             revision: self.store.current_revision(),
@@ -237,12 +245,6 @@ impl Applier {
         batch.put_cf(self.engine.cf(CF_META), META_APPLIED_INDEX, index.to_be_bytes());
         self.engine.write(batch, false)
     }
-}
-
-/// Errors that mean the member can no longer trust its own disk; applying
-/// further entries could diverge from the other members.
-fn is_fatal(e: &Error) -> bool {
-    matches!(e, Error::Storage(_) | Error::Corrupt(_) | Error::Io(_))
 }
 
 impl StateMachine for Applier {
@@ -267,11 +269,17 @@ impl StateMachine for Applier {
             Some(r) => self.execute(index, r),
             None => Err(Error::InvalidRequest("empty raft request".into())),
         };
-        match &result {
-            Err(e) if is_fatal(e) => return Err(Error::Corrupt(format!("applying entry {index}: {e}"))),
-            // A rejected request changed nothing; only the index moves on.
-            Err(_) => self.persist_applied(index)?,
-            Ok(_) => {}
+        let result = match result {
+            Err(e) if !e.is_deterministic() => {
+                // The raft loop ends on this error and the process exits.
+                tracing::error!(index, error = %e, "applying a committed entry failed on this member only; stopping");
+                return Err(e);
+            }
+            result => result,
+        };
+        if result.is_err() {
+            // A refused request changed nothing; only the index moves on.
+            self.persist_applied(index)?;
         }
         self.applied_index = index;
         self.waiters.notify(request.id, result);

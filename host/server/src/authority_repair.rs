@@ -14,6 +14,10 @@
 //! eviction depends on entry sizes, and an entry inserted with the
 //! placeholder is then referred to by index exactly as the client intends.
 //! Everything else on the connection passes through untouched.
+//!
+//! A header block is buffered until its last CONTINUATION frame arrives, so
+//! a client could otherwise make it grow without end; a block beyond
+//! [`MAX_HEADER_BLOCK`] ends the connection instead.
 
 use std::io;
 use std::pin::Pin;
@@ -37,6 +41,10 @@ const MAX_FRAME_PAYLOAD: usize = 16_384;
 /// The HPACK table size in force until a client changes it (RFC 7541).
 const DEFAULT_TABLE_SIZE: usize = 4_096;
 const READ_CHUNK: usize = 16 * 1024;
+/// The most header-block bytes buffered for one HEADERS frame and its
+/// CONTINUATIONs. The HTTP/2 server behind refuses header lists far smaller
+/// than this, so no request it would serve comes near it.
+pub const MAX_HEADER_BLOCK: usize = 256 * 1024;
 
 /// HPACK's static table names (RFC 7541, appendix A), index 1 first. Only
 /// the names matter here: their lengths count towards dynamic entries that
@@ -304,6 +312,9 @@ pub struct AuthorityRepair<S> {
     table: HeaderTable,
     pending: Option<PendingBlock>,
     eof: bool,
+    /// A header block outgrew [`MAX_HEADER_BLOCK`]: the connection ends once
+    /// the bytes before it have been handed over.
+    refused: bool,
 }
 
 impl<S> AuthorityRepair<S> {
@@ -317,6 +328,7 @@ impl<S> AuthorityRepair<S> {
             table: HeaderTable::new(),
             pending: None,
             eof: false,
+            refused: false,
         }
     }
 
@@ -368,6 +380,23 @@ impl<S> AuthorityRepair<S> {
                         self.hand_over(FRAME_HEADER_LEN);
                         self.passing = len;
                         continue;
+                    }
+                    if kind != TYPE_CONTINUATION {
+                        if let Some(p) = self.pending.take() {
+                            // A block cut short by another frame is the
+                            // server's protocol error to report.
+                            self.ready.unsplit(p.frames);
+                            self.mode = Mode::Passthrough;
+                            continue;
+                        }
+                    }
+                    // Checked before the frame is buffered, so neither it
+                    // nor the block can outgrow the bound.
+                    let buffered = self.pending.as_ref().map_or(0, |p| p.block.len());
+                    if buffered + len > MAX_HEADER_BLOCK {
+                        self.pending = None;
+                        self.refused = true;
+                        return;
                     }
                     if self.incoming.len() < FRAME_HEADER_LEN + len {
                         return;
@@ -477,6 +506,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityRepair<S> {
                 buf.put_slice(&this.ready[..n]);
                 this.ready.advance(n);
                 return Poll::Ready(Ok(()));
+            }
+            if this.refused {
+                let message = format!("HTTP/2 header block larger than {MAX_HEADER_BLOCK} bytes");
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, message)));
             }
             if this.eof {
                 return Poll::Ready(Ok(()));
@@ -601,6 +634,66 @@ mod tests {
         // Size update to zero empties the table.
         table.repair_block(&[0x20]).unwrap();
         assert_eq!(table.size, 0);
+    }
+
+    fn frame(kind: u8, flags: u8, stream_id: u32, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len();
+        let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+        out.extend_from_slice(&stream_id.to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// A connection carrying one header block of `total` bytes (a header
+    /// with a long value), split into frames of at most 16 KiB.
+    fn connection(total: usize) -> Vec<u8> {
+        let head = literal_indexed(b"x-big", &vec![b'v'; total]);
+        let block = &head[..total];
+        let mut bytes = PREFACE.to_vec();
+        let chunks: Vec<&[u8]> = block.chunks(MAX_FRAME_PAYLOAD).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let kind = if i == 0 { TYPE_HEADERS } else { TYPE_CONTINUATION };
+            let flags = if i + 1 == chunks.len() { FLAG_END_HEADERS } else { 0 };
+            bytes.extend(frame(kind, flags, 1, chunk));
+        }
+        bytes
+    }
+
+    async fn read_all(bytes: &[u8]) -> (Vec<u8>, io::Result<usize>) {
+        use tokio::io::AsyncReadExt;
+        let mut conn = AuthorityRepair::new(bytes);
+        let mut out = Vec::new();
+        let result = conn.read_to_end(&mut out).await;
+        (out, result)
+    }
+
+    #[tokio::test]
+    async fn header_blocks_are_capped() {
+        // A block that fits passes through unchanged (it needs no repair,
+        // even though its truncated value does not parse as a whole block).
+        let fits = connection(MAX_HEADER_BLOCK);
+        let (out, result) = read_all(&fits).await;
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!(out, fits);
+
+        // One byte more refuses the connection after the preface, before
+        // the block is handed on or buffered further.
+        let (out, result) = read_all(&connection(MAX_HEADER_BLOCK + 1)).await;
+        let err = result.expect_err("refused");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(out, PREFACE, "nothing of the oversized block is passed on");
+    }
+
+    #[tokio::test]
+    async fn a_block_cut_short_by_another_frame_is_handed_on() {
+        let mut bytes = PREFACE.to_vec();
+        let headers = frame(TYPE_HEADERS, 0, 1, &literal_indexed(b"a", b"b"));
+        let ping = frame(0x6, 0, 0, &[0; 8]);
+        bytes.extend(&headers);
+        bytes.extend(&ping);
+        let (out, result) = read_all(&bytes).await;
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!(out, bytes);
     }
 
     #[test]

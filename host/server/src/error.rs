@@ -1,5 +1,5 @@
 //! Typed errors used throughout the server. They are mapped to etcd's gRPC
-//! status codes and messages in exactly one place: `api::status`.
+//! status codes and messages in exactly one place: `api::grpc_error`.
 
 /// Everything that can go wrong while serving a request.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +90,60 @@ pub enum Error {
     Raft(#[from] raft::Error),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// Whether every member applying the same entry on the same replicated
+    /// state reaches this error too. Only such errors may be a client's
+    /// answer from apply; any other one (the disk, this process, timing)
+    /// must stop the member instead. Exhaustive on purpose: a new variant
+    /// has to be classified.
+    pub fn is_deterministic(&self) -> bool {
+        match self {
+            // Decided by the request and the replicated state alone.
+            Error::EmptyKey
+            | Error::KeyNotFound
+            | Error::ValueProvided
+            | Error::LeaseProvided
+            | Error::TooManyOps
+            | Error::DuplicateKey
+            | Error::Compacted
+            | Error::FutureRev
+            | Error::LeaseNotFound
+            | Error::LeaseExists
+            | Error::LeaseTtlTooLarge
+            | Error::ElectionNotLeader
+            | Error::ElectionNoLeader
+            | Error::MissingLeaderKey
+            | Error::RequestTooLarge
+            | Error::MemberExist
+            | Error::PeerUrlExist
+            | Error::MemberBadUrls
+            | Error::MemberNotFound
+            | Error::MemberNotLearner
+            | Error::TooManyLearners
+            | Error::Unimplemented(_)
+            | Error::PluginDenied { .. }
+            | Error::PluginRejectedKey { .. }
+            | Error::PluginInvalid(_)
+            | Error::PluginNotFound(_)
+            | Error::InvalidRequest(_) => true,
+            // This member's view of the cluster, its clock or its health.
+            Error::NoLeader
+            | Error::Timeout
+            | Error::Stopped
+            | Error::LearnerNotReady
+            | Error::NotEnoughStartedMembers
+            | Error::NotLeader
+            | Error::NotSupportedForLearner
+            | Error::Unhealthy
+            | Error::BadLeaderTransferee
+            | Error::LeaderTransferTimeout
+            | Error::MemberRemoved => false,
+            // This member's disk, process or plugin engine.
+            Error::PluginEngine(_) | Error::Storage(_) | Error::Corrupt(_) | Error::Raft(_) | Error::Io(_) => false,
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

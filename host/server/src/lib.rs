@@ -2,7 +2,8 @@
 //!
 //! The layers, from the wire inwards:
 //! - [`api`]: etcd's gRPC services; the only place errors become statuses.
-//! - [`kv`]: etcd's request semantics (ranges, puts, txns) over MVCC.
+//! - [`txn`]: etcd's request semantics (ranges, puts, txns) over MVCC, and
+//!   the write plan every applied write is decided by.
 //! - [`apply`]: the state machine that applies committed requests.
 //! - [`raft`]: consensus, the Ready loop and the durable Raft log.
 //! - [`mvcc`]: revisions, history and compaction over RocksDB.
@@ -16,7 +17,6 @@ pub mod backup;
 pub mod config;
 pub mod error;
 pub mod failpoint;
-pub mod kv;
 pub mod lease;
 pub mod membership;
 pub mod mvcc;
@@ -26,6 +26,7 @@ pub mod raft;
 pub mod reconfig;
 pub mod server;
 pub mod storage;
+pub mod txn;
 pub mod watch;
 
 /// The wire types, under the name every module of this crate uses.

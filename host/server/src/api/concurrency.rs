@@ -9,7 +9,6 @@ use std::sync::Arc;
 use super::Core;
 use crate::apply::Applied;
 use crate::error::{Error, Result};
-use crate::kv;
 use crate::mvcc::KeyRange;
 use crate::proto::cairnpb::raft_request::Request as Proposal;
 use crate::proto::etcdserverpb::{
@@ -20,6 +19,7 @@ use crate::proto::etcdserverpb::{
 };
 use crate::proto::mvccpb::{event::EventType, KeyValue};
 use crate::proto::prefix_end;
+use crate::txn;
 use crate::watch::RangeFeed;
 
 /// The TTL of the lease etcd's recipes grant when the request names none
@@ -113,7 +113,7 @@ pub fn first_created_op(prefix: &[u8]) -> RequestOp {
 
 /// Runs a txn through Raft.
 pub async fn txn(core: &Core, request: TxnRequest) -> Result<TxnResponse> {
-    kv::validate_txn(&request, core.limits.max_txn_ops)?;
+    txn::validate_txn(&request, core.limits.max_txn_ops)?;
     match core.propose(Proposal::Txn(request)).await? {
         Applied::Txn(mut resp) => {
             core.fill(&mut resp.header);
@@ -126,7 +126,7 @@ pub async fn txn(core: &Core, request: TxnRequest) -> Result<TxnResponse> {
 /// A linearizable read.
 pub async fn range(core: &Core, request: &RangeRequest) -> Result<RangeResponse> {
     core.read_barrier(false).await?;
-    let mut resp = kv::range(&core.store.read_view(), request)?;
+    let mut resp = txn::range(&core.store.read_view(), request)?;
     core.fill(&mut resp.header);
     Ok(resp)
 }

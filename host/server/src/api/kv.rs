@@ -7,7 +7,6 @@ use tonic::{Request, Response, Status};
 use super::Core;
 use crate::apply::Applied;
 use crate::error::Error;
-use crate::kv::{self, TxnTarget};
 use crate::proto::cairnpb::raft_request::Request as Proposal;
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::proto::etcdserverpb::request_op::Request as Op;
@@ -15,6 +14,7 @@ use crate::proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
     TxnRequest, TxnResponse,
 };
+use crate::txn::{self, TxnTarget};
 
 pub struct KvService {
     core: Arc<Core>,
@@ -47,16 +47,16 @@ impl Kv for KvService {
         if !r.serializable && self.core.membership.is_local_learner() {
             return Err(Error::NotSupportedForLearner.into());
         }
-        kv::validate_range(&r)?;
+        txn::validate_range(&r)?;
         self.core.read_barrier(r.serializable).await?;
-        let mut resp = kv::range(&self.core.store.read_view(), &r)?;
+        let mut resp = txn::range(&self.core.store.read_view(), &r)?;
         self.core.fill(&mut resp.header);
         Ok(Response::new(resp))
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let r = request.into_inner();
-        kv::validate_put(&r)?;
+        txn::validate_put(&r)?;
         match self.core.propose(Proposal::Put(r)).await? {
             Applied::Put(mut resp) => {
                 self.core.fill(&mut resp.header);
@@ -68,7 +68,7 @@ impl Kv for KvService {
 
     async fn delete_range(&self, request: Request<DeleteRangeRequest>) -> Result<Response<DeleteRangeResponse>, Status> {
         let r = request.into_inner();
-        kv::validate_delete_range(&r)?;
+        txn::validate_delete_range(&r)?;
         match self.core.propose(Proposal::DeleteRange(r)).await? {
             Applied::DeleteRange(mut resp) => {
                 self.core.fill(&mut resp.header);
@@ -80,11 +80,11 @@ impl Kv for KvService {
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let r = request.into_inner();
-        kv::validate_txn(&r, self.core.limits.max_txn_ops)?;
-        if kv::is_read_only(&r) {
+        txn::validate_txn(&r, self.core.limits.max_txn_ops)?;
+        if txn::is_read_only(&r) {
             self.core.read_barrier(is_serializable(&r)).await?;
             let view = self.core.store.read_view();
-            let mut resp = kv::txn(TxnTarget::Read(&view), &r, &*self.core.leases)?;
+            let mut resp = txn::txn(TxnTarget::Read(&view), &r, &*self.core.leases)?;
             self.core.fill(&mut resp.header);
             return Ok(Response::new(resp));
         }

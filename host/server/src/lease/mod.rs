@@ -21,11 +21,11 @@ use parking_lot::Mutex;
 use rocksdb::WriteBatch;
 
 use crate::error::{Error, Result};
-use crate::kv::LeaseLookup;
 use crate::mvcc::MvccStore;
 use crate::proto::mvccpb::{event::EventType, Event};
 use crate::storage::schema::META_LEASE_PREFIX;
 use crate::storage::{Database, CF_META};
+use crate::txn::LeaseLookup;
 
 /// Lease records in the meta column family: this prefix, then the id.
 const RECORD_PREFIX: &[u8] = META_LEASE_PREFIX;

@@ -41,17 +41,22 @@ fn apply(applier: &mut Applier, waiters: &Waiters, index: u64, request: Request)
     rx.try_recv().expect("a result for the waiting client")
 }
 
-#[test]
-fn installs_take_effect_at_their_index_and_survive_reopening() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let binding = PluginBinding {
+/// An admission binding that denies every write under `g/` with "nope".
+fn gate() -> PluginBinding {
+    PluginBinding {
         name: "gate".into(),
         wasm: component_text::admission("nope", &deny(4)),
         hook: PluginHook::Admission as i32,
         key: b"g/".to_vec(),
         range_end: b"g0".to_vec(),
         ..Default::default()
-    };
+    }
+}
+
+#[test]
+fn installs_take_effect_at_their_index_and_survive_reopening() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let binding = gate();
     {
         let engine = Database::open(dir.path()).expect("engine");
         let store = Arc::new(MvccStore::open(engine.clone()).expect("store"));
@@ -121,14 +126,7 @@ fn admission_sees_the_branches_a_txn_takes_nested_txns_included() {
     let store = Arc::new(MvccStore::open(engine.clone()).expect("store"));
     let waiters = Arc::new(Waiters::default());
     let mut applier = Applier::new(engine, store.clone(), waiters.clone()).expect("applier");
-    let binding = PluginBinding {
-        name: "gate".into(),
-        wasm: component_text::admission("nope", &deny(4)),
-        hook: PluginHook::Admission as i32,
-        key: b"g/".to_vec(),
-        range_end: b"g0".to_vec(),
-        ..Default::default()
-    };
+    let binding = gate();
     apply(&mut applier, &waiters, 1, put("exists")).expect("put");
     apply(&mut applier, &waiters, 2, Request::PluginInstall(binding)).expect("installed");
 

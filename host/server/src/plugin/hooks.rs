@@ -1,58 +1,65 @@
 //! The hooks as apply and watch delivery use them: [`Plugins::admit`] decides
 //! whether a committed write may go ahead, [`Plugins::transform`] shapes what
 //! a watcher sees. Both depend only on replicated state (the bindings, the
-//! store at the revision being applied, the request), so every member
-//! reaches the same answer.
+//! store at the revision being applied, the write plan), so every member
+//! reaches the same answer; a store read that fails on this member is an
+//! error for apply to stop on, never an answer a plugin sees.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use super::bindings::{
     DeleteOp, Entry, EventKind, Identity, KeyValue as WitKv, Mutation, PutOp, RequestKind, Verdict, WatchAction, WatchEvent, WriteRequest,
 };
 use super::registry::{Binding, Plugins, Registry};
-use super::runtime::{Failure, StateView};
+use super::runtime::{Compiled, Failure, Runtime, StateView};
 use super::Hook;
 use crate::error::{Error, Result};
-use crate::kv;
-use crate::mvcc::{KeyRange, MvccStore, Reader};
+use crate::mvcc::{KeyRange, MvccStore, RangeResult};
 use crate::proto::cairnpb::{PluginFailurePolicy, PluginMode};
-use crate::proto::etcdserverpb::{request_op::Request as Op, DeleteRangeRequest, PutRequest, RequestOp, TxnRequest};
 use crate::proto::mvccpb::{event::EventType, Event, KeyValue};
+use crate::txn::{Change, Write, WritePlan};
 
-/// A write request as admission sees it.
-#[derive(Clone, Copy)]
-pub enum WriteView<'a> {
-    Put(&'a PutRequest),
-    DeleteRange(&'a DeleteRangeRequest),
-    Txn(&'a TxnRequest),
-}
-
-/// The store, read at the revision being applied.
+/// The store, read at the revision being applied. The guest cannot be
+/// handed an error, so a failed read answers "nothing" to it and is kept
+/// here for [`StoreState::check`], which fails the whole admission.
 struct StoreState {
     store: Arc<MvccStore>,
     rev: i64,
+    failed: Mutex<Option<Error>>,
 }
 
-impl StateView for StoreState {
-    fn get(&self, key: &[u8]) -> Option<WitKv> {
-        match self.store.range(&KeyRange::Single(key.to_vec()), self.rev, 1, false) {
-            Ok(r) => r.kvs.into_iter().next().map(to_wit),
+impl StoreState {
+    fn read(&self, range: &KeyRange, limit: usize, count_only: bool) -> Option<RangeResult> {
+        match self.store.range(range, self.rev, limit, count_only) {
+            Ok(r) => Some(r),
             Err(e) => {
-                tracing::error!(error = %e, "plugin state read failed");
+                self.failed.lock().get_or_insert(e);
                 None
             }
         }
     }
 
-    fn range_count(&self, key: &[u8], range_end: &[u8]) -> u64 {
-        match self.store.range(&KeyRange::new(key, range_end), self.rev, 0, true) {
-            Ok(r) => r.count.max(0) as u64,
-            Err(e) => {
-                tracing::error!(error = %e, "plugin state read failed");
-                0
-            }
+    /// The first read that failed during the calls so far, if any.
+    fn check(&self) -> Result<()> {
+        match self.failed.lock().take() {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
+    }
+}
+
+impl StateView for StoreState {
+    fn get(&self, key: &[u8]) -> Option<WitKv> {
+        let found = self.read(&KeyRange::Single(key.to_vec()), 1, false)?;
+        found.kvs.into_iter().next().map(to_wit)
+    }
+
+    fn range_count(&self, key: &[u8], range_end: &[u8]) -> u64 {
+        self.read(&KeyRange::new(key, range_end), 0, true)
+            .map_or(0, |r| r.count.max(0) as u64)
     }
 }
 
@@ -78,81 +85,47 @@ fn from_wit(kv: WitKv) -> KeyValue {
     }
 }
 
-/// The mutations a write would make (a txn's selected branches, nested txns
-/// flattened in order), and the key-values its puts would store.
+/// A write plan as the plugin interface describes it: the mutations (a
+/// txn's chosen branches, nested txns flattened in order, puts as the client
+/// sent them) and the key-values its puts would store.
 struct Flattened {
     kind: RequestKind,
     mutations: Vec<Mutation>,
     entries: Vec<Entry>,
 }
 
-fn flatten(write: WriteView<'_>, view: &dyn Reader) -> Flattened {
+fn flatten(plan: &WritePlan<'_>) -> Flattened {
+    let kind = match plan.request {
+        Write::Put(_) => RequestKind::Put,
+        Write::DeleteRange(_) => RequestKind::DeleteRange,
+        Write::Txn(_) => RequestKind::Txn,
+    };
     let mut out = Flattened {
-        kind: RequestKind::Put,
+        kind,
         mutations: Vec::new(),
         entries: Vec::new(),
     };
-    match write {
-        WriteView::Put(p) => add_put(&mut out, p, view),
-        WriteView::DeleteRange(d) => {
-            out.kind = RequestKind::DeleteRange;
-            add_delete(&mut out, d);
-        }
-        WriteView::Txn(t) => {
-            out.kind = RequestKind::Txn;
-            add_txn(&mut out, t, view);
+    for change in &plan.changes {
+        match change {
+            Change::Put(p) => {
+                out.mutations.push(Mutation::Put(PutOp {
+                    key: p.request.key.clone(),
+                    value: p.request.value.clone(),
+                    lease: p.request.lease,
+                }));
+                out.entries.push(Entry {
+                    key: p.request.key.clone(),
+                    value: p.value.clone(),
+                    lease: p.lease,
+                });
+            }
+            Change::DeleteRange(d) => out.mutations.push(Mutation::DeleteRange(DeleteOp {
+                key: d.key.clone(),
+                range_end: d.range_end.clone(),
+            })),
         }
     }
     out
-}
-
-fn add_put(out: &mut Flattened, p: &PutRequest, view: &dyn Reader) {
-    out.mutations.push(Mutation::Put(PutOp {
-        key: p.key.clone(),
-        value: p.value.clone(),
-        lease: p.lease,
-    }));
-    // A put that keeps the stored value or lease stores those: validate the
-    // key-value as it would be stored.
-    let (mut value, mut lease) = (p.value.clone(), p.lease);
-    if p.ignore_value || p.ignore_lease {
-        let prev = view
-            .range(&KeyRange::Single(p.key.clone()), 0, 1, false)
-            .ok()
-            .and_then(|r| r.kvs.into_iter().next());
-        if let Some(prev) = prev {
-            if p.ignore_value {
-                value = prev.value;
-            }
-            if p.ignore_lease {
-                lease = prev.lease;
-            }
-        }
-    }
-    out.entries.push(Entry {
-        key: p.key.clone(),
-        value,
-        lease,
-    });
-}
-
-fn add_delete(out: &mut Flattened, d: &DeleteRangeRequest) {
-    out.mutations.push(Mutation::DeleteRange(DeleteOp {
-        key: d.key.clone(),
-        range_end: d.range_end.clone(),
-    }));
-}
-
-fn add_txn(out: &mut Flattened, t: &TxnRequest, view: &dyn Reader) {
-    // Like kv::txn, every compare is judged on the state before the txn.
-    for RequestOp { request } in kv::chosen_branch(view, t) {
-        match request {
-            Some(Op::RequestPut(p)) => add_put(out, p, view),
-            Some(Op::RequestDeleteRange(d)) => add_delete(out, d),
-            Some(Op::RequestTxn(nested)) => add_txn(out, nested, view),
-            Some(Op::RequestRange(_)) | None => {}
-        }
-    }
 }
 
 /// `[start, end)` with `None` for "no end".
@@ -226,25 +199,31 @@ fn enforced(bound: &Binding, reason: &str) -> bool {
 }
 
 impl Plugins {
-    /// Runs the admission and validate bindings that `write` touches,
-    /// against the store at the revision being applied. `Err` is the denial
-    /// the client receives; the caller then changes nothing.
-    pub fn admit(&self, write: WriteView<'_>, store: &Arc<MvccStore>) -> Result<()> {
+    /// Runs the admission and validate bindings that `plan` touches,
+    /// against the store at the plan's revision. `Err` is the denial the
+    /// client receives, or a failed store read; the caller then changes
+    /// nothing.
+    pub fn admit(&self, plan: &WritePlan<'_>, store: &Arc<MvccStore>) -> Result<()> {
         let registry = self.current();
         if registry.of(Hook::Admission).next().is_none() && registry.of(Hook::Validate).next().is_none() {
             return Ok(());
         }
-        let view = store.read_view();
-        let flat = flatten(write, &view);
-        let state: Arc<dyn StateView> = Arc::new(StoreState {
+        let flat = flatten(plan);
+        let state = Arc::new(StoreState {
             store: store.clone(),
-            rev: view.rev(),
+            rev: plan.revision,
+            failed: Mutex::new(None),
         });
-        self.run_admission(&registry, &flat, view.rev(), &state)?;
-        self.run_validate(&registry, &flat, &state)
+        let admitted = self.run_admission(&registry, &flat, plan.revision, &state);
+        // A read that failed may have changed the verdict: it wins.
+        state.check()?;
+        admitted?;
+        let validated = self.run_validate(&registry, &flat, &state);
+        state.check()?;
+        validated
     }
 
-    fn run_admission(&self, registry: &Registry, flat: &Flattened, revision: i64, state: &Arc<dyn StateView>) -> Result<()> {
+    fn run_admission(&self, registry: &Registry, flat: &Flattened, revision: i64, state: &Arc<StoreState>) -> Result<()> {
         let mut request: Option<WriteRequest> = None;
         for bound in registry.of(Hook::Admission) {
             if !flat.mutations.iter().any(|m| touches(&bound.range, m)) {
@@ -256,16 +235,32 @@ impl Plugins {
                 identity: Identity { user: String::new() },
                 revision,
             });
-            let outcome = match Plugins::compiled(&self.apply, bound) {
-                Ok(c) => self
-                    .apply
-                    .admit(&c, &bound.name, bound.limits, &bound.binding().config, request, state.clone()),
-                Err(_) => Err(Failure::Instantiation),
-            };
-            if let Some(reason) = denial(bound, outcome) {
-                if enforced(bound, &reason) {
-                    return Err(Error::PluginDenied {
+            let refusal = self.enforced_denial(bound, |runtime, c| {
+                runtime.admit(c, &bound.name, bound.limits, &bound.binding().config, request, state.clone())
+            });
+            if let Some(reason) = refusal {
+                return Err(Error::PluginDenied {
+                    plugin: bound.name.clone(),
+                    reason,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn run_validate(&self, registry: &Registry, flat: &Flattened, state: &Arc<StoreState>) -> Result<()> {
+        for entry in &flat.entries {
+            for bound in registry.of(Hook::Validate) {
+                if !bound.range.contains(&entry.key) {
+                    continue;
+                }
+                let refusal = self.enforced_denial(bound, |runtime, c| {
+                    runtime.validate(c, &bound.name, bound.limits, &bound.binding().config, entry, state.clone())
+                });
+                if let Some(reason) = refusal {
+                    return Err(Error::PluginRejectedKey {
                         plugin: bound.name.clone(),
+                        key: String::from_utf8_lossy(&entry.key).into_owned(),
                         reason,
                     });
                 }
@@ -274,30 +269,18 @@ impl Plugins {
         Ok(())
     }
 
-    fn run_validate(&self, registry: &Registry, flat: &Flattened, state: &Arc<dyn StateView>) -> Result<()> {
-        for entry in &flat.entries {
-            for bound in registry.of(Hook::Validate) {
-                if !bound.range.contains(&entry.key) {
-                    continue;
-                }
-                let outcome = match Plugins::compiled(&self.apply, bound) {
-                    Ok(c) => self
-                        .apply
-                        .validate(&c, &bound.name, bound.limits, &bound.binding().config, entry, state.clone()),
-                    Err(_) => Err(Failure::Instantiation),
-                };
-                if let Some(reason) = denial(bound, outcome) {
-                    if enforced(bound, &reason) {
-                        return Err(Error::PluginRejectedKey {
-                            plugin: bound.name.clone(),
-                            key: String::from_utf8_lossy(&entry.key).into_owned(),
-                            reason,
-                        });
-                    }
-                }
-            }
-        }
-        Ok(())
+    /// Makes one apply-time call of `bound`: `Some(reason)` when it denies
+    /// and its mode enforces the denial.
+    fn enforced_denial(
+        &self,
+        bound: &Binding,
+        call: impl FnOnce(&Runtime, &Compiled) -> std::result::Result<Verdict, Failure>,
+    ) -> Option<String> {
+        let outcome = match Plugins::compiled(&self.apply, bound) {
+            Ok(c) => call(&self.apply, &c),
+            Err(_) => Err(Failure::Instantiation),
+        };
+        denial(bound, outcome).filter(|reason| enforced(bound, reason))
     }
 
     /// Passes each event through the watch bindings of its key, in name
@@ -378,6 +361,110 @@ pub fn from_wit_event(e: WatchEvent) -> Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+    use crate::proto::etcdserverpb::{request_op::Request as Op, Compare, DeleteRangeRequest, PutRequest, RequestOp, TxnRequest};
+    use crate::storage::Database;
+    use crate::txn::LeaseLookup;
+
+    struct AnyLease;
+
+    impl LeaseLookup for AnyLease {
+        fn lease_exists(&self, _id: i64) -> bool {
+            true
+        }
+    }
+
+    fn op(request: Op) -> RequestOp {
+        RequestOp { request: Some(request) }
+    }
+
+    fn put(key: &str, value: &str) -> RequestOp {
+        op(Op::RequestPut(PutRequest {
+            key: key.into(),
+            value: value.into(),
+            ..Default::default()
+        }))
+    }
+
+    /// `key` exists iff `exists`.
+    fn if_exists(key: &str, exists: bool) -> Vec<Compare> {
+        vec![Compare {
+            key: key.into(),
+            target: CompareTarget::Version as i32,
+            result: if exists { CompareResult::Greater } else { CompareResult::Equal } as i32,
+            target_union: Some(TargetUnion::Version(0)),
+            ..Default::default()
+        }]
+    }
+
+    #[test]
+    fn plugins_see_the_plan_of_a_nested_txn() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Arc::new(MvccStore::open(Database::open(dir.path()).expect("engine")).expect("store"));
+        let mut txn = store.write_txn();
+        txn.put(b"kept", b"stored".to_vec(), 3).expect("put");
+        txn.commit(|_| {}).expect("commit");
+
+        let keep = op(Op::RequestPut(PutRequest {
+            key: "kept".into(),
+            ignore_value: true,
+            lease: 4,
+            ..Default::default()
+        }));
+        let inner = TxnRequest {
+            compare: if_exists("kept", false),
+            success: vec![put("inner-then", "x")],
+            failure: vec![
+                keep,
+                op(Op::RequestDeleteRange(DeleteRangeRequest {
+                    key: "d/".into(),
+                    range_end: "d0".into(),
+                    ..Default::default()
+                })),
+            ],
+        };
+        let outer = TxnRequest {
+            compare: if_exists("kept", true),
+            success: vec![put("a", "1"), op(Op::RequestTxn(inner)), put("b", "2")],
+            failure: vec![put("outer-else", "x")],
+        };
+        let plan = WritePlan::new(&store.read_view(), Write::Txn(&outer), &AnyLease).expect("plan");
+        let flat = flatten(&plan);
+        assert!(matches!(flat.kind, RequestKind::Txn));
+        let mutations: Vec<String> = flat
+            .mutations
+            .iter()
+            .map(|m| match m {
+                Mutation::Put(p) => format!(
+                    "put {}={}@{}",
+                    String::from_utf8_lossy(&p.key),
+                    String::from_utf8_lossy(&p.value),
+                    p.lease
+                ),
+                Mutation::DeleteRange(d) => format!(
+                    "delete {}..{}",
+                    String::from_utf8_lossy(&d.key),
+                    String::from_utf8_lossy(&d.range_end)
+                ),
+            })
+            .collect();
+        // Mutations are what the client asked for, in execution order.
+        assert_eq!(mutations, ["put a=1@0", "put kept=@4", "delete d/..d0", "put b=2@0"]);
+        // Entries are what would be stored: the kept value.
+        let entries: Vec<(String, String, i64)> = flat
+            .entries
+            .iter()
+            .map(|e| {
+                (
+                    String::from_utf8_lossy(&e.key).into(),
+                    String::from_utf8_lossy(&e.value).into(),
+                    e.lease,
+                )
+            })
+            .collect();
+        let expected = [("a", "1", 0), ("kept", "stored", 4), ("b", "2", 0)].map(|(k, v, l)| (k.to_string(), v.to_string(), l));
+        assert_eq!(entries, expected);
+    }
 
     #[test]
     fn ranges_overlap_only_when_they_share_a_key() {

@@ -20,7 +20,6 @@ mod runtime_test;
 use std::fmt;
 
 pub use bindings::{Entry, KeyValue as WitKeyValue, Verdict, WatchAction, WatchEvent, WriteRequest};
-pub use hooks::WriteView;
 pub use registry::Plugins;
 pub use runtime::{Allocation, CallLimits, CompileError, EmptyState, Failure, Runtime, StateView};
 
