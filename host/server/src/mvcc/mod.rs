@@ -6,6 +6,7 @@
 //! values live in RocksDB (`storage`), so the data set may outgrow memory.
 
 mod encoding;
+mod compactor;
 mod history;
 mod read;
 mod write;
