@@ -153,7 +153,10 @@ mod tests {
         assert_eq!(versions(&engine), 5);
         store.compact(5, |_| {}).expect("compact");
         // Logically compacted at once, whatever the background has done.
-        assert!(matches!(store.range(&KeyRange::Single(b"k".to_vec()), 4, 0, false), Err(Error::Compacted)));
+        assert!(matches!(
+            store.range(&KeyRange::Single(b"k".to_vec()), 4, 0, false),
+            Err(Error::Compacted)
+        ));
         store.wait_compacted();
         assert_eq!(versions(&engine), 2, "the newest version at or below 5 and the one above stay");
 

@@ -5,8 +5,8 @@
 //! can be served at any uncompacted revision. Both the key index and the
 //! values live in RocksDB (`storage`), so the data set may outgrow memory.
 
-mod encoding;
 mod compactor;
+mod encoding;
 mod history;
 mod read;
 mod write;

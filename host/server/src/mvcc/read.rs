@@ -255,67 +255,67 @@ fn compaction_marks(engine: &Database) -> Result<(i64, i64)> {
 /// `previous` compaction can have such versions, so the revision log tells
 /// which keys to visit. Returns whether it got to the end.
 pub(super) fn remove_compacted(engine: &Database, previous: i64, rev: i64, keep_going: impl Fn() -> bool) -> Result<bool> {
-        let db = engine.db();
-        let index_cf = engine.cf(CF_KV_INDEX);
-        let rev_cf = engine.cf(CF_KV_REV);
-        let mut from = Revision::new(previous.max(0) + 1, 0).to_bytes().to_vec();
-        let upper = Revision::new(rev + 1, 0).to_bytes().to_vec();
-        loop {
-            if !keep_going() {
-                return Ok(false);
-            }
-            let mut keys = BTreeSet::new();
-            let mut next_from = None;
-            {
-                let mut opts = ReadOptions::default();
-                opts.set_iterate_upper_bound(upper.clone());
-                let mut it = db.raw_iterator_cf_opt(rev_cf, opts);
-                it.seek(&from);
-                while let (Some(k), Some(v)) = (it.key(), it.value()) {
-                    if keys.len() >= COMPACTION_CHUNK {
-                        next_from = Some(k.to_vec());
-                        break;
-                    }
-                    let (_, key) = encoding::decode_rev_value(v)?;
-                    keys.insert(key.to_vec());
-                    it.next();
-                }
-                it.status()?;
-            }
-            let mut batch = WriteBatch::default();
-            for key in &keys {
-                let mut it = db.raw_iterator_cf(index_cf);
-                it.seek(encoding::index_key(key, Revision::new(rev, i64::MAX)));
-                let prefix = encoding::index_key(key, Revision::default());
-                let prefix = encoding::index_key_prefix(&prefix);
-                let mut newest = true;
-                while let (Some(k), Some(v)) = (it.key(), it.value()) {
-                    if encoding::index_key_prefix(k) != prefix {
-                        break;
-                    }
-                    // The newest version at or below `rev` stays, unless it
-                    // is a deletion: nobody can read below `rev` any more.
-                    let keep = newest && !matches!(IndexValue::decode(v)?, IndexValue::Tombstone);
-                    newest = false;
-                    if !keep {
-                        let (_, r) = encoding::decode_index_key(k)?;
-                        batch.delete_cf(index_cf, k);
-                        batch.delete_cf(rev_cf, r.to_bytes());
-                    }
-                    it.next();
-                }
-                it.status()?;
-            }
-            let done = next_from.is_none();
-            if done {
-                batch.put_cf(engine.cf(CF_META), META_FINISHED_COMPACT, (rev as u64).to_be_bytes());
-            }
-            engine.write(batch, false)?;
-            match next_from {
-                Some(k) => from = k,
-                None => return Ok(true),
-            }
+    let db = engine.db();
+    let index_cf = engine.cf(CF_KV_INDEX);
+    let rev_cf = engine.cf(CF_KV_REV);
+    let mut from = Revision::new(previous.max(0) + 1, 0).to_bytes().to_vec();
+    let upper = Revision::new(rev + 1, 0).to_bytes().to_vec();
+    loop {
+        if !keep_going() {
+            return Ok(false);
         }
+        let mut keys = BTreeSet::new();
+        let mut next_from = None;
+        {
+            let mut opts = ReadOptions::default();
+            opts.set_iterate_upper_bound(upper.clone());
+            let mut it = db.raw_iterator_cf_opt(rev_cf, opts);
+            it.seek(&from);
+            while let (Some(k), Some(v)) = (it.key(), it.value()) {
+                if keys.len() >= COMPACTION_CHUNK {
+                    next_from = Some(k.to_vec());
+                    break;
+                }
+                let (_, key) = encoding::decode_rev_value(v)?;
+                keys.insert(key.to_vec());
+                it.next();
+            }
+            it.status()?;
+        }
+        let mut batch = WriteBatch::default();
+        for key in &keys {
+            let mut it = db.raw_iterator_cf(index_cf);
+            it.seek(encoding::index_key(key, Revision::new(rev, i64::MAX)));
+            let prefix = encoding::index_key(key, Revision::default());
+            let prefix = encoding::index_key_prefix(&prefix);
+            let mut newest = true;
+            while let (Some(k), Some(v)) = (it.key(), it.value()) {
+                if encoding::index_key_prefix(k) != prefix {
+                    break;
+                }
+                // The newest version at or below `rev` stays, unless it
+                // is a deletion: nobody can read below `rev` any more.
+                let keep = newest && !matches!(IndexValue::decode(v)?, IndexValue::Tombstone);
+                newest = false;
+                if !keep {
+                    let (_, r) = encoding::decode_index_key(k)?;
+                    batch.delete_cf(index_cf, k);
+                    batch.delete_cf(rev_cf, r.to_bytes());
+                }
+                it.next();
+            }
+            it.status()?;
+        }
+        let done = next_from.is_none();
+        if done {
+            batch.put_cf(engine.cf(CF_META), META_FINISHED_COMPACT, (rev as u64).to_be_bytes());
+        }
+        engine.write(batch, false)?;
+        match next_from {
+            Some(k) => from = k,
+            None => return Ok(true),
+        }
+    }
 }
 
 /// Read access shared by consistent views and write transactions, so that

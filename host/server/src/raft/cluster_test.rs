@@ -197,7 +197,9 @@ impl Cluster {
     fn propose(&self, via: u64, data: &str) {
         let handle = self.handle(via).clone();
         let data = data.as_bytes().to_vec();
-        wait_for("the proposal to be accepted", || self.runtime.block_on(handle.propose(data.clone())).ok());
+        wait_for("the proposal to be accepted", || {
+            self.runtime.block_on(handle.propose(data.clone())).ok()
+        });
     }
 
     /// The entries member `id` has applied, by index.
@@ -228,14 +230,7 @@ impl Cluster {
             let first = self.state(ids[0]);
             let mut got: Vec<String> = first.iter().map(|(_, v)| v.clone()).collect();
             got.sort();
-            let done = got == expected && ids.iter().all(|id| self.state(*id) == first);
-            if !done && std::env::var("CLUSTER_DEBUG").is_ok() {
-                for id in ids {
-                    let st = self.handle(*id).status();
-                    eprintln!("{id}: {} entries, commit {} applied {} last {} leader {} term {}", self.state(*id).len(), st.commit_index(), st.applied_index(), st.last_index(), st.leader(), st.term());
-                }
-            }
-            done.then_some(first)
+            (got == expected && ids.iter().all(|id| self.state(*id) == first)).then_some(first)
         })
     }
 
@@ -347,7 +342,9 @@ fn a_partitioned_leader_is_replaced_and_healing_converges() {
     let all: Vec<String> = before.iter().chain(&during).cloned().collect();
     cluster.converged(&majority, &all);
     // Without a quorum the old leader steps down, and commits nothing new.
-    wait_for("the old leader to step down", || (!cluster.handle(old).status().is_leader()).then_some(()));
+    wait_for("the old leader to step down", || {
+        (!cluster.handle(old).status().is_leader()).then_some(())
+    });
     assert_eq!(cluster.values(old), before);
 
     cluster.heal();

@@ -177,7 +177,9 @@ impl NodeHandle {
         self.wait_leader().await?;
         let _room = self.proposal_room().await?;
         let (ack, rx) = oneshot::channel();
-        self.tx.send(Command::ProposeConfChange { cc, ack, _room }).map_err(|_| Error::Stopped)?;
+        self.tx
+            .send(Command::ProposeConfChange { cc, ack, _room })
+            .map_err(|_| Error::Stopped)?;
         rx.await.map_err(|_| Error::Stopped)?
     }
 
@@ -379,7 +381,9 @@ impl Node {
             applied_tx,
             report: tx,
         };
-        let apply_thread = std::thread::Builder::new().name("apply".into()).spawn(move || applier.run(apply_rx))?;
+        let apply_thread = std::thread::Builder::new()
+            .name("apply".into())
+            .spawn(move || applier.run(apply_rx))?;
         let node = Node {
             raw,
             engine,
@@ -650,15 +654,14 @@ impl Node {
             let index = entry.index;
             let cc = match entry.get_entry_type() {
                 EntryType::EntryNormal => {
-                    committed.push(Committed::Normal { index, data: entry.data.to_vec() });
+                    committed.push(Committed::Normal {
+                        index,
+                        data: entry.data.to_vec(),
+                    });
                     continue;
                 }
-                EntryType::EntryConfChange => {
-                    to_v2(ConfChange::parse_from_bytes(&entry.data).map_err(|e| Error::Corrupt(e.to_string()))?)
-                }
-                EntryType::EntryConfChangeV2 => {
-                    ConfChangeV2::parse_from_bytes(&entry.data).map_err(|e| Error::Corrupt(e.to_string()))?
-                }
+                EntryType::EntryConfChange => to_v2(ConfChange::parse_from_bytes(&entry.data).map_err(|e| Error::Corrupt(e.to_string()))?),
+                EntryType::EntryConfChangeV2 => ConfChangeV2::parse_from_bytes(&entry.data).map_err(|e| Error::Corrupt(e.to_string()))?,
             };
             let conf_state = match self.raw.apply_conf_change(&cc) {
                 Ok(cs) => {
@@ -815,7 +818,10 @@ mod tests {
     fn idle_handle() -> (NodeHandle, mpsc::Receiver<Command>) {
         let (tx, rx) = mpsc::channel();
         let (_, applied) = watch::channel(0);
-        let status = Arc::new(RaftStatus { id: 1, ..Default::default() });
+        let status = Arc::new(RaftStatus {
+            id: 1,
+            ..Default::default()
+        });
         status.leader.store(1, Ordering::Relaxed);
         let handle = NodeHandle {
             tx,
