@@ -12,7 +12,6 @@ use crate::error::{Error, Result};
 use crate::kv;
 use crate::mvcc::KeyRange;
 use crate::proto::cairnpb::raft_request::Request as Proposal;
-use crate::proto::prefix_end;
 use crate::proto::etcdserverpb::{
     compare::{CompareResult, CompareTarget, TargetUnion},
     range_request::{SortOrder, SortTarget},
@@ -20,6 +19,7 @@ use crate::proto::etcdserverpb::{
     ResponseHeader, TxnRequest, TxnResponse,
 };
 use crate::proto::mvccpb::{event::EventType, KeyValue};
+use crate::proto::prefix_end;
 use crate::watch::RangeFeed;
 
 /// The TTL of the lease etcd's recipes grant when the request names none
