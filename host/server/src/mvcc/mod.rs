@@ -5,6 +5,7 @@
 //! can be served at any uncompacted revision. Both the key index and the
 //! values live in RocksDB (`storage`), so the data set may outgrow memory.
 
+mod compactor;
 pub(crate) mod encoding;
 mod history;
 mod read;

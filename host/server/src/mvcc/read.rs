@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use rocksdb::{DBRawIteratorWithThreadMode, ReadOptions, WriteBatch, DB};
 
+use super::compactor::Compactor;
 use super::encoding::{self, IndexValue, Revision};
 use crate::error::{Error, Result};
 use crate::proto::mvccpb::KeyValue;
@@ -13,7 +14,7 @@ use crate::storage::schema::{META_CURRENT_REV, META_FINISHED_COMPACT, META_SCHED
 use crate::storage::{Database, CF_KV_INDEX, CF_KV_REV, CF_META};
 use prost::Message;
 
-/// How many revisions compaction handles per RocksDB write.
+/// How many keys compaction handles per RocksDB write.
 const COMPACTION_CHUNK: usize = 10_000;
 
 /// The keys a request addresses, decoded from etcd's `key` and `range_end`.
@@ -65,36 +66,42 @@ pub struct MvccStore {
     pub(super) engine: Arc<Database>,
     pub(super) current_rev: AtomicI64,
     pub(super) compact_rev: AtomicI64,
+    compactor: Compactor,
 }
 
 impl MvccStore {
-    /// Opens the store and finishes a compaction that a crash interrupted.
+    /// Opens the store; a compaction that a restart interrupted resumes in
+    /// the background.
     pub fn open(engine: Arc<Database>) -> Result<Self> {
         // A fresh store starts at revision 1, and nothing is compacted yet.
         let current = engine.get_meta_u64(META_CURRENT_REV)?.map_or(1, |v| v as i64);
-        let scheduled = engine.get_meta_u64(META_SCHEDULED_COMPACT)?.map(|v| v as i64);
-        let finished = engine.get_meta_u64(META_FINISHED_COMPACT)?.map(|v| v as i64);
-        let store = MvccStore {
+        let (finished, scheduled) = compaction_marks(&engine)?;
+        if finished < scheduled {
+            tracing::info!(rev = scheduled, "resuming interrupted compaction");
+        }
+        let compactor = Compactor::start(engine.clone(), finished, scheduled)?;
+        Ok(MvccStore {
             engine,
             current_rev: AtomicI64::new(current),
-            compact_rev: AtomicI64::new(scheduled.unwrap_or(-1)),
-        };
-        if let Some(rev) = scheduled {
-            if finished != Some(rev) {
-                tracing::info!(rev, "resuming interrupted compaction");
-                store.run_compaction(finished.unwrap_or(-1), rev)?;
-            }
-        }
-        Ok(store)
+            compact_rev: AtomicI64::new(scheduled),
+            compactor,
+        })
     }
 
     /// Re-reads the revisions after a snapshot replaced the data on disk.
     pub fn reload(&self) -> Result<()> {
         let current = self.engine.get_meta_u64(META_CURRENT_REV)?.map_or(1, |v| v as i64);
-        let compacted = self.engine.get_meta_u64(META_SCHEDULED_COMPACT)?.map_or(-1, |v| v as i64);
+        let (finished, scheduled) = compaction_marks(&self.engine)?;
         self.current_rev.store(current, Ordering::SeqCst);
-        self.compact_rev.store(compacted, Ordering::SeqCst);
+        self.compact_rev.store(scheduled, Ordering::SeqCst);
+        self.compactor.reset(finished, scheduled);
         Ok(())
+    }
+
+    /// Blocks until the background compaction has caught up.
+    #[cfg(test)]
+    pub fn wait_compacted(&self) {
+        self.compactor.wait_idle();
     }
 
     pub fn current_revision(&self) -> i64 {
@@ -172,9 +179,26 @@ impl MvccStore {
         let mut it = self.engine.db().raw_iterator_cf_opt(self.engine.cf(CF_KV_INDEX), opts);
         it.seek_to_first();
         let mut hash = 0u32;
+        // Versions at or below the compaction mark count only if compaction
+        // keeps them, so the hash does not depend on how far the background
+        // removal has got. A key's versions sort newest first.
+        let mut key_seen: Option<Vec<u8>> = None;
+        let mut kept_below_mark = false;
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
             let (_, r) = encoding::decode_index_key(k)?;
-            if r.main <= at {
+            let prefix = encoding::index_key_prefix(k);
+            if key_seen.as_deref() != Some(prefix) {
+                key_seen = Some(prefix.to_vec());
+                kept_below_mark = false;
+            }
+            let counts = if r.main > compact {
+                true
+            } else {
+                let first_below = !kept_below_mark;
+                kept_below_mark = true;
+                first_below && !matches!(IndexValue::decode(v)?, IndexValue::Tombstone)
+            };
+            if r.main <= at && counts {
                 hash = crc32c::crc32c_append(hash, k);
                 hash = crc32c::crc32c_append(hash, v);
             }
@@ -196,13 +220,13 @@ impl MvccStore {
         Ok(())
     }
 
-    /// Compacts history up to `rev`: afterwards only the latest version at or
-    /// below `rev` of each live key remains of that part of history. `extra`
-    /// adds records (the applied index) to the batch that makes the
-    /// compaction durable, so a crash either replays it or finishes it.
+    /// Compacts history up to `rev`: reads below it fail from now on, and in
+    /// the background all but the latest version at or below `rev` of each
+    /// live key are removed. `extra` adds records (the applied index) to the
+    /// batch that makes the compaction durable, so a crash either replays it
+    /// or resumes it.
     pub fn compact(&self, rev: i64, extra: impl FnOnce(&mut WriteBatch)) -> Result<()> {
         self.check_compact(rev)?;
-        let previous = self.compact_revision();
         let mut batch = WriteBatch::default();
         batch.put_cf(self.engine.cf(CF_META), META_SCHEDULED_COMPACT, (rev as u64).to_be_bytes());
         extra(&mut batch);
@@ -210,70 +234,83 @@ impl MvccStore {
         // Published before any data goes, so readers check it after taking
         // their snapshot and never see a half-compacted revision.
         self.compact_rev.store(rev, Ordering::SeqCst);
-        self.run_compaction(previous, rev)
+        self.compactor.schedule(rev);
+        Ok(())
     }
+}
 
-    /// Removes versions made obsolete by compacting to `rev`. Only keys
-    /// changed after the previous compaction can have such versions, so the
-    /// revision log tells which keys to visit.
-    fn run_compaction(&self, previous: i64, rev: i64) -> Result<()> {
-        let db = self.engine.db();
-        let index_cf = self.engine.cf(CF_KV_INDEX);
-        let rev_cf = self.engine.cf(CF_KV_REV);
-        let mut from = Revision::new(previous.max(0) + 1, 0).to_bytes().to_vec();
-        let upper = Revision::new(rev + 1, 0).to_bytes().to_vec();
-        loop {
-            let mut keys = BTreeSet::new();
-            let mut next_from = None;
-            {
-                let mut opts = ReadOptions::default();
-                opts.set_iterate_upper_bound(upper.clone());
-                let mut it = db.raw_iterator_cf_opt(rev_cf, opts);
-                it.seek(&from);
-                while let (Some(k), Some(v)) = (it.key(), it.value()) {
-                    if keys.len() >= COMPACTION_CHUNK {
-                        next_from = Some(k.to_vec());
-                        break;
-                    }
-                    let (_, key) = encoding::decode_rev_value(v)?;
-                    keys.insert(key.to_vec());
-                    it.next();
+/// The (finished, scheduled) compaction revisions the disk records; -1 for
+/// none.
+fn compaction_marks(engine: &Database) -> Result<(i64, i64)> {
+    let scheduled = engine.get_meta_u64(META_SCHEDULED_COMPACT)?.map_or(-1, |v| v as i64);
+    let finished = engine.get_meta_u64(META_FINISHED_COMPACT)?.map_or(-1, |v| v as i64);
+    Ok((finished.min(scheduled), scheduled))
+}
+
+/// Removes versions made obsolete by compacting to `rev`, one bounded batch
+/// at a time while `keep_going` says so. Only keys changed after the
+/// `previous` compaction can have such versions, so the revision log tells
+/// which keys to visit. Returns whether it got to the end.
+pub(super) fn remove_compacted(engine: &Database, previous: i64, rev: i64, keep_going: impl Fn() -> bool) -> Result<bool> {
+    let db = engine.db();
+    let index_cf = engine.cf(CF_KV_INDEX);
+    let rev_cf = engine.cf(CF_KV_REV);
+    let mut from = Revision::new(previous.max(0) + 1, 0).to_bytes().to_vec();
+    let upper = Revision::new(rev + 1, 0).to_bytes().to_vec();
+    loop {
+        if !keep_going() {
+            return Ok(false);
+        }
+        let mut keys = BTreeSet::new();
+        let mut next_from = None;
+        {
+            let mut opts = ReadOptions::default();
+            opts.set_iterate_upper_bound(upper.clone());
+            let mut it = db.raw_iterator_cf_opt(rev_cf, opts);
+            it.seek(&from);
+            while let (Some(k), Some(v)) = (it.key(), it.value()) {
+                if keys.len() >= COMPACTION_CHUNK {
+                    next_from = Some(k.to_vec());
+                    break;
                 }
-                it.status()?;
+                let (_, key) = encoding::decode_rev_value(v)?;
+                keys.insert(key.to_vec());
+                it.next();
             }
-            let mut batch = WriteBatch::default();
-            for key in &keys {
-                let mut it = db.raw_iterator_cf(index_cf);
-                it.seek(encoding::index_key(key, Revision::new(rev, i64::MAX)));
-                let prefix = encoding::index_key(key, Revision::default());
-                let prefix = encoding::index_key_prefix(&prefix);
-                let mut newest = true;
-                while let (Some(k), Some(v)) = (it.key(), it.value()) {
-                    if encoding::index_key_prefix(k) != prefix {
-                        break;
-                    }
-                    // The newest version at or below `rev` stays, unless it
-                    // is a deletion: nobody can read below `rev` any more.
-                    let keep = newest && !matches!(IndexValue::decode(v)?, IndexValue::Tombstone);
-                    newest = false;
-                    if !keep {
-                        let (_, r) = encoding::decode_index_key(k)?;
-                        batch.delete_cf(index_cf, k);
-                        batch.delete_cf(rev_cf, r.to_bytes());
-                    }
-                    it.next();
+            it.status()?;
+        }
+        let mut batch = WriteBatch::default();
+        for key in &keys {
+            let mut it = db.raw_iterator_cf(index_cf);
+            it.seek(encoding::index_key(key, Revision::new(rev, i64::MAX)));
+            let prefix = encoding::index_key(key, Revision::default());
+            let prefix = encoding::index_key_prefix(&prefix);
+            let mut newest = true;
+            while let (Some(k), Some(v)) = (it.key(), it.value()) {
+                if encoding::index_key_prefix(k) != prefix {
+                    break;
                 }
-                it.status()?;
+                // The newest version at or below `rev` stays, unless it
+                // is a deletion: nobody can read below `rev` any more.
+                let keep = newest && !matches!(IndexValue::decode(v)?, IndexValue::Tombstone);
+                newest = false;
+                if !keep {
+                    let (_, r) = encoding::decode_index_key(k)?;
+                    batch.delete_cf(index_cf, k);
+                    batch.delete_cf(rev_cf, r.to_bytes());
+                }
+                it.next();
             }
-            let done = next_from.is_none();
-            if done {
-                batch.put_cf(self.engine.cf(CF_META), META_FINISHED_COMPACT, (rev as u64).to_be_bytes());
-            }
-            self.engine.write(batch, false)?;
-            match next_from {
-                Some(k) => from = k,
-                None => return Ok(()),
-            }
+            it.status()?;
+        }
+        let done = next_from.is_none();
+        if done {
+            batch.put_cf(engine.cf(CF_META), META_FINISHED_COMPACT, (rev as u64).to_be_bytes());
+        }
+        engine.write(batch, false)?;
+        match next_from {
+            Some(k) => from = k,
+            None => return Ok(true),
         }
     }
 }

@@ -237,14 +237,24 @@ impl LogStore {
         Ok(())
     }
 
+    #[cfg(test)]
     pub fn stage_conf_state(&mut self, batch: &mut WriteBatch, cs: &ConfState) -> Result<()> {
-        batch.put_cf(
-            self.engine.cf(CF_META),
-            META_CONF_STATE,
-            cs.write_to_bytes().map_err(|e| Error::Corrupt(e.to_string()))?,
-        );
+        batch.put_cf(self.engine.cf(CF_META), META_CONF_STATE, encode(cs)?);
         self.conf_state = cs.clone();
         Ok(())
+    }
+
+    /// The configuration Raft now runs with; it reaches disk separately, on
+    /// the apply thread, with the entry that made it ([`Self::persist_conf_state`]).
+    pub fn set_conf_state(&mut self, cs: &ConfState) {
+        self.conf_state = cs.clone();
+    }
+
+    /// Records the configuration as of the entry being applied.
+    pub fn persist_conf_state(engine: &Database, cs: &ConfState) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(engine.cf(CF_META), META_CONF_STATE, encode(cs)?);
+        engine.write(batch, false)
     }
 
     /// Called once the batch holding the staged changes is durable.

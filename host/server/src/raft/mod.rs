@@ -2,6 +2,8 @@
 //! hard state in RocksDB. It knows nothing about keys and values: committed
 //! entries are handed, in order, to a [`StateMachine`].
 
+#[cfg(test)]
+mod cluster_test;
 mod log_store;
 mod node;
 pub(crate) mod snapshot;

@@ -1,8 +1,10 @@
-//! The Ready loop: one thread owns the `RawNode`, its log store and the state
-//! machine, in the discipline of raft-rs's examples. Everything else talks to
-//! it through a [`NodeHandle`].
+//! The Ready loop: one thread owns the `RawNode` and its log store, in the
+//! discipline of raft-rs's examples; a second thread owns the state machine
+//! and applies committed entries in log order, reporting back how far it got
+//! (`advance_apply_to`), so ticks, heartbeats and the next fsync never wait
+//! for apply. Everything else talks to the loop through a [`NodeHandle`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
@@ -10,10 +12,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeSingle, ConfChangeType, ConfChangeV2, Entry, EntryType, Message, Snapshot};
+use raft::eraftpb::{ConfChange, ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message, Snapshot};
 use raft::{Config, RawNode, ReadOnlyOption, SnapshotStatus, StateRole};
 use rocksdb::WriteBatch;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::LogStore;
 use crate::error::{Error, Result};
@@ -30,9 +32,21 @@ const READ_RETRY_TICKS: u32 = 5;
 /// How long a request waits for an election to finish before it fails with
 /// "no leader": two election timeouts, enough for one failed round.
 const LEADER_WAIT: Duration = Duration::from_secs(2);
+/// Client requests (proposals, ReadIndex) queued for the loop; callers
+/// beyond it wait for room rather than grow the queue.
+const PROPOSAL_QUEUE: usize = 1024;
+/// Messages from peers queued for the loop; beyond it they are dropped,
+/// which Raft tolerates (it resends).
+const STEP_QUEUE: usize = 4096;
+/// Committed entries handed to the apply thread but not yet applied beyond
+/// which new proposals are held back, so a slow state machine slows
+/// clients down instead of piling entries up in memory.
+const APPLY_BACKLOG: u64 = 8192;
+/// The most entry bytes one Ready hands to the apply thread.
+const MAX_COMMITTED_PER_READY: u64 = 4 << 20;
 
-/// Applies committed entries. Implementations must be deterministic: every
-/// member applies the same entries in the same order.
+/// Applies committed entries, on the apply thread. Implementations must be
+/// deterministic: every member applies the same entries in the same order.
 pub trait StateMachine: Send + 'static {
     /// Applies the entry at `index`; `data` is empty for entries that carry
     /// no request (leader no-ops, configuration changes).
@@ -67,7 +81,8 @@ pub struct LogLimits {
     pub catch_up_entries: u64,
 }
 
-/// What the rest of the server can observe of Raft, refreshed every Ready.
+/// What the rest of the server can observe of Raft, refreshed every Ready
+/// (the applied index as the apply thread advances).
 #[derive(Default)]
 pub struct RaftStatus {
     pub id: u64,
@@ -103,15 +118,18 @@ enum Command {
     Propose {
         data: Vec<u8>,
         ack: oneshot::Sender<Result<()>>,
+        _room: OwnedSemaphorePermit,
     },
     ProposeConfChange {
         cc: ConfChangeV2,
         ack: oneshot::Sender<Result<()>>,
+        _room: OwnedSemaphorePermit,
     },
     ReadIndex {
         ack: oneshot::Sender<u64>,
+        _room: OwnedSemaphorePermit,
     },
-    Step(Box<Message>),
+    Step(Box<Message>, OwnedSemaphorePermit),
     Unreachable(u64),
     SnapshotDone {
         to: u64,
@@ -123,6 +141,10 @@ enum Command {
         id: u64,
         ack: oneshot::Sender<Option<(u64, u64)>>,
     },
+    /// The apply thread applied everything up to this index.
+    Applied(u64),
+    /// The apply thread stopped on an error; the member stops with it.
+    ApplyFailed,
     Stop,
 }
 
@@ -130,6 +152,10 @@ enum Command {
 #[derive(Clone)]
 pub struct NodeHandle {
     tx: mpsc::Sender<Command>,
+    /// Room in the loop's queue for client requests and for peer messages:
+    /// the queue itself is unbounded, these bound it.
+    proposal_room: Arc<Semaphore>,
+    step_room: Arc<Semaphore>,
     status: Arc<RaftStatus>,
     applied: watch::Receiver<u64>,
 }
@@ -139,8 +165,9 @@ impl NodeHandle {
     /// means the entry was accepted for replication, not that it committed.
     pub async fn propose(&self, data: Vec<u8>) -> Result<()> {
         self.wait_leader().await?;
+        let _room = self.proposal_room().await?;
         let (ack, rx) = oneshot::channel();
-        self.tx.send(Command::Propose { data, ack }).map_err(|_| Error::Stopped)?;
+        self.tx.send(Command::Propose { data, ack, _room }).map_err(|_| Error::Stopped)?;
         rx.await.map_err(|_| Error::Stopped)?
     }
 
@@ -148,9 +175,17 @@ impl NodeHandle {
     /// promotion is one change like the others.
     pub async fn propose_conf_change(&self, cc: ConfChangeV2) -> Result<()> {
         self.wait_leader().await?;
+        let _room = self.proposal_room().await?;
         let (ack, rx) = oneshot::channel();
-        self.tx.send(Command::ProposeConfChange { cc, ack }).map_err(|_| Error::Stopped)?;
+        self.tx
+            .send(Command::ProposeConfChange { cc, ack, _room })
+            .map_err(|_| Error::Stopped)?;
         rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Waits for room in the loop's queue: backpressure on clients.
+    async fn proposal_room(&self) -> Result<OwnedSemaphorePermit> {
+        self.proposal_room.clone().acquire_owned().await.map_err(|_| Error::Stopped)
     }
 
     /// Waits (bounded) for an election in progress to finish, so requests
@@ -166,9 +201,14 @@ impl NodeHandle {
         Ok(())
     }
 
-    /// Hands a message from another member to Raft.
+    /// Hands a message from another member to Raft. When the loop is this
+    /// far behind the message is dropped; the sender retries as Raft does.
     pub fn step(&self, message: Message) -> Result<()> {
-        self.tx.send(Command::Step(Box::new(message))).map_err(|_| Error::Stopped)
+        let Ok(room) = self.step_room.clone().try_acquire_owned() else {
+            tracing::debug!(from = message.from, "raft message dropped: the loop is behind");
+            return Ok(());
+        };
+        self.tx.send(Command::Step(Box::new(message), room)).map_err(|_| Error::Stopped)
     }
 
     /// Tells Raft a member could not be reached, so it stops streaming
@@ -204,8 +244,9 @@ impl NodeHandle {
     /// afterwards are linearizable.
     pub async fn linearizable_barrier(&self) -> Result<()> {
         self.wait_leader().await?;
+        let _room = self.proposal_room().await?;
         let (ack, rx) = oneshot::channel();
-        self.tx.send(Command::ReadIndex { ack }).map_err(|_| Error::Stopped)?;
+        self.tx.send(Command::ReadIndex { ack, _room }).map_err(|_| Error::Stopped)?;
         let index = rx.await.map_err(|_| Error::Stopped)?;
         self.wait_applied(index).await
     }
@@ -230,27 +271,61 @@ struct PendingRead {
     ticks: u32,
 }
 
+/// A committed entry as the apply thread sees it. Configuration changes
+/// reach the `RawNode` on the loop as they are handed over (Raft needs them
+/// at once); the state machine gets them here, in log order with the rest.
+enum Committed {
+    Normal {
+        index: u64,
+        data: Vec<u8>,
+    },
+    ConfChange {
+        index: u64,
+        cc: ConfChangeV2,
+        /// The configuration after the change, or `None` when Raft refused
+        /// it (say, removing the last voter): then only the index moves on,
+        /// the same way on every member.
+        conf_state: Option<ConfState>,
+    },
+}
+
+enum ApplyTask {
+    Entries(Vec<Committed>),
+    /// A snapshot replaced the state on disk at this index: caches reload.
+    Restored(u64),
+    /// Answered once everything handed over before it is applied.
+    Drain(mpsc::SyncSender<()>),
+}
+
 /// The Raft node and the state it drives.
-pub struct Node<S: StateMachine> {
+pub struct Node {
     raw: RawNode<LogStore>,
     engine: Arc<Database>,
-    state_machine: S,
     rx: mpsc::Receiver<Command>,
     status: Arc<RaftStatus>,
-    applied_tx: watch::Sender<u64>,
     sink: Box<dyn MessageSink>,
     limits: LogLimits,
     /// ReadIndex requests not yet handed to Raft; they share one request.
     queued_reads: Vec<oneshot::Sender<u64>>,
     reads_in_flight: HashMap<Vec<u8>, PendingRead>,
     next_read_ctx: u64,
+    apply_tx: Option<mpsc::Sender<ApplyTask>>,
+    apply_thread: Option<JoinHandle<Result<()>>>,
+    /// The last index handed to the apply thread, and the last it reported.
+    handed_out: u64,
+    applied: u64,
+    /// Proposals held back while the apply thread is too far behind, in
+    /// arrival order; bounded by the proposal queue's room they still hold.
+    held_back: VecDeque<Command>,
 }
 
-impl<S: StateMachine> Node<S> {
-    /// Starts the Ready loop on its own thread. `voters` bootstraps a new
+impl Node {
+    /// Starts the Ready loop and the apply thread. `voters` bootstraps a new
     /// cluster (empty when joining an existing one); `sink` is built once the
-    /// handle exists, so the transport can report back to Raft.
-    pub fn start(
+    /// handle exists, so the transport can report back to Raft. The returned
+    /// thread ends when the member stops, with the apply thread's error if
+    /// that is why.
+    pub fn start<S: StateMachine>(
         id: u64,
         engine: Arc<Database>,
         voters: &[u64],
@@ -271,6 +346,7 @@ impl<S: StateMachine> Node<S> {
             applied,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
+            max_committed_size_per_ready: MAX_COMMITTED_PER_READY,
             pre_vote: true,
             check_quorum: true,
             read_only_option: ReadOnlyOption::Safe,
@@ -290,41 +366,70 @@ impl<S: StateMachine> Node<S> {
         let status = Arc::new(RaftStatus { id, ..Default::default() });
         status.applied.store(applied, Ordering::Relaxed);
         let handle = NodeHandle {
-            tx,
+            tx: tx.clone(),
+            proposal_room: Arc::new(Semaphore::new(PROPOSAL_QUEUE)),
+            step_room: Arc::new(Semaphore::new(STEP_QUEUE)),
             status: status.clone(),
             applied: applied_rx,
         };
         let sink = sink(handle.clone());
+        let (apply_tx, apply_rx) = mpsc::channel();
+        let applier = ApplyLoop {
+            state_machine,
+            engine: engine.clone(),
+            status: status.clone(),
+            applied_tx,
+            report: tx,
+        };
+        let apply_thread = std::thread::Builder::new()
+            .name("apply".into())
+            .spawn(move || applier.run(apply_rx))?;
         let node = Node {
             raw,
             engine,
-            state_machine,
             rx,
             status,
-            applied_tx,
             sink,
             limits,
             queued_reads: Vec::new(),
             reads_in_flight: HashMap::new(),
             next_read_ctx: 0,
+            apply_tx: Some(apply_tx),
+            apply_thread: Some(apply_thread),
+            handed_out: applied,
+            applied,
+            held_back: VecDeque::new(),
         };
         let thread = std::thread::Builder::new().name("raft".into()).spawn(move || node.run())?;
         Ok((handle, thread))
     }
 
     fn run(mut self) -> Result<()> {
+        let result = self.run_loop();
+        // The apply thread finishes what it was handed, then ends; its error,
+        // if it had one, is why the member stops.
+        self.apply_tx = None;
+        let applied = match self.apply_thread.take().map(JoinHandle::join) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(Error::Corrupt("the apply thread panicked".into())),
+            None => Ok(()),
+        };
+        applied.and(result)
+    }
+
+    fn run_loop(&mut self) -> Result<()> {
         let mut next_tick = Instant::now() + TICK;
         loop {
             let timeout = next_tick.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(timeout) {
                 Ok(cmd) => {
-                    if !self.handle(cmd) {
+                    if !self.handle(cmd)? {
                         return Ok(());
                     }
                     // Take everything already queued so one Ready (and one
                     // fsync) covers a whole burst of proposals.
                     while let Ok(cmd) = self.rx.try_recv() {
-                        if !self.handle(cmd) {
+                        if !self.handle(cmd)? {
                             return Ok(());
                         }
                     }
@@ -343,25 +448,22 @@ impl<S: StateMachine> Node<S> {
         }
     }
 
+    fn apply_behind(&self) -> bool {
+        self.handed_out.saturating_sub(self.applied) > APPLY_BACKLOG
+    }
+
     /// Returns false when the node must stop.
-    fn handle(&mut self, cmd: Command) -> bool {
+    fn handle(&mut self, cmd: Command) -> Result<bool> {
         match cmd {
-            Command::Propose { data, ack } => {
-                let result = self.raw.propose(Vec::new(), data).map_err(|e| match e {
-                    raft::Error::ProposalDropped => Error::NoLeader,
-                    e => Error::Raft(e),
-                });
-                let _ = ack.send(result);
+            cmd @ (Command::Propose { .. } | Command::ProposeConfChange { .. }) => {
+                if self.apply_behind() || !self.held_back.is_empty() {
+                    self.held_back.push_back(cmd);
+                } else {
+                    self.propose(cmd);
+                }
             }
-            Command::ProposeConfChange { cc, ack } => {
-                let result = self.raw.propose_conf_change(Vec::new(), cc).map_err(|e| match e {
-                    raft::Error::ProposalDropped => Error::NoLeader,
-                    e => Error::Raft(e),
-                });
-                let _ = ack.send(result);
-            }
-            Command::ReadIndex { ack } => self.queued_reads.push(ack),
-            Command::Step(m) => {
+            Command::ReadIndex { ack, .. } => self.queued_reads.push(ack),
+            Command::Step(m, _room) => {
                 // Messages from members that were removed, or stale ones
                 // from an old term, are refused by Raft; nothing to do.
                 if let Err(e) = self.raw.step(*m) {
@@ -384,9 +486,43 @@ impl<S: StateMachine> Node<S> {
                 });
                 let _ = ack.send(progress);
             }
-            Command::Stop => return false,
+            Command::Applied(index) => self.on_applied(index)?,
+            Command::ApplyFailed => return Ok(false),
+            Command::Stop => return Ok(false),
         }
-        true
+        Ok(true)
+    }
+
+    fn propose(&mut self, cmd: Command) {
+        let (result, ack) = match cmd {
+            Command::Propose { data, ack, .. } => (self.raw.propose(Vec::new(), data), ack),
+            Command::ProposeConfChange { cc, ack, .. } => (self.raw.propose_conf_change(Vec::new(), cc), ack),
+            _ => return,
+        };
+        let _ = ack.send(result.map_err(|e| match e {
+            raft::Error::ProposalDropped => Error::NoLeader,
+            e => Error::Raft(e),
+        }));
+    }
+
+    /// The apply thread's progress: Raft learns it, the log may shrink, and
+    /// proposals held back may go.
+    fn on_applied(&mut self, index: u64) -> Result<()> {
+        // Reports from before a snapshot install arrive after it.
+        if index <= self.applied {
+            return Ok(());
+        }
+        self.applied = index;
+        if index > self.raw.raft.raft_log.applied {
+            self.raw.advance_apply_to(index);
+        }
+        self.raw.mut_store().set_applied(index);
+        self.maybe_compact()?;
+        while !self.apply_behind() {
+            let Some(cmd) = self.held_back.pop_front() else { break };
+            self.propose(cmd);
+        }
+        Ok(())
     }
 
     fn issue_reads(&mut self) {
@@ -420,13 +556,13 @@ impl<S: StateMachine> Node<S> {
         if !ready.messages().is_empty() {
             self.send(ready.take_messages());
         }
-        if !ready.snapshot().is_empty() {
+        let snapshot_index = (!ready.snapshot().is_empty()).then(|| ready.snapshot().get_metadata().index);
+        if snapshot_index.is_some() {
             self.install_snapshot(ready.snapshot().clone())?;
         }
-        // Entries already committed are applied only after this Ready's new
-        // entries are durable and acknowledged: applying first would hold
-        // back the fsync and the follower's ack, and with them the commit of
-        // the next batch.
+        // Entries already committed go to the apply thread only after this
+        // Ready's new entries are durable and acknowledged: the fsync and
+        // the follower's ack, and with them the next commit, come first.
         let committed = ready.take_committed_entries();
 
         let mut batch = WriteBatch::default();
@@ -448,7 +584,7 @@ impl<S: StateMachine> Node<S> {
         if !ready.persisted_messages().is_empty() {
             self.send(ready.take_persisted_messages());
         }
-        self.apply_entries(committed)?;
+        self.hand_over(committed)?;
         for rs in ready.take_read_states() {
             if let Some(read) = self.reads_in_flight.remove(&rs.request_ctx) {
                 for w in read.waiters {
@@ -457,7 +593,12 @@ impl<S: StateMachine> Node<S> {
             }
         }
 
-        let mut light = self.raw.advance(ready);
+        let mut light = self.raw.advance_append(ready);
+        if let Some(index) = snapshot_index {
+            // The snapshot is applied as far as Raft is concerned; the state
+            // machine's reload is queued behind it and reports when done.
+            self.raw.advance_apply_to(index);
+        }
         if let Some(commit) = light.commit_index() {
             let mut hs = self.raw.store().hard_state().clone();
             hs.commit = commit;
@@ -467,14 +608,14 @@ impl<S: StateMachine> Node<S> {
             self.raw.mut_store().commit_staged();
         }
         self.send(light.take_messages());
-        self.apply_entries(light.take_committed_entries())?;
-        self.raw.advance_apply();
-        self.maybe_compact()?;
+        self.hand_over(light.take_committed_entries())?;
         self.publish_status();
         Ok(())
     }
 
-    /// Replaces the state with a snapshot from the leader.
+    /// Replaces the state with a snapshot from the leader, once the apply
+    /// thread has applied everything before it; reloading the state
+    /// machine's caches is left to the apply thread.
     fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<()> {
         let index = snapshot.get_metadata().index;
         tracing::info!(
@@ -483,17 +624,18 @@ impl<S: StateMachine> Node<S> {
             bytes = snapshot.data.len(),
             "installing snapshot"
         );
+        let (drained_tx, drained_rx) = mpsc::sync_channel(1);
+        self.to_apply(ApplyTask::Drain(drained_tx))?;
+        drained_rx.recv().map_err(|_| Error::Stopped)?;
         self.raw.mut_store().install_snapshot(&snapshot)?;
-        self.state_machine.restored(index)?;
-        self.status.applied.store(index, Ordering::Relaxed);
-        self.applied_tx.send_replace(index);
-        Ok(())
+        self.handed_out = index;
+        self.to_apply(ApplyTask::Restored(index))
     }
 
     /// Drops applied entries from the log once there are enough of them;
     /// members that fall further behind get a snapshot instead.
     fn maybe_compact(&mut self) -> Result<()> {
-        let applied = self.state_machine.applied_index();
+        let applied = self.applied;
         let store = self.raw.mut_store();
         if applied < store.first_index_before() + self.limits.snapshot_count + self.limits.catch_up_entries {
             return Ok(());
@@ -501,50 +643,47 @@ impl<S: StateMachine> Node<S> {
         store.compact_to(applied - self.limits.catch_up_entries)
     }
 
-    fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<()> {
+    /// Hands committed entries to the apply thread, applying configuration
+    /// changes to the `RawNode` on the way.
+    fn hand_over(&mut self, entries: Vec<Entry>) -> Result<()> {
         let Some(last) = entries.last().map(|e| e.index) else {
             return Ok(());
         };
+        let mut committed = Vec::with_capacity(entries.len());
         for entry in entries {
-            match entry.get_entry_type() {
-                EntryType::EntryNormal => self.state_machine.apply(entry.index, &entry.data)?,
-                EntryType::EntryConfChange => {
-                    let cc = ConfChange::parse_from_bytes(&entry.data).map_err(|e| Error::Corrupt(e.to_string()))?;
-                    self.apply_conf_change(entry.index, &to_v2(cc))?;
+            let index = entry.index;
+            let cc = match entry.get_entry_type() {
+                EntryType::EntryNormal => {
+                    committed.push(Committed::Normal {
+                        index,
+                        data: entry.data.to_vec(),
+                    });
+                    continue;
                 }
-                EntryType::EntryConfChangeV2 => {
-                    let cc = ConfChangeV2::parse_from_bytes(&entry.data).map_err(|e| Error::Corrupt(e.to_string()))?;
-                    self.apply_conf_change(entry.index, &cc)?;
+                EntryType::EntryConfChange => to_v2(ConfChange::parse_from_bytes(&entry.data).map_err(|e| Error::Corrupt(e.to_string()))?),
+                EntryType::EntryConfChangeV2 => ConfChangeV2::parse_from_bytes(&entry.data).map_err(|e| Error::Corrupt(e.to_string()))?,
+            };
+            let conf_state = match self.raw.apply_conf_change(&cc) {
+                Ok(cs) => {
+                    self.raw.mut_store().set_conf_state(&cs);
+                    Some(cs)
                 }
-            }
+                Err(e) => {
+                    tracing::warn!(index, error = %e, "configuration change refused by raft");
+                    None
+                }
+            };
+            committed.push(Committed::ConfChange { index, cc, conf_state });
         }
-        self.raw.mut_store().set_applied(last);
-        self.status.applied.store(last, Ordering::Relaxed);
-        self.applied_tx.send_replace(last);
-        Ok(())
+        self.handed_out = last;
+        self.to_apply(ApplyTask::Entries(committed))
     }
 
-    fn apply_conf_change(&mut self, index: u64, cc: &ConfChangeV2) -> Result<()> {
-        // A change Raft refuses (say, removing the last voter) is skipped
-        // the same way on every member.
-        match self.raw.apply_conf_change(cc) {
-            Ok(cs) => {
-                let mut batch = WriteBatch::default();
-                self.raw.mut_store().stage_conf_state(&mut batch, &cs)?;
-                self.engine.write(batch, false)?;
-                for change in cc.get_changes() {
-                    self.state_machine
-                        .apply_conf_change(index, change.get_change_type(), change.node_id, &cc.context)?;
-                }
-                if cc.get_changes().is_empty() {
-                    self.state_machine.apply(index, &[])?;
-                }
-                Ok(())
-            }
-            Err(e) => {
-                tracing::warn!(index, error = %e, "configuration change refused by raft");
-                self.state_machine.apply(index, &[])
-            }
+    fn to_apply(&mut self, task: ApplyTask) -> Result<()> {
+        match &self.apply_tx {
+            Some(tx) if tx.send(task).is_ok() => Ok(()),
+            // The apply thread is gone: it failed, and `run` reports why.
+            _ => Err(Error::Stopped),
         }
     }
 
@@ -563,6 +702,80 @@ impl<S: StateMachine> Node<S> {
         if raft.state == StateRole::Leader && !self.reads_in_flight.is_empty() {
             tracing::trace!(reads = self.reads_in_flight.len(), "linearizable reads waiting");
         }
+    }
+}
+
+/// The apply thread: owns the state machine and publishes the applied index
+/// as it advances.
+struct ApplyLoop<S: StateMachine> {
+    state_machine: S,
+    engine: Arc<Database>,
+    status: Arc<RaftStatus>,
+    applied_tx: watch::Sender<u64>,
+    /// Wakes the Ready loop with progress.
+    report: mpsc::Sender<Command>,
+}
+
+impl<S: StateMachine> ApplyLoop<S> {
+    fn run(mut self, tasks: mpsc::Receiver<ApplyTask>) -> Result<()> {
+        for task in tasks {
+            let result = match task {
+                ApplyTask::Entries(entries) => self.apply(entries),
+                ApplyTask::Restored(index) => self.state_machine.restored(index).map(|()| Some(index)),
+                ApplyTask::Drain(done) => {
+                    let _ = done.send(());
+                    Ok(None)
+                }
+            };
+            match result {
+                Ok(Some(index)) => {
+                    self.status.applied.store(index, Ordering::Relaxed);
+                    self.applied_tx.send_replace(index);
+                    let _ = self.report.send(Command::Applied(index));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "apply failed; the member stops");
+                    let _ = self.report.send(Command::ApplyFailed);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, entries: Vec<Committed>) -> Result<Option<u64>> {
+        let mut last = None;
+        for entry in entries {
+            match entry {
+                Committed::Normal { index, data } => {
+                    self.state_machine.apply(index, &data)?;
+                    last = Some(index);
+                }
+                Committed::ConfChange { index, cc, conf_state } => {
+                    self.apply_conf_change(index, &cc, conf_state.as_ref())?;
+                    last = Some(index);
+                }
+            }
+        }
+        Ok(last)
+    }
+
+    fn apply_conf_change(&mut self, index: u64, cc: &ConfChangeV2, conf_state: Option<&ConfState>) -> Result<()> {
+        let Some(cs) = conf_state else {
+            return self.state_machine.apply(index, &[]);
+        };
+        // Recorded here, in log order with the data, so a snapshot's
+        // configuration matches the applied index it is taken at.
+        LogStore::persist_conf_state(&self.engine, cs)?;
+        for change in cc.get_changes() {
+            self.state_machine
+                .apply_conf_change(index, change.get_change_type(), change.node_id, &cc.context)?;
+        }
+        if cc.get_changes().is_empty() {
+            self.state_machine.apply(index, &[])?;
+        }
+        Ok(())
     }
 }
 
@@ -594,5 +807,67 @@ impl slog::Drain for TracingDrain {
             slog::Level::Trace => tracing::trace!(target: "raft", "{msg}"),
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A handle whose loop never runs: what it queues stays in `rx`.
+    fn idle_handle() -> (NodeHandle, mpsc::Receiver<Command>) {
+        let (tx, rx) = mpsc::channel();
+        let (_, applied) = watch::channel(0);
+        let status = Arc::new(RaftStatus {
+            id: 1,
+            ..Default::default()
+        });
+        status.leader.store(1, Ordering::Relaxed);
+        let handle = NodeHandle {
+            tx,
+            proposal_room: Arc::new(Semaphore::new(PROPOSAL_QUEUE)),
+            step_room: Arc::new(Semaphore::new(STEP_QUEUE)),
+            status,
+            applied,
+        };
+        (handle, rx)
+    }
+
+    #[test]
+    fn peer_messages_beyond_the_queue_are_dropped() {
+        let (handle, rx) = idle_handle();
+        for _ in 0..STEP_QUEUE + 10 {
+            handle.step(Message::default()).expect("step");
+        }
+        assert_eq!(rx.try_iter().count(), STEP_QUEUE);
+        // Taken by the loop, they make room again.
+        handle.step(Message::default()).expect("step");
+        assert_eq!(rx.try_iter().count(), 1);
+    }
+
+    #[test]
+    fn proposals_wait_for_room_in_the_queue() {
+        let (handle, rx) = idle_handle();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        runtime.block_on(async {
+            for _ in 0..=PROPOSAL_QUEUE {
+                let handle = handle.clone();
+                tokio::spawn(async move { handle.propose(vec![1]).await });
+            }
+            // Every proposal runs until it is queued or waits for room.
+            let mut queued = Vec::new();
+            for _ in 0..100 {
+                tokio::task::yield_now().await;
+                queued.extend(rx.try_iter());
+            }
+            assert_eq!(queued.len(), PROPOSAL_QUEUE, "one proposal waits for room");
+            // The loop taking one lets the waiting one in.
+            queued.pop();
+            for _ in 0..100 {
+                tokio::task::yield_now().await;
+                queued.extend(rx.try_iter());
+            }
+            assert_eq!(queued.len(), PROPOSAL_QUEUE);
+        });
     }
 }
