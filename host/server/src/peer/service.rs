@@ -4,7 +4,7 @@ use protobuf::Message as _;
 use raft::eraftpb::Message;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::MAX_SNAPSHOT_BYTES;
+use super::{PeerRefusal, MAX_SNAPSHOT_BYTES};
 use crate::error::Error;
 use crate::membership::Membership;
 use crate::proto::cairnpb::learner_ready_response::Verdict;
@@ -26,20 +26,21 @@ impl PeerService {
 
     fn check_sender(&self, cluster_id: u64, from: u64) -> Result<(), Status> {
         if self.membership.table.is_removed(from) {
-            return Err(Status::permission_denied(super::REMOVED_MESSAGE));
+            return Err(PeerRefusal::Removed.into());
         }
         if cluster_id != self.membership.cluster_id {
-            return Err(Status::failed_precondition(format!(
-                "cluster ID mismatch: local {:x}, remote {cluster_id:x}",
-                self.membership.cluster_id
-            )));
+            return Err(PeerRefusal::ClusterMismatch {
+                local: self.membership.cluster_id,
+                remote: cluster_id,
+            }
+            .into());
         }
         Ok(())
     }
 
     fn deliver(&self, raw: &[u8]) -> Result<(), Status> {
-        let message = Message::parse_from_bytes(raw).map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
-        self.node.step(message).map_err(|_| Status::unavailable("member is stopping"))
+        let message = Message::parse_from_bytes(raw).map_err(|e| PeerRefusal::Undecodable(e.to_string()))?;
+        self.node.step(message).map_err(|_| PeerRefusal::Stopping.into())
     }
 }
 
@@ -62,7 +63,7 @@ impl Peer for PeerService {
         while let Some(chunk) = chunks.message().await? {
             self.check_sender(chunk.cluster_id, chunk.from)?;
             if message.len() + chunk.data.len() > MAX_SNAPSHOT_BYTES {
-                return Err(Status::resource_exhausted("snapshot too large"));
+                return Err(PeerRefusal::SnapshotTooLarge.into());
             }
             message.extend_from_slice(&chunk.data);
         }
@@ -79,7 +80,7 @@ impl Peer for PeerService {
             Ok(()) => Verdict::Ready,
             Err(Error::LearnerNotReady) => Verdict::NotReady,
             Err(Error::NotLeader) => Verdict::NotLeader,
-            Err(e) => return Err(Status::unavailable(e.to_string())),
+            Err(e) => return Err(PeerRefusal::Unavailable(e).into()),
         };
         Ok(Response::new(LearnerReadyResponse { verdict: verdict as i32 }))
     }
