@@ -250,7 +250,7 @@ fn recipe_key(key: &[u8]) -> Value {
 
 /// The lease a recipe key `<prefix><lease in hex>` names.
 fn lease_in(key: &[u8], prefix: &str) -> i64 {
-    let hex = std::str::from_utf8(key).assert_ok().and_then(|k| k.strip_prefix(prefix));
+    let hex = std::str::from_utf8(key).ok().and_then(|k| k.strip_prefix(prefix));
     hex.and_then(|h| i64::from_str_radix(h, 16).ok())
         .unwrap_or_else(|| panic!("{:?} is not {prefix}<lease in hex>", String::from_utf8_lossy(key)))
 }

@@ -11,7 +11,7 @@ use rocksdb::WriteBatch;
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
-use crate::kv::{self, LeaseLookup, TxnTarget};
+use crate::kv::{self, TxnTarget};
 use crate::lease::LeaseTable;
 use crate::membership::MemberTable;
 use crate::mvcc::{KeyRange, MvccStore, WriteTxn};

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use crate::member::Member;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::kv;
 use crate::mvcc::KeyRange;
 use crate::proto::cairnpb::raft_request::Request as Proposal;

@@ -6,7 +6,7 @@
 
 pub mod admission {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../../wit",
         world: "admission",
         additional_derives: [PartialEq],
     });
@@ -14,7 +14,7 @@ pub mod admission {
 
 pub mod validate {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../../wit",
         world: "validate",
         with: {
             "cairn:plugin/types": super::admission::cairn::plugin::types,
@@ -26,7 +26,7 @@ pub mod validate {
 
 pub mod watch {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../../wit",
         world: "watch",
         with: {
             "cairn:plugin/types": super::admission::cairn::plugin::types,
