@@ -7,9 +7,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use raft::eraftpb::ConfChangeType;
 use tonic::{Request, Response, Status};
 
+use crate::error::{Error, Result};
 use crate::member::reconfig::ReconfigCheck;
 use crate::member::{Member, MembersApplied};
-use crate::error::{Error, Result};
 use crate::membership::{self, member_id};
 use crate::proto::cairnpb::{raft_request::Request as Proposal, MemberChange};
 use crate::proto::etcdserverpb::cluster_server::Cluster;
@@ -36,7 +36,13 @@ impl ClusterService {
     }
 
     fn members(&self) -> Vec<PbMember> {
-        self.member.membership().table.list().iter().map(membership::Member::to_proto).collect()
+        self.member
+            .membership()
+            .table
+            .list()
+            .iter()
+            .map(membership::Member::to_proto)
+            .collect()
     }
 }
 
@@ -100,7 +106,9 @@ impl Cluster for ClusterService {
         let id = request.into_inner().id;
         ReconfigCheck::new(&self.member).may_remove(id)?;
         let member = self.member.membership().table.get(id).ok_or(Error::MemberNotFound)?;
-        self.member.propose_conf_change(ConfChangeType::RemoveNode, member.to_proto()).await?;
+        self.member
+            .propose_conf_change(ConfChangeType::RemoveNode, member.to_proto())
+            .await?;
         Ok(Response::new(MemberRemoveResponse {
             header: self.header(),
             members: self.members(),

@@ -6,19 +6,19 @@
 
 use std::sync::Arc;
 
-use crate::member::Member;
 use crate::error::Result;
 use crate::kv;
+use crate::member::Member;
 use crate::mvcc::KeyRange;
 use crate::proto::cairnpb::raft_request::Request as Proposal;
-use crate::proto::prefix_end;
 use crate::proto::etcdserverpb::{
     compare::{CompareResult, CompareTarget, TargetUnion},
     range_request::{SortOrder, SortTarget},
-    request_op, response_op, Compare, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest, LeaseGrantResponse, PutRequest, RangeRequest, RangeResponse, RequestOp,
-    ResponseHeader, TxnRequest, TxnResponse,
+    request_op, response_op, Compare, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest, LeaseGrantResponse, PutRequest,
+    RangeRequest, RangeResponse, RequestOp, ResponseHeader, TxnRequest, TxnResponse,
 };
 use crate::proto::mvccpb::{event::EventType, KeyValue};
+use crate::proto::prefix_end;
 use crate::watch::RangeFeed;
 
 /// The TTL of the lease etcd's recipes grant when the request names none
@@ -137,7 +137,12 @@ pub fn range_kvs(resp: &TxnResponse, index: usize) -> Vec<KeyValue> {
 
 /// Waits until `key` is deleted at or after revision `from`.
 async fn wait_delete(member: &Member, key: &[u8], from: i64) -> Result<()> {
-    let mut follower = RangeFeed::new(member.watch_hub().clone(), member.store().clone(), KeyRange::Single(key.to_vec()), from);
+    let mut follower = RangeFeed::new(
+        member.watch_hub().clone(),
+        member.store().clone(),
+        KeyRange::Single(key.to_vec()),
+        from,
+    );
     loop {
         let (_, events) = follower.next().await?;
         if events.iter().any(|e| e.r#type == EventType::Delete as i32) {

@@ -11,8 +11,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::concurrency::{self as recipe, ReleaseOnDrop};
-use crate::member::Member;
 use crate::error::{Error, Result};
+use crate::member::Member;
 use crate::mvcc::KeyRange;
 use crate::proto::etcdserverpb::{ResponseHeader, TxnRequest};
 use crate::proto::mvccpb::{event::EventType, KeyValue};
@@ -103,7 +103,12 @@ async fn observe(member: Arc<Member>, name: Vec<u8>, out: mpsc::Sender<Result<Le
         {
             return Ok(());
         }
-        let mut follower = RangeFeed::new(member.watch_hub().clone(), member.store().clone(), KeyRange::Single(kv.key.clone()), from);
+        let mut follower = RangeFeed::new(
+            member.watch_hub().clone(),
+            member.store().clone(),
+            KeyRange::Single(kv.key.clone()),
+            from,
+        );
         'leader: loop {
             let (rev, events) = follower.next().await?;
             for e in events {

@@ -8,8 +8,8 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use super::ETCD_API_VERSION;
-use crate::member::{self, Member};
 use crate::error::Error;
+use crate::member::{self, Member};
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
 use crate::proto::etcdserverpb::{
     AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse,
@@ -54,7 +54,11 @@ impl Maintenance for MaintenanceService {
             raft_applied_index: raft.applied_index(),
             errors: Vec::new(),
             db_size_in_use: member.database().size_in_use_bytes() as i64,
-            is_learner: member.membership().table.get(member.membership().local_id).is_some_and(|m| m.is_learner),
+            is_learner: member
+                .membership()
+                .table
+                .get(member.membership().local_id)
+                .is_some_and(|m| m.is_learner),
         }))
     }
 

@@ -1,19 +1,20 @@
 //! The gRPC edge: etcd's v3 services, translating between wire messages and
 //! the server's internals. Errors become gRPC statuses here and nowhere else.
 
+mod auth;
 mod cluster;
 mod concurrency;
 mod election;
+mod grpc_error;
 mod kv;
 mod learner_gate;
 mod lease;
 mod lock;
 mod maintenance;
-mod auth;
 mod plugins;
-mod grpc_error;
 mod watch;
 
+pub use auth::AuthService;
 pub use cluster::ClusterService;
 pub use election::ElectionService;
 pub use kv::KvService;
@@ -21,7 +22,6 @@ pub use learner_gate::LearnerGateLayer;
 pub use lease::LeaseService;
 pub use lock::LockService;
 pub use maintenance::MaintenanceService;
-pub use auth::AuthService;
 pub use plugins::PluginService;
 pub use watch::WatchService;
 

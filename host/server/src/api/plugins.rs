@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use crate::member::{self, Member, PluginRemoved};
 use crate::error::Error;
+use crate::member::{self, Member, PluginRemoved};
 use crate::proto::cairnpb::plugins_server::Plugins;
 use crate::proto::cairnpb::raft_request::Request as Proposal;
 use crate::proto::cairnpb::{
-    PluginInfo, PluginInstallRequest, PluginInstallResponse, PluginListRequest, PluginListResponse, PluginRemoveRequest, PluginRemoveResponse,
+    PluginInfo, PluginInstallRequest, PluginInstallResponse, PluginListRequest, PluginListResponse, PluginRemoveRequest,
+    PluginRemoveResponse,
 };
 
 pub struct PluginService {

@@ -18,10 +18,10 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::member::{self, Member};
-use crate::plugin::Hook;
 use crate::error::Error;
+use crate::member::{self, Member};
 use crate::mvcc::KeyRange;
+use crate::plugin::Hook;
 use crate::proto::etcdserverpb::watch_create_request::FilterType;
 use crate::proto::etcdserverpb::watch_request::RequestUnion;
 use crate::proto::etcdserverpb::watch_server::Watch;

@@ -139,9 +139,7 @@ impl LeaseRouter {
             |mut client| async move {
                 let answer = client.time_to_live(request).await.map_err(unanswered)?.into_inner();
                 outcome(answer.outcome)?;
-                answer
-                    .response
-                    .ok_or_else(|| unanswered("no time-to-live in the answer"))
+                answer.response.ok_or_else(|| unanswered("no time-to-live in the answer"))
             },
         )
         .await

@@ -172,7 +172,14 @@ mod tests {
     #[test]
     fn adding_members() {
         let cases: Vec<(&str, Vec<Member>, &[u64], &[u64], bool, &str)> = vec![
-            ("three started, all connected", vec![voter(1), voter(2), voter(3)], &[2, 3], &[], false, "ok"),
+            (
+                "three started, all connected",
+                vec![voter(1), voter(2), voter(3)],
+                &[2, 3],
+                &[],
+                false,
+                "ok",
+            ),
             ("growing a single member", vec![voter(1)], &[], &[], false, "ok"),
             (
                 "too few started for the new quorum",
@@ -190,9 +197,30 @@ mod tests {
                 true,
                 "ok",
             ),
-            ("a voter not connected", vec![voter(1), voter(2), voter(3)], &[2], &[], false, "unhealthy"),
-            ("a learner needs every voter connected", vec![voter(1), voter(2)], &[], &[], true, "unhealthy"),
-            ("connected too recently", vec![voter(1), voter(2), voter(3)], &[], &[2, 3], false, "unhealthy"),
+            (
+                "a voter not connected",
+                vec![voter(1), voter(2), voter(3)],
+                &[2],
+                &[],
+                false,
+                "unhealthy",
+            ),
+            (
+                "a learner needs every voter connected",
+                vec![voter(1), voter(2)],
+                &[],
+                &[],
+                true,
+                "unhealthy",
+            ),
+            (
+                "connected too recently",
+                vec![voter(1), voter(2), voter(3)],
+                &[],
+                &[2, 3],
+                false,
+                "unhealthy",
+            ),
         ];
         for (name, members, connected, recent, learner, want) in cases {
             let activity = PeerActivity::default();
@@ -220,7 +248,13 @@ mod tests {
                 2,
                 "not enough started",
             ),
-            ("a learner goes freely", vec![voter(1), member(2, false, false), member(3, true, true)], &[], 3, "ok"),
+            (
+                "a learner goes freely",
+                vec![voter(1), member(2, false, false), member(3, true, true)],
+                &[],
+                3,
+                "ok",
+            ),
         ];
         for (name, members, connected, id, want) in cases {
             let activity = PeerActivity::default();
@@ -233,7 +267,11 @@ mod tests {
     fn promoting_learners() {
         let cases: Vec<(&str, Vec<Member>, &str)> = vec![
             ("to a single voter", vec![voter(1), member(2, true, true)], "ok"),
-            ("to three started voters", vec![voter(1), voter(2), voter(3), member(4, true, true)], "ok"),
+            (
+                "to three started voters",
+                vec![voter(1), voter(2), voter(3), member(4, true, true)],
+                "ok",
+            ),
             (
                 "without a started quorum",
                 vec![voter(1), member(2, false, false), member(3, false, false), member(4, true, true)],
@@ -250,7 +288,12 @@ mod tests {
     #[test]
     fn nothing_is_refused_unless_strict() {
         let activity = PeerActivity::default();
-        let mut lax = check(vec![voter(1), member(2, false, false), member(3, false, false)], &activity, &[], &[]);
+        let mut lax = check(
+            vec![voter(1), member(2, false, false), member(3, false, false)],
+            &activity,
+            &[],
+            &[],
+        );
         lax.strict = false;
         assert_eq!(outcome(lax.may_add(false)), "ok");
         assert_eq!(outcome(lax.may_remove(LOCAL)), "ok");

@@ -10,7 +10,10 @@ use crate::error::Error;
 pub enum PeerRefusal {
     /// The sender was removed from the cluster; it learns so from the text.
     Removed,
-    ClusterMismatch { local: u64, remote: u64 },
+    ClusterMismatch {
+        local: u64,
+        remote: u64,
+    },
     Undecodable(String),
     Stopping,
     SnapshotTooLarge,
