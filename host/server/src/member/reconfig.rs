@@ -125,6 +125,11 @@ mod tests {
 
     const LOCAL: u64 = 1;
 
+    /// Name, members, long connected, recently connected, adding a learner, outcome.
+    type AddCase = (&'static str, Vec<Member>, &'static [u64], &'static [u64], bool, &'static str);
+    /// Name, members, connected, member removed, outcome.
+    type RemoveCase = (&'static str, Vec<Member>, &'static [u64], u64, &'static str);
+
     /// A member: `started` ones have published their name.
     fn member(id: u64, started: bool, is_learner: bool) -> Member {
         Member {
@@ -171,7 +176,7 @@ mod tests {
 
     #[test]
     fn adding_members() {
-        let cases: Vec<(&str, Vec<Member>, &[u64], &[u64], bool, &str)> = vec![
+        let cases: Vec<AddCase> = vec![
             (
                 "three started, all connected",
                 vec![voter(1), voter(2), voter(3)],
@@ -231,7 +236,7 @@ mod tests {
 
     #[test]
     fn removing_members() {
-        let cases: Vec<(&str, Vec<Member>, &[u64], u64, &str)> = vec![
+        let cases: Vec<RemoveCase> = vec![
             ("a connected voter of three", vec![voter(1), voter(2), voter(3)], &[2, 3], 2, "ok"),
             ("a voter that is down", vec![voter(1), voter(2), voter(3)], &[2], 3, "ok"),
             (
