@@ -36,7 +36,9 @@ fn hashkv(ep: &str, rev: i64) -> u64 {
 
 fn revision(ep: &str) -> i64 {
     let out = etcdctl(ep, &["endpoint", "status", "-w", "json"]);
-    out.assert_ok().json()[0]["Status"]["header"]["revision"].as_i64().expect("revision")
+    out.assert_ok().json()[0]["Status"]["header"]["revision"]
+        .as_i64()
+        .expect("revision")
 }
 
 #[test]

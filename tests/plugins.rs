@@ -592,7 +592,10 @@ fn reference_plugins_do_their_jobs_on_a_cluster() {
         assert_eq!(seen, r#"{"password":"***","user":"u"}"#, "through {ep}");
     }
     // The store itself keeps the full value.
-    let stored = etcdctl(&eps[0], &["get", "secrets/a", "--print-value-only"]).assert_ok().stdout.clone();
+    let stored = etcdctl(&eps[0], &["get", "secrets/a", "--print-value-only"])
+        .assert_ok()
+        .stdout
+        .clone();
     assert!(stored.contains("hunter2"), "{stored}");
 
     // The hostile plugins written in Rust: each fails, the same way on

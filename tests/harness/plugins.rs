@@ -10,7 +10,10 @@ use crate::etcdctl::Output;
 /// The component `make plugins` built for `name`: `$CAIRN_PLUGIN_DIR`, then
 /// `$CARGO_TARGET_DIR/plugins`, then `~/.cache/cairn-target/plugins`.
 pub fn find_plugin_wasm(name: &str) -> Option<PathBuf> {
-    plugin_dirs().into_iter().map(|d| d.join(format!("{name}.wasm"))).find(|p| p.is_file())
+    plugin_dirs()
+        .into_iter()
+        .map(|d| d.join(format!("{name}.wasm")))
+        .find(|p| p.is_file())
 }
 
 /// Like [`find_plugin_wasm`], for tests that cannot run without it.

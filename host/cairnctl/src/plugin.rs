@@ -10,14 +10,16 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use tonic::transport::{Channel, Endpoint};
 
-use cairn::plugin::bindings::{Entry, EventKind, Identity, KeyValue as WitKv, Mutation, PutOp, RequestKind, WatchAction, WatchEvent, WriteRequest};
+use cairn::plugin::bindings::{
+    Entry, EventKind, Identity, KeyValue as WitKv, Mutation, PutOp, RequestKind, WatchAction, WatchEvent, WriteRequest,
+};
 use cairn::plugin::runtime::{Allocation, CallLimits, Runtime, StateView};
 use cairn::plugin::{Hook, Verdict};
-use cairn_proto::prefix_end;
 use cairn_proto::cairnpb::plugins_client::PluginsClient;
 use cairn_proto::cairnpb::{
     PluginBinding, PluginFailurePolicy, PluginHook, PluginInfo, PluginInstallRequest, PluginListRequest, PluginMode, PluginRemoveRequest,
 };
+use cairn_proto::prefix_end;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum HookArg {
@@ -405,4 +407,3 @@ fn test(a: TestArgs) -> anyhow::Result<bool> {
     }
     Ok(all_allowed)
 }
-

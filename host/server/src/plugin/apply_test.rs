@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use prost::Message;
 
-use harness::component_text::{self, deny};
 use crate::apply::{Applier, Waiters};
 use crate::error::Error;
 use crate::mvcc::MvccStore;
@@ -16,6 +15,7 @@ use crate::proto::etcdserverpb::request_op::Request as Op;
 use crate::proto::etcdserverpb::{Compare, PutRequest, RequestOp, TxnRequest};
 use crate::raft::StateMachine;
 use crate::storage::Database;
+use harness::component_text::{self, deny};
 
 fn entry(id: u64, request: Request) -> Vec<u8> {
     RaftRequest {
