@@ -1,5 +1,6 @@
 //! Typed errors used throughout the server. They are mapped to etcd's gRPC
-//! status codes and messages in exactly one place: `api::grpc_error`.
+//! status codes and messages in exactly one place: `api::grpc_error` (and,
+//! for the peer protocol, `peer::PeerRefusal`).
 
 /// Everything that can go wrong while serving a request.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +83,13 @@ pub enum Error {
     PluginEngine(String),
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// Apply answered a proposal with a result of another kind.
+    #[error("unexpected apply result for {0}")]
+    UnexpectedApplied(&'static str),
+    /// Work moved off the async workers did not finish (it panicked or
+    /// the runtime is shutting down).
+    #[error("background task failed: {0}")]
+    TaskFailed(String),
     #[error("storage: {0}")]
     Storage(#[from] rocksdb::Error),
     #[error("corrupt data: {0}")]
@@ -140,8 +148,15 @@ impl Error {
             | Error::BadLeaderTransferee
             | Error::LeaderTransferTimeout
             | Error::MemberRemoved => false,
-            // This member's disk, process or plugin engine.
-            Error::PluginEngine(_) | Error::Storage(_) | Error::Corrupt(_) | Error::Raft(_) | Error::Io(_) => false,
+            // This member's disk, process or plugin engine, or a bug: neither
+            // is the same on every member.
+            Error::PluginEngine(_)
+            | Error::Storage(_)
+            | Error::Corrupt(_)
+            | Error::Raft(_)
+            | Error::Io(_)
+            | Error::UnexpectedApplied(_)
+            | Error::TaskFailed(_) => false,
         }
     }
 }

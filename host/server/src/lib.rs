@@ -2,6 +2,8 @@
 //!
 //! The layers, from the wire inwards:
 //! - [`api`]: etcd's gRPC services; the only place errors become statuses.
+//! - [`member`]: one running member (etcd's `EtcdServer`): proposals, reads,
+//!   the lease clock and forwarding, bootstrap and reconfiguration checks.
 //! - [`txn`]: etcd's request semantics (ranges, puts, txns) over MVCC, and
 //!   the write plan every applied write is decided by.
 //! - [`apply`]: the state machine that applies committed requests.
@@ -18,12 +20,12 @@ pub mod config;
 pub mod error;
 pub mod failpoint;
 pub mod lease;
+pub mod member;
 pub mod membership;
 pub mod mvcc;
 pub mod peer;
 pub mod plugin;
 pub mod raft;
-pub mod reconfig;
 pub mod server;
 pub mod storage;
 pub mod txn;

@@ -14,7 +14,6 @@ use tokio::sync::watch;
 
 use crate::config::ServerConfig;
 use crate::error::{Error, Result};
-use crate::peer::PeerActivity;
 use crate::proto::cairnpb::{MemberAttributes, MemberChange, MemberSet};
 use crate::proto::etcdserverpb;
 // The voters of a new cluster (`META_INITIAL_VOTERS`) are recorded with the
@@ -48,20 +47,8 @@ pub struct Membership {
     pub cluster_id: u64,
     pub local_id: u64,
     pub table: Arc<MemberTable>,
-    /// Connections to the other members, kept by the peer transport.
-    pub activity: Arc<PeerActivity>,
     /// Whether membership changes are checked first (`--strict-reconfig-check`).
     pub strict_reconfig: bool,
-}
-
-/// How this member's Raft log must be started.
-pub enum Bootstrap {
-    /// A member of a new cluster: these are its voters, from which its Raft
-    /// log is created if it does not exist yet.
-    NewCluster(Vec<u64>),
-    /// Restarting from disk, or joining a running cluster (which will send
-    /// a snapshot): Raft starts from what is on disk.
-    FromDisk,
 }
 
 impl Member {
@@ -97,7 +84,7 @@ pub struct MemberTable {
 }
 
 impl MemberTable {
-    fn load(engine: Arc<Database>, cluster_id: u64, local_id: u64) -> Result<MemberTable> {
+    pub(crate) fn load(engine: Arc<Database>, cluster_id: u64, local_id: u64) -> Result<MemberTable> {
         let table = MemberTable {
             engine,
             cluster_id,
@@ -277,7 +264,7 @@ fn decode_ids(raw: &[u8]) -> Result<Vec<u64>> {
         .collect())
 }
 
-fn sorted(urls: &[String]) -> Vec<String> {
+pub(crate) fn sorted(urls: &[String]) -> Vec<String> {
     let mut v = urls.to_vec();
     v.sort();
     v
@@ -288,74 +275,48 @@ impl Membership {
     pub fn is_local_learner(&self) -> bool {
         self.table.is_learner(self.local_id)
     }
+}
 
-    /// Establishes who this member is: from disk when it has run before,
-    /// from the flags for a new cluster, or by asking the running cluster's
-    /// members when joining one (`--initial-cluster-state existing`).
-    pub async fn open(cfg: &ServerConfig, engine: Arc<Database>) -> anyhow::Result<(Membership, Bootstrap)> {
-        if let (Some(local_id), Some(cluster_id)) = (engine.get_meta_u64(META_LOCAL_ID)?, engine.get_meta_u64(META_CLUSTER_ID)?) {
-            let bootstrap = match engine.get_meta(META_INITIAL_VOTERS)? {
-                Some(raw) => Bootstrap::NewCluster(decode_ids(&raw)?),
-                None => Bootstrap::FromDisk,
-            };
-            let table = Arc::new(MemberTable::load(engine, cluster_id, local_id)?);
-            return Ok((
-                Membership {
-                    cluster_id,
-                    local_id,
-                    table,
-                    activity: Arc::default(),
-                    strict_reconfig: cfg.strict_reconfig_check,
-                },
-                bootstrap,
-            ));
-        }
-        let initial = InitialCluster::from_config(cfg)?;
-        let (set, local_id, bootstrap) = match cfg.initial_cluster_state {
-            crate::config::ClusterState::New => {
-                let voters = initial.members.iter().map(|m| m.id).collect();
-                let set = MemberSet {
-                    cluster_id: initial.cluster_id,
-                    members: initial.members.iter().map(Member::to_proto).collect(),
-                    removed: Vec::new(),
-                };
-                (set, initial.local_id, Bootstrap::NewCluster(voters))
-            }
-            crate::config::ClusterState::Existing => {
-                let set = crate::peer::fetch_members(&initial, cfg).await?;
-                let own = sorted(&cfg.initial_advertise_peer_urls);
-                let me = set.members.iter().find(|m| sorted(&m.peer_ur_ls) == own).ok_or_else(|| {
-                    anyhow::anyhow!("member with peer URLs {own:?} has not been added to the cluster (use member add first)")
-                })?;
-                let id = me.id;
-                (set, id, Bootstrap::FromDisk)
-            }
-        };
-        let mut batch = WriteBatch::default();
-        let meta = engine.cf(crate::storage::CF_META);
-        batch.put_cf(meta, META_MEMBERS, set.encode_to_vec());
-        batch.put_cf(meta, META_LOCAL_ID, local_id.to_be_bytes());
-        batch.put_cf(meta, META_CLUSTER_ID, set.cluster_id.to_be_bytes());
-        if let Bootstrap::NewCluster(voters) = &bootstrap {
-            batch.put_cf(
-                meta,
-                META_INITIAL_VOTERS,
-                voters.iter().flat_map(|id| id.to_be_bytes()).collect::<Vec<u8>>(),
-            );
-        }
-        engine.write(batch, true)?;
-        let table = Arc::new(MemberTable::load(engine, set.cluster_id, local_id)?);
-        Ok((
-            Membership {
-                cluster_id: set.cluster_id,
-                local_id,
-                table,
-                activity: Arc::default(),
-                strict_reconfig: cfg.strict_reconfig_check,
-            },
-            bootstrap,
-        ))
+/// This member's identity as persisted by an earlier start.
+pub struct PersistedIdentity {
+    pub local_id: u64,
+    pub cluster_id: u64,
+    /// The voters of a new cluster this member was created for.
+    pub initial_voters: Option<Vec<u64>>,
+}
+
+/// The identity an earlier start persisted, if any.
+pub fn load_identity(engine: &Database) -> Result<Option<PersistedIdentity>> {
+    let (Some(local_id), Some(cluster_id)) = (engine.get_meta_u64(META_LOCAL_ID)?, engine.get_meta_u64(META_CLUSTER_ID)?) else {
+        return Ok(None);
+    };
+    let initial_voters = match engine.get_meta(META_INITIAL_VOTERS)? {
+        Some(raw) => Some(decode_ids(&raw)?),
+        None => None,
+    };
+    Ok(Some(PersistedIdentity {
+        local_id,
+        cluster_id,
+        initial_voters,
+    }))
+}
+
+/// Persists a new member's identity and first member list, durably, before
+/// anything else is written.
+pub fn persist_identity(engine: &Database, set: &MemberSet, local_id: u64, initial_voters: Option<&[u64]>) -> Result<()> {
+    let mut batch = WriteBatch::default();
+    let meta = engine.cf(crate::storage::CF_META);
+    batch.put_cf(meta, META_MEMBERS, set.encode_to_vec());
+    batch.put_cf(meta, META_LOCAL_ID, local_id.to_be_bytes());
+    batch.put_cf(meta, META_CLUSTER_ID, set.cluster_id.to_be_bytes());
+    if let Some(voters) = initial_voters {
+        batch.put_cf(
+            meta,
+            META_INITIAL_VOTERS,
+            voters.iter().flat_map(|id| id.to_be_bytes()).collect::<Vec<u8>>(),
+        );
     }
+    engine.write(batch, true)
 }
 
 /// sha1 over the sorted peer URLs and the cluster token, first 8 bytes.

@@ -1,9 +1,8 @@
-//! Wires a member together: storage, MVCC, Raft and the gRPC services, and
-//! runs it until shutdown.
+//! The process around a member: starts it ([`crate::member::bootstrap`]),
+//! serves its peer and client listeners, and runs it until shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use tokio::net::TcpListener;
@@ -11,23 +10,20 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 use tonic::transport::Server;
 
-use crate::api::{self, Core, IdGenerator, Limits};
-use crate::apply::{Applier, Waiters};
+use crate::api;
 use crate::authority_repair::AuthorityRepair;
 use crate::config::ServerConfig;
-use crate::membership::{Bootstrap, Membership};
-use crate::mvcc::MvccStore;
-use crate::peer::{self, LeasePeerService, PeerService, Transport};
+use crate::member::bootstrap::{self, Started};
+use crate::member::lease_clock;
+use crate::peer::{self, LeasePeerService, PeerService};
 use crate::proto::cairnpb::lease_peer_server::LeasePeerServer;
-use crate::proto::cairnpb::{peer_server::PeerServer, plugins_server::PluginsServer, raft_request::Request as Proposal, MemberAttributes};
+use crate::proto::cairnpb::{peer_server::PeerServer, plugins_server::PluginsServer};
 use crate::proto::etcdserverpb::{
     auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
     maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
 use crate::proto::v3electionpb::election_server::ElectionServer;
 use crate::proto::v3lockpb::lock_server::LockServer;
-use crate::raft::{LogLimits, Node};
-use crate::storage::Database;
 
 /// How long open client requests may take to finish after SIGTERM.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -60,66 +56,19 @@ async fn resolve(urls: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
 
 /// Runs a member until `shutdown` resolves or Raft fails.
 pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let data_dir = cfg.data_dir();
-    let engine = Database::open(&data_dir).with_context(|| format!("opening data dir {}", data_dir.display()))?;
-    let (membership, bootstrap) = Membership::open(&cfg, engine.clone()).await?;
-    crate::failpoint::crash_point("after-identity-persisted");
-    let store = Arc::new(MvccStore::open(engine.clone())?);
-    let waiters = Arc::new(Waiters::default());
-    let applier = Applier::new(engine.clone(), store.clone(), waiters.clone())?.with_members(membership.table.clone());
-    let watch_hub = applier.watch_hub();
-    let leases = applier.leases();
-    let plugins = applier.plugins();
-    let voters = match bootstrap {
-        Bootstrap::NewCluster(voters) => voters,
-        Bootstrap::FromDisk => Vec::new(),
-    };
-    let log_limits = LogLimits {
-        snapshot_count: cfg.snapshot_count.max(1),
-        catch_up_entries: cfg.snapshot_count.clamp(1, 5_000),
-    };
-    let (local_id, cluster_id, table) = (membership.local_id, membership.cluster_id, membership.table.clone());
-    let activity = membership.activity.clone();
-    let dumps = engine.dump_dir();
-    let (node, raft_thread) = Node::start(local_id, engine.clone(), &voters, log_limits, applier, |handle| {
-        Box::new(Transport::new(local_id, cluster_id, table, activity, handle, dumps))
-    })?;
-    tracing::info!(
-        name = %cfg.name,
-        member_id = %format!("{:x}", membership.local_id),
-        cluster_id = %format!("{:x}", membership.cluster_id),
-        data_dir = %data_dir.display(),
-        revision = store.current_revision(),
-        "member started"
-    );
-
-    let core = Arc::new(Core {
-        engine,
-        store,
-        node: node.clone(),
-        waiters,
-        ids: IdGenerator::new(membership.local_id),
-        membership,
-        limits: Limits {
-            max_request_bytes: cfg.max_request_bytes,
-            max_txn_ops: cfg.max_txn_ops,
-        },
-        watch_hub,
-        leases,
-        plugins,
-    });
-
-    let lease_clock = tokio::spawn(crate::lease::expiry::run(core.clone()));
+    let Started { member, raft_thread } = bootstrap::start(&cfg).await?;
+    let node = member.node().clone();
+    let lease_clock = tokio::spawn(lease_clock::run(member.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
     for addr in resolve(&cfg.listen_peer_urls).await? {
         let listener = TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
         tracing::info!(%addr, "serving peer traffic");
         let router = Server::builder().add_service(
-            PeerServer::new(PeerService::new(node.clone(), core.membership.clone(), core.engine.dump_dir()))
+            PeerServer::new(PeerService::new(node.clone(), member.membership().clone(), member.database().dump_dir()))
                 .max_decoding_message_size(peer::MAX_PEER_MESSAGE_BYTES),
         );
-        let router = router.add_service(LeasePeerServer::new(LeasePeerService::new(core.clone())));
+        let router = router.add_service(LeasePeerServer::new(LeasePeerService::new(member.clone())));
         let mut stop = stop_rx.clone();
         servers.push(tokio::spawn(router.serve_with_incoming_shutdown(
             TcpListenerStream::new(listener),
@@ -128,8 +77,8 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
             },
         )));
     }
-    let publisher = tokio::spawn(publish_attributes(
-        core.clone(),
+    let publisher = tokio::spawn(bootstrap::publish_attributes(
+        member.clone(),
         cfg.name.clone(),
         cfg.advertise_client_urls.clone(),
     ));
@@ -138,23 +87,23 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
         tracing::info!(%addr, "serving client requests");
         let max_recv = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
         let router = Server::builder()
-            .layer(api::LearnerGateLayer::new(core.membership.clone()))
+            .layer(api::LearnerGateLayer::new(member.membership().clone()))
             .add_service(
-                KvServer::new(api::KvService::new(core.clone()))
+                KvServer::new(api::KvService::new(member.clone()))
                     .max_decoding_message_size(max_recv)
                     .max_encoding_message_size(usize::MAX),
             )
-            .add_service(MaintenanceServer::new(api::MaintenanceService::new(core.clone())).max_decoding_message_size(max_recv))
-            .add_service(ClusterServer::new(api::ClusterService::new(core.clone())).max_decoding_message_size(max_recv))
+            .add_service(MaintenanceServer::new(api::MaintenanceService::new(member.clone())).max_decoding_message_size(max_recv))
+            .add_service(ClusterServer::new(api::ClusterService::new(member.clone())).max_decoding_message_size(max_recv))
             .add_service(WatchServer::new(
-                api::WatchService::new(core.clone()).with_progress_notify_interval(cfg.watch_progress_notify_interval),
+                api::WatchService::new(member.clone()).with_progress_notify_interval(cfg.watch_progress_notify_interval),
             ))
-            .add_service(LeaseServer::new(api::LeaseService::new(core.clone())))
+            .add_service(LeaseServer::new(api::LeaseService::new(member.clone())))
             .add_service(AuthServer::new(api::AuthService))
-            .add_service(LockServer::new(api::LockService::new(core.clone())))
-            .add_service(ElectionServer::new(api::ElectionService::new(core.clone())))
+            .add_service(LockServer::new(api::LockService::new(member.clone())))
+            .add_service(ElectionServer::new(api::ElectionService::new(member.clone())))
             .add_service(
-                PluginsServer::new(api::PluginService::new(core.clone(), cfg.max_plugin_bytes))
+                PluginsServer::new(api::PluginService::new(member.clone()))
                     .max_decoding_message_size(cfg.max_plugin_bytes + GRPC_OVERHEAD_BYTES),
             );
         let mut stop = stop_rx.clone();
@@ -173,7 +122,7 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
 
     let raft_done = tokio::task::spawn_blocking(move || raft_thread.join());
     tokio::pin!(raft_done);
-    let removed = core.membership.table.clone();
+    let removed = member.membership().table.clone();
     let raft_result = tokio::select! {
         _ = shutdown => {
             tracing::info!("shutting down");
@@ -204,7 +153,7 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
         None => raft_done.await,
     };
     // Only after Raft stopped: nothing writes any more.
-    if let Err(e) = core.engine.flush() {
+    if let Err(e) = member.database().flush() {
         tracing::warn!(error = %e, "flushing the database at shutdown failed; the next start replays its WAL");
     }
     match joined {
@@ -212,20 +161,5 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
         Ok(Ok(Err(e))) => Err(anyhow::anyhow!("raft loop failed: {e}")),
         Ok(Err(_)) => Err(anyhow::anyhow!("raft thread panicked")),
         Err(e) => Err(anyhow::anyhow!("raft thread join failed: {e}")),
-    }
-}
-
-/// Makes this member's name and client URLs known to the whole cluster
-/// through Raft, as etcd publishes its attributes on every start, retrying
-/// until applied.
-async fn publish_attributes(core: Arc<Core>, name: String, client_urls: Vec<String>) {
-    let attributes = MemberAttributes {
-        member_id: core.membership.local_id,
-        name,
-        client_urls,
-    };
-    while let Err(e) = core.propose(Proposal::MemberAttributes(attributes.clone())).await {
-        tracing::debug!(error = %e, "publishing member attributes failed; retrying");
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }

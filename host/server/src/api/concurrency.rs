@@ -6,20 +6,19 @@
 
 use std::sync::Arc;
 
-use super::Core;
-use crate::apply::Applied;
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::txn;
+use crate::member::Member;
 use crate::mvcc::KeyRange;
 use crate::proto::cairnpb::raft_request::Request as Proposal;
 use crate::proto::etcdserverpb::{
     compare::{CompareResult, CompareTarget, TargetUnion},
     range_request::{SortOrder, SortTarget},
-    request_op, response_op, Compare, DeleteRangeRequest, LeaseGrantRequest, PutRequest, RangeRequest, RangeResponse, RequestOp,
-    ResponseHeader, TxnRequest, TxnResponse,
+    request_op, response_op, Compare, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest, LeaseGrantResponse, PutRequest,
+    RangeRequest, RangeResponse, RequestOp, ResponseHeader, TxnRequest, TxnResponse,
 };
 use crate::proto::mvccpb::{event::EventType, KeyValue};
 use crate::proto::prefix_end;
-use crate::txn;
 use crate::watch::RangeFeed;
 
 /// The TTL of the lease etcd's recipes grant when the request names none
@@ -30,21 +29,15 @@ const SESSION_TTL: i64 = 60;
 /// a new one of 60 s that nobody keeps alive. etcd's lock and election
 /// servers do the same: they open a `concurrency` session, which grants that
 /// lease, and orphan it at once.
-pub async fn session_lease(core: &Core, lease: i64) -> Result<i64> {
+pub async fn session_lease(member: &Member, lease: i64) -> Result<i64> {
     if lease != 0 {
         return Ok(lease);
     }
-    let mut id = 0;
-    while id == 0 {
-        id = (core.ids.next() & ((1 << 63) - 1)) as i64;
-    }
-    match core
+    let id = member.next_lease_id();
+    let grant: LeaseGrantResponse = member
         .propose(Proposal::LeaseGrant(LeaseGrantRequest { ttl: SESSION_TTL, id }))
-        .await?
-    {
-        Applied::LeaseGrant(resp) => Ok(resp.id),
-        _ => Err(Error::InvalidRequest("unexpected apply result for lease grant".into())),
-    }
+        .await?;
+    Ok(grant.id)
 }
 
 /// A contender's key under `prefix`.
@@ -112,39 +105,26 @@ pub fn first_created_op(prefix: &[u8]) -> RequestOp {
 }
 
 /// Runs a txn through Raft.
-pub async fn txn(core: &Core, request: TxnRequest) -> Result<TxnResponse> {
-    txn::validate_txn(&request, core.limits.max_txn_ops)?;
-    match core.propose(Proposal::Txn(request)).await? {
-        Applied::Txn(mut resp) => {
-            core.fill(&mut resp.header);
-            Ok(resp)
-        }
-        _ => Err(Error::InvalidRequest("unexpected apply result for txn".into())),
-    }
+pub async fn txn(member: &Member, request: TxnRequest) -> Result<TxnResponse> {
+    txn::validate_txn(&request, member.limits().max_txn_ops)?;
+    member.propose(Proposal::Txn(request)).await
 }
 
 /// A linearizable read.
-pub async fn range(core: &Core, request: &RangeRequest) -> Result<RangeResponse> {
-    core.read_barrier(false).await?;
-    let mut resp = txn::range(&core.store.read_view(), request)?;
-    core.fill(&mut resp.header);
+pub async fn range(member: &Member, request: &RangeRequest) -> Result<RangeResponse> {
+    member.read_barrier(false).await?;
+    let mut resp = txn::range(&member.store().read_view(), request)?;
+    member.fill(&mut resp.header);
     Ok(resp)
 }
 
-pub async fn delete(core: &Core, key: &[u8]) -> Result<Option<ResponseHeader>> {
-    match core
-        .propose(Proposal::DeleteRange(DeleteRangeRequest {
-            key: key.to_vec(),
-            ..Default::default()
-        }))
-        .await?
-    {
-        Applied::DeleteRange(mut resp) => {
-            core.fill(&mut resp.header);
-            Ok(resp.header)
-        }
-        _ => Err(Error::InvalidRequest("unexpected apply result for delete".into())),
-    }
+pub async fn delete(member: &Member, key: &[u8]) -> Result<Option<ResponseHeader>> {
+    let request = DeleteRangeRequest {
+        key: key.to_vec(),
+        ..Default::default()
+    };
+    let resp: DeleteRangeResponse = member.propose(Proposal::DeleteRange(request)).await?;
+    Ok(resp.header)
 }
 
 /// The key-values a txn sub-response read.
@@ -156,8 +136,13 @@ pub fn range_kvs(resp: &TxnResponse, index: usize) -> Vec<KeyValue> {
 }
 
 /// Waits until `key` is deleted at or after revision `from`.
-async fn wait_delete(core: &Core, key: &[u8], from: i64) -> Result<()> {
-    let mut follower = RangeFeed::new(core.watch_hub.clone(), core.store.clone(), KeyRange::Single(key.to_vec()), from);
+async fn wait_delete(member: &Member, key: &[u8], from: i64) -> Result<()> {
+    let mut follower = RangeFeed::new(
+        member.watch_hub().clone(),
+        member.store().clone(),
+        KeyRange::Single(key.to_vec()),
+        from,
+    );
     loop {
         let (_, events) = follower.next().await?;
         if events.iter().any(|e| e.r#type == EventType::Delete as i32) {
@@ -168,7 +153,7 @@ async fn wait_delete(core: &Core, key: &[u8], from: i64) -> Result<()> {
 
 /// Waits until no key under `prefix` created at or before `max_create_rev`
 /// is left; returns the header of the read that found none.
-pub async fn wait_deletes(core: &Core, prefix: &[u8], max_create_rev: i64) -> Result<Option<ResponseHeader>> {
+pub async fn wait_deletes(member: &Member, prefix: &[u8], max_create_rev: i64) -> Result<Option<ResponseHeader>> {
     loop {
         let last = RangeRequest {
             key: prefix.to_vec(),
@@ -179,39 +164,39 @@ pub async fn wait_deletes(core: &Core, prefix: &[u8], max_create_rev: i64) -> Re
             max_create_revision: max_create_rev,
             ..Default::default()
         };
-        let resp = range(core, &last).await?;
+        let resp = range(member, &last).await?;
         let Some(kv) = resp.kvs.first() else {
             return Ok(resp.header);
         };
         let rev = resp.header.as_ref().map_or(0, |h| h.revision);
-        wait_delete(core, &kv.key, rev).await?;
+        wait_delete(member, &kv.key, rev).await?;
     }
 }
 
 /// Deletes a contender's key if the request that created it is abandoned
 /// (the client went away while waiting), as etcd's recipes do.
 pub struct ReleaseOnDrop {
-    core: Option<Arc<Core>>,
+    member: Option<Arc<Member>>,
     key: Vec<u8>,
 }
 
 impl ReleaseOnDrop {
-    pub fn new(core: Arc<Core>, key: Vec<u8>) -> Self {
-        ReleaseOnDrop { core: Some(core), key }
+    pub fn new(member: Arc<Member>, key: Vec<u8>) -> Self {
+        ReleaseOnDrop { member: Some(member), key }
     }
 
     pub fn disarm(mut self) {
-        self.core = None;
+        self.member = None;
     }
 }
 
 impl Drop for ReleaseOnDrop {
     fn drop(&mut self) {
-        if let Some(core) = self.core.take() {
+        if let Some(member) = self.member.take() {
             let key = std::mem::take(&mut self.key);
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(async move {
-                    if let Err(e) = delete(&core, &key).await {
+                    if let Err(e) = delete(&member, &key).await {
                         tracing::warn!(error = %e, "releasing an abandoned lock or campaign key failed");
                     }
                 });

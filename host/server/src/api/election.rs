@@ -11,8 +11,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::concurrency::{self as recipe, ReleaseOnDrop};
-use super::Core;
 use crate::error::{Error, Result};
+use crate::member::Member;
 use crate::mvcc::KeyRange;
 use crate::proto::etcdserverpb::{ResponseHeader, TxnRequest};
 use crate::proto::mvccpb::{event::EventType, KeyValue};
@@ -24,12 +24,12 @@ use crate::proto::v3electionpb::{
 use crate::watch::RangeFeed;
 
 pub struct ElectionService {
-    core: Arc<Core>,
+    member: Arc<Member>,
 }
 
 impl ElectionService {
-    pub fn new(core: Arc<Core>) -> Self {
-        ElectionService { core }
+    pub fn new(member: Arc<Member>) -> Self {
+        ElectionService { member }
     }
 }
 
@@ -40,48 +40,48 @@ fn prefix_of(name: &[u8]) -> Vec<u8> {
 }
 
 /// Replaces the leader's value, if `leader` still is the leader key.
-async fn proclaim(core: &Core, leader: &LeaderKey, value: &[u8]) -> Result<Option<ResponseHeader>> {
+async fn proclaim(member: &Member, leader: &LeaderKey, value: &[u8]) -> Result<Option<ResponseHeader>> {
     let txn = TxnRequest {
         compare: vec![recipe::create_revision_is(&leader.key, leader.rev)],
         success: vec![recipe::put_op(&leader.key, value, leader.lease)],
         failure: Vec::new(),
     };
-    let resp = recipe::txn(core, txn).await?;
+    let resp = recipe::txn(member, txn).await?;
     if !resp.succeeded {
         return Err(Error::ElectionNotLeader);
     }
     Ok(resp.header)
 }
 
-async fn resign(core: &Core, leader: &LeaderKey) -> Result<Option<ResponseHeader>> {
+async fn resign(member: &Member, leader: &LeaderKey) -> Result<Option<ResponseHeader>> {
     let txn = TxnRequest {
         compare: vec![recipe::create_revision_is(&leader.key, leader.rev)],
         success: vec![recipe::delete_op(&leader.key)],
         failure: Vec::new(),
     };
-    Ok(recipe::txn(core, txn).await?.header)
+    Ok(recipe::txn(member, txn).await?.header)
 }
 
 /// The current leader's key-value and the header of the read.
-async fn leader(core: &Core, name: &[u8]) -> Result<(Option<ResponseHeader>, Option<KeyValue>)> {
-    let resp = recipe::range(core, &recipe::first_created(&prefix_of(name))).await?;
+async fn leader(member: &Member, name: &[u8]) -> Result<(Option<ResponseHeader>, Option<KeyValue>)> {
+    let resp = recipe::range(member, &recipe::first_created(&prefix_of(name))).await?;
     Ok((resp.header, resp.kvs.into_iter().next()))
 }
 
 /// Streams the leader of `name` as it changes, as etcd's `Observe` does:
 /// the leader, each new value it proclaims, then after its key is deleted
 /// the next leader.
-async fn observe(core: Arc<Core>, name: Vec<u8>, out: mpsc::Sender<Result<LeaderResponse, Status>>) -> Result<()> {
+async fn observe(member: Arc<Member>, name: Vec<u8>, out: mpsc::Sender<Result<LeaderResponse, Status>>) -> Result<()> {
     let prefix = prefix_of(&name);
     loop {
-        let (header, current) = leader(&core, &name).await?;
+        let (header, current) = leader(&member, &name).await?;
         let (mut header, kv) = match current {
             Some(kv) => (header, kv),
             None => {
                 // Nobody leads: wait for the first contender.
                 let from = header.as_ref().map_or(0, |h| h.revision);
                 let range = KeyRange::new(&prefix, &crate::proto::prefix_end(&prefix));
-                let mut follower = RangeFeed::new(core.watch_hub.clone(), core.store.clone(), range, from);
+                let mut follower = RangeFeed::new(member.watch_hub().clone(), member.store().clone(), range, from);
                 loop {
                     let (_, events) = follower.next().await?;
                     if let Some(kv) = events.into_iter().find(|e| e.r#type == EventType::Put as i32).and_then(|e| e.kv) {
@@ -103,14 +103,19 @@ async fn observe(core: Arc<Core>, name: Vec<u8>, out: mpsc::Sender<Result<Leader
         {
             return Ok(());
         }
-        let mut follower = RangeFeed::new(core.watch_hub.clone(), core.store.clone(), KeyRange::Single(kv.key.clone()), from);
+        let mut follower = RangeFeed::new(
+            member.watch_hub().clone(),
+            member.store().clone(),
+            KeyRange::Single(kv.key.clone()),
+            from,
+        );
         'leader: loop {
             let (rev, events) = follower.next().await?;
             for e in events {
                 if e.r#type == EventType::Delete as i32 {
                     break 'leader;
                 }
-                header = Some(core.header(rev));
+                header = Some(member.header(rev));
                 if out.send(Ok(LeaderResponse { header, kv: e.kv })).await.is_err() {
                     return Ok(());
                 }
@@ -123,7 +128,7 @@ async fn observe(core: Arc<Core>, name: Vec<u8>, out: mpsc::Sender<Result<Leader
 impl Election for ElectionService {
     async fn campaign(&self, request: Request<CampaignRequest>) -> Result<Response<CampaignResponse>, Status> {
         let r = request.into_inner();
-        let lease = recipe::session_lease(&self.core, r.lease).await?;
+        let lease = recipe::session_lease(&self.member, r.lease).await?;
         let prefix = prefix_of(&r.name);
         let key = recipe::contender_key(&prefix, lease);
         let txn = TxnRequest {
@@ -131,7 +136,7 @@ impl Election for ElectionService {
             success: vec![recipe::put_op(&key, &r.value, lease)],
             failure: vec![recipe::get_op(&key)],
         };
-        let resp = recipe::txn(&self.core, txn).await?;
+        let resp = recipe::txn(&self.member, txn).await?;
         let mut leader = LeaderKey {
             name: r.name.clone(),
             key: key.clone(),
@@ -142,16 +147,16 @@ impl Election for ElectionService {
             if let Some(kv) = recipe::range_kvs(&resp, 0).first() {
                 leader.rev = kv.create_revision;
                 if kv.value != r.value {
-                    if let Err(e) = proclaim(&self.core, &leader, &r.value).await {
-                        let _ = resign(&self.core, &leader).await;
+                    if let Err(e) = proclaim(&self.member, &leader, &r.value).await {
+                        let _ = resign(&self.member, &leader).await;
                         return Err(e.into());
                     }
                 }
             }
         }
         // Our key goes away if the client gives up while waiting.
-        let release = ReleaseOnDrop::new(self.core.clone(), key);
-        recipe::wait_deletes(&self.core, &prefix, leader.rev - 1).await?;
+        let release = ReleaseOnDrop::new(self.member.clone(), key);
+        recipe::wait_deletes(&self.member, &prefix, leader.rev - 1).await?;
         release.disarm();
         Ok(Response::new(CampaignResponse {
             header: resp.header,
@@ -164,14 +169,14 @@ impl Election for ElectionService {
         let mut leader = r.leader.ok_or(Error::MissingLeaderKey)?;
         // Like etcd's, a leader key without a lease gets a session lease of
         // its own, which the proclaimed value is attached to.
-        leader.lease = recipe::session_lease(&self.core, leader.lease).await?;
-        let header = proclaim(&self.core, &leader, &r.value).await?;
+        leader.lease = recipe::session_lease(&self.member, leader.lease).await?;
+        let header = proclaim(&self.member, &leader, &r.value).await?;
         Ok(Response::new(ProclaimResponse { header }))
     }
 
     async fn leader(&self, request: Request<LeaderRequest>) -> Result<Response<LeaderResponse>, Status> {
         let r = request.into_inner();
-        match leader(&self.core, &r.name).await? {
+        match leader(&self.member, &r.name).await? {
             (header, Some(kv)) => Ok(Response::new(LeaderResponse { header, kv: Some(kv) })),
             (_, None) => Err(Error::ElectionNoLeader.into()),
         }
@@ -182,11 +187,11 @@ impl Election for ElectionService {
     async fn observe(&self, request: Request<LeaderRequest>) -> Result<Response<Self::ObserveStream>, Status> {
         let r = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
-        let core = self.core.clone();
+        let member = self.member.clone();
         tokio::spawn(async move {
             let out = tx.clone();
             tokio::select! {
-                result = observe(core, r.name, tx) => {
+                result = observe(member, r.name, tx) => {
                     if let Err(e) = result {
                         let _ = out.send(Err(e.into())).await;
                     }
@@ -201,8 +206,8 @@ impl Election for ElectionService {
         let r = request.into_inner();
         let leader = r.leader.ok_or(Error::MissingLeaderKey)?;
         // etcd opens a session here too, granting a lease that is never used.
-        recipe::session_lease(&self.core, leader.lease).await?;
-        let header = resign(&self.core, &leader).await?;
+        recipe::session_lease(&self.member, leader.lease).await?;
+        let header = resign(&self.member, &leader).await?;
         Ok(Response::new(ResignResponse { header }))
     }
 }

@@ -51,6 +51,10 @@ impl From<Error> for Status {
             Error::PluginNotFound(_) => (Code::NotFound, format!("cairn: {e}")),
             Error::PluginEngine(_) => (Code::Internal, format!("cairn: {e}")),
             Error::InvalidRequest(msg) => (Code::InvalidArgument, format!("etcdserver: {msg}")),
+            Error::UnexpectedApplied(_) | Error::TaskFailed(_) => {
+                tracing::error!(error = %e, "internal error serving request");
+                (Code::Internal, format!("etcdserver: {e}"))
+            }
             Error::Storage(_) | Error::Corrupt(_) | Error::Raft(_) | Error::Io(_) => {
                 tracing::error!(error = %e, "internal error serving request");
                 (Code::Internal, format!("etcdserver: {e}"))

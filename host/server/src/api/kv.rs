@@ -4,9 +4,8 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::Core;
-use crate::apply::Applied;
 use crate::error::Error;
+use crate::member::Member;
 use crate::proto::cairnpb::raft_request::Request as Proposal;
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::proto::etcdserverpb::request_op::Request as Op;
@@ -17,17 +16,13 @@ use crate::proto::etcdserverpb::{
 use crate::txn::{self, TxnTarget};
 
 pub struct KvService {
-    core: Arc<Core>,
+    member: Arc<Member>,
 }
 
 impl KvService {
-    pub fn new(core: Arc<Core>) -> Self {
-        KvService { core }
+    pub fn new(member: Arc<Member>) -> Self {
+        KvService { member }
     }
-}
-
-fn unexpected(what: &str) -> Status {
-    Status::internal(format!("etcdserver: unexpected apply result for {what}"))
 }
 
 /// A txn is served without Raft only when it cannot write, and locally only
@@ -44,68 +39,52 @@ fn is_serializable(t: &TxnRequest) -> bool {
 impl Kv for KvService {
     async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
         let r = request.into_inner();
-        if !r.serializable && self.core.membership.is_local_learner() {
+        if !r.serializable && self.member.membership().is_local_learner() {
             return Err(Error::NotSupportedForLearner.into());
         }
         txn::validate_range(&r)?;
-        self.core.read_barrier(r.serializable).await?;
-        let mut resp = txn::range(&self.core.store.read_view(), &r)?;
-        self.core.fill(&mut resp.header);
+        self.member.read_barrier(r.serializable).await?;
+        // A range may return many keys: it is read off the async workers.
+        let mut resp = self.member.read_blocking(move |store| txn::range(&store.read_view(), &r)).await?;
+        self.member.fill(&mut resp.header);
         Ok(Response::new(resp))
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let r = request.into_inner();
         txn::validate_put(&r)?;
-        match self.core.propose(Proposal::Put(r)).await? {
-            Applied::Put(mut resp) => {
-                self.core.fill(&mut resp.header);
-                Ok(Response::new(resp))
-            }
-            _ => Err(unexpected("put")),
-        }
+        let resp: PutResponse = self.member.propose(Proposal::Put(r)).await?;
+        Ok(Response::new(resp))
     }
 
     async fn delete_range(&self, request: Request<DeleteRangeRequest>) -> Result<Response<DeleteRangeResponse>, Status> {
         let r = request.into_inner();
         txn::validate_delete_range(&r)?;
-        match self.core.propose(Proposal::DeleteRange(r)).await? {
-            Applied::DeleteRange(mut resp) => {
-                self.core.fill(&mut resp.header);
-                Ok(Response::new(resp))
-            }
-            _ => Err(unexpected("delete range")),
-        }
+        let resp: DeleteRangeResponse = self.member.propose(Proposal::DeleteRange(r)).await?;
+        Ok(Response::new(resp))
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let r = request.into_inner();
-        txn::validate_txn(&r, self.core.limits.max_txn_ops)?;
+        txn::validate_txn(&r, self.member.limits().max_txn_ops)?;
         if txn::is_read_only(&r) {
-            self.core.read_barrier(is_serializable(&r)).await?;
-            let view = self.core.store.read_view();
-            let mut resp = txn::txn(TxnTarget::Read(&view), &r, &*self.core.leases)?;
-            self.core.fill(&mut resp.header);
+            self.member.read_barrier(is_serializable(&r)).await?;
+            let leases = self.member.leases().clone();
+            let mut resp = self
+                .member
+                .read_blocking(move |store| txn::txn(TxnTarget::Read(&store.read_view()), &r, &*leases))
+                .await?;
+            self.member.fill(&mut resp.header);
             return Ok(Response::new(resp));
         }
-        match self.core.propose(Proposal::Txn(r)).await? {
-            Applied::Txn(mut resp) => {
-                self.core.fill(&mut resp.header);
-                Ok(Response::new(resp))
-            }
-            _ => Err(unexpected("txn")),
-        }
+        let resp: TxnResponse = self.member.propose(Proposal::Txn(r)).await?;
+        Ok(Response::new(resp))
     }
 
     async fn compact(&self, request: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
         let r = request.into_inner();
         // Compaction finishes during apply, so `physical` needs no extra wait.
-        match self.core.propose(Proposal::Compaction(r)).await? {
-            Applied::Compaction(mut resp) => {
-                self.core.fill(&mut resp.header);
-                Ok(Response::new(resp))
-            }
-            _ => Err(Status::from(Error::InvalidRequest("unexpected apply result for compaction".into()))),
-        }
+        let resp: CompactionResponse = self.member.propose(Proposal::Compaction(r)).await?;
+        Ok(Response::new(resp))
     }
 }

@@ -11,10 +11,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::Core;
-use crate::apply::Applied;
 use crate::error::Error;
-use crate::lease::forward::LeaseRouter;
+use crate::member::lease_forward::LeaseRouter;
+use crate::member::Member;
 use crate::proto::cairnpb::raft_request::Request as Proposal;
 use crate::proto::etcdserverpb::lease_server::Lease;
 use crate::proto::etcdserverpb::{
@@ -23,19 +22,15 @@ use crate::proto::etcdserverpb::{
 };
 
 pub struct LeaseService {
-    core: Arc<Core>,
+    member: Arc<Member>,
     router: Arc<LeaseRouter>,
 }
 
 impl LeaseService {
-    pub fn new(core: Arc<Core>) -> Self {
-        let router = Arc::new(LeaseRouter::new(core.clone()));
-        LeaseService { core, router }
+    pub fn new(member: Arc<Member>) -> Self {
+        let router = Arc::new(LeaseRouter::new(member.clone()));
+        LeaseService { member, router }
     }
-}
-
-fn unexpected(what: &str) -> Status {
-    Status::internal(format!("etcdserver: unexpected apply result for {what}"))
 }
 
 #[tonic::async_trait]
@@ -43,27 +38,17 @@ impl Lease for LeaseService {
     async fn lease_grant(&self, request: Request<LeaseGrantRequest>) -> Result<Response<LeaseGrantResponse>, Status> {
         let mut r = request.into_inner();
         // Like etcd, the proposing member picks the id; only positive ids.
-        while r.id == 0 {
-            r.id = (self.core.ids.next() & ((1 << 63) - 1)) as i64;
+        if r.id == 0 {
+            r.id = self.member.next_lease_id();
         }
-        match self.core.propose(Proposal::LeaseGrant(r)).await? {
-            Applied::LeaseGrant(mut resp) => {
-                self.core.fill(&mut resp.header);
-                Ok(Response::new(resp))
-            }
-            _ => Err(unexpected("lease grant")),
-        }
+        let resp: LeaseGrantResponse = self.member.propose(Proposal::LeaseGrant(r)).await?;
+        Ok(Response::new(resp))
     }
 
     async fn lease_revoke(&self, request: Request<LeaseRevokeRequest>) -> Result<Response<LeaseRevokeResponse>, Status> {
         let r = request.into_inner();
-        match self.core.propose(Proposal::LeaseRevoke(r)).await? {
-            Applied::LeaseRevoke(mut resp) => {
-                self.core.fill(&mut resp.header);
-                Ok(Response::new(resp))
-            }
-            _ => Err(unexpected("lease revoke")),
-        }
+        let resp: LeaseRevokeResponse = self.member.propose(Proposal::LeaseRevoke(r)).await?;
+        Ok(Response::new(resp))
     }
 
     type LeaseKeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send>>;
@@ -74,12 +59,12 @@ impl Lease for LeaseService {
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
-        let (core, router) = (self.core.clone(), self.router.clone());
+        let (member, router) = (self.member.clone(), self.router.clone());
         tokio::spawn(async move {
             while let Ok(Some(req)) = inbound.message().await {
                 // The header is taken before renewing, as etcd does, so a
                 // revoke cannot appear older than a successful renewal.
-                let header = Some(core.header(core.store.current_revision()));
+                let header = Some(member.current_header());
                 let reply = match router.renew(req.id).await {
                     Ok(ttl) => Ok(LeaseKeepAliveResponse { header, id: req.id, ttl }),
                     // etcd answers a lease that is gone with a TTL of 0.
@@ -111,15 +96,15 @@ impl Lease for LeaseService {
             },
             Err(e) => return Err(e.into()),
         };
-        resp.header = Some(self.core.header(self.core.store.current_revision()));
+        resp.header = Some(self.member.current_header());
         Ok(Response::new(resp))
     }
 
     async fn lease_leases(&self, _: Request<LeaseLeasesRequest>) -> Result<Response<LeaseLeasesResponse>, Status> {
-        self.core.read_barrier(false).await?;
-        let leases = self.core.leases.ids().into_iter().map(|id| LeaseStatus { id }).collect();
+        self.member.read_barrier(false).await?;
+        let leases = self.member.leases().ids().into_iter().map(|id| LeaseStatus { id }).collect();
         Ok(Response::new(LeaseLeasesResponse {
-            header: Some(self.core.header(self.core.store.current_revision())),
+            header: Some(self.member.current_header()),
             leases,
         }))
     }

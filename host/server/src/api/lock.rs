@@ -5,18 +5,18 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::concurrency::{self as recipe, ReleaseOnDrop};
-use super::Core;
+use crate::member::Member;
 use crate::proto::etcdserverpb::TxnRequest;
 use crate::proto::v3lockpb::lock_server::Lock;
 use crate::proto::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse};
 
 pub struct LockService {
-    core: Arc<Core>,
+    member: Arc<Member>,
 }
 
 impl LockService {
-    pub fn new(core: Arc<Core>) -> Self {
-        LockService { core }
+    pub fn new(member: Arc<Member>) -> Self {
+        LockService { member }
     }
 }
 
@@ -24,7 +24,7 @@ impl LockService {
 impl Lock for LockService {
     async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
         let r = request.into_inner();
-        let lease = recipe::session_lease(&self.core, r.lease).await?;
+        let lease = recipe::session_lease(&self.member, r.lease).await?;
         let mut prefix = r.name.clone();
         prefix.push(b'/');
         let key = recipe::contender_key(&prefix, lease);
@@ -35,7 +35,7 @@ impl Lock for LockService {
             success: vec![recipe::put_op(&key, b"", lease), recipe::first_created_op(&prefix)],
             failure: vec![recipe::get_op(&key), recipe::first_created_op(&prefix)],
         };
-        let resp = recipe::txn(&self.core, txn).await?;
+        let resp = recipe::txn(&self.member, txn).await?;
         let mut my_rev = resp.header.as_ref().map_or(0, |h| h.revision);
         if !resp.succeeded {
             my_rev = recipe::range_kvs(&resp, 0).first().map_or(my_rev, |kv| kv.create_revision);
@@ -45,15 +45,15 @@ impl Lock for LockService {
             return Ok(Response::new(LockResponse { header: resp.header, key }));
         }
         // Our key goes away if the client gives up while waiting.
-        let release = ReleaseOnDrop::new(self.core.clone(), key.clone());
-        let header = recipe::wait_deletes(&self.core, &prefix, my_rev - 1).await?;
+        let release = ReleaseOnDrop::new(self.member.clone(), key.clone());
+        let header = recipe::wait_deletes(&self.member, &prefix, my_rev - 1).await?;
         release.disarm();
         Ok(Response::new(LockResponse { header, key }))
     }
 
     async fn unlock(&self, request: Request<UnlockRequest>) -> Result<Response<UnlockResponse>, Status> {
         let r = request.into_inner();
-        let header = recipe::delete(&self.core, &r.key).await?;
+        let header = recipe::delete(&self.member, &r.key).await?;
         Ok(Response::new(UnlockResponse { header }))
     }
 }

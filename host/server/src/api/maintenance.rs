@@ -7,8 +7,9 @@ use std::sync::Arc;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use super::{Core, ETCD_API_VERSION};
+use super::ETCD_API_VERSION;
 use crate::error::Error;
+use crate::member::{self, Member};
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
 use crate::proto::etcdserverpb::{
     AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse,
@@ -16,12 +17,12 @@ use crate::proto::etcdserverpb::{
 };
 
 pub struct MaintenanceService {
-    core: Arc<Core>,
+    member: Arc<Member>,
 }
 
 impl MaintenanceService {
-    pub fn new(core: Arc<Core>) -> Self {
-        MaintenanceService { core }
+    pub fn new(member: Arc<Member>) -> Self {
+        MaintenanceService { member }
     }
 }
 
@@ -35,50 +36,54 @@ impl Maintenance for MaintenanceService {
     async fn alarm(&self, _: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
         // Cairn raises no alarms: it has no backend size quota to exceed.
         Ok(Response::new(AlarmResponse {
-            header: Some(self.core.header(self.core.store.current_revision())),
+            header: Some(self.member.current_header()),
             alarms: Vec::new(),
         }))
     }
 
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
-        let core = &self.core;
-        let raft = core.node.status();
+        let member = &self.member;
+        let raft = member.node().status();
         Ok(Response::new(StatusResponse {
-            header: Some(core.header(core.store.current_revision())),
+            header: Some(member.current_header()),
             version: ETCD_API_VERSION.to_string(),
-            db_size: core.engine.size_bytes() as i64,
+            db_size: member.database().size_bytes() as i64,
             leader: raft.leader(),
             raft_index: raft.commit_index(),
             raft_term: raft.term(),
             raft_applied_index: raft.applied_index(),
             errors: Vec::new(),
-            db_size_in_use: core.engine.size_in_use_bytes() as i64,
-            is_learner: core.membership.table.get(core.membership.local_id).is_some_and(|m| m.is_learner),
+            db_size_in_use: member.database().size_in_use_bytes() as i64,
+            is_learner: member
+                .membership()
+                .table
+                .get(member.membership().local_id)
+                .is_some_and(|m| m.is_learner),
         }))
     }
 
     async fn defragment(&self, _: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
-        let engine = self.core.engine.clone();
-        tokio::task::spawn_blocking(move || engine.compact_all())
-            .await
-            .map_err(|e| Status::internal(e.to_string()))??;
+        let database = self.member.database().clone();
+        member::run_blocking(move || database.compact_all()).await?;
         Ok(Response::new(DefragmentResponse {
-            header: Some(self.core.header(self.core.store.current_revision())),
+            header: Some(self.member.current_header()),
         }))
     }
 
     async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        let (hash, _, rev) = self.core.store.hash_kv(0)?;
+        // Hashing reads the whole store: off the async workers.
+        let (hash, _, rev) = self.member.read_blocking(|store| store.hash_kv(0)).await?;
         Ok(Response::new(HashResponse {
-            header: Some(self.core.header(rev)),
+            header: Some(self.member.header(rev)),
             hash,
         }))
     }
 
     async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
-        let (hash, compact_revision, rev) = self.core.store.hash_kv(request.into_inner().revision)?;
+        let revision = request.into_inner().revision;
+        let (hash, compact_revision, rev) = self.member.read_blocking(move |store| store.hash_kv(revision)).await?;
         Ok(Response::new(HashKvResponse {
-            header: Some(self.core.header(rev)),
+            header: Some(self.member.header(rev)),
             hash,
             compact_revision,
         }))
@@ -90,7 +95,7 @@ impl Maintenance for MaintenanceService {
     /// so neither Raft nor apply waits for it; a slow reader only slows it.
     async fn snapshot(&self, _: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
-        let engine = self.core.engine.clone();
+        let engine = self.member.database().clone();
         tokio::task::spawn_blocking(move || {
             let result = crate::backup::write(&engine, |blob, remaining_bytes| {
                 let chunk = SnapshotResponse {
@@ -109,16 +114,16 @@ impl Maintenance for MaintenanceService {
 
     async fn move_leader(&self, request: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
         let target = request.into_inner().target_id;
-        let core = &self.core;
-        let raft = core.node.status();
+        let member = &self.member;
+        let raft = member.node().status();
         if !raft.is_leader() {
             return Err(Error::NotLeader.into());
         }
-        match core.membership.table.get(target) {
+        match member.membership().table.get(target) {
             Some(m) if !m.is_learner => {}
             _ => return Err(Error::BadLeaderTransferee.into()),
         }
-        core.node.transfer_leader(target)?;
+        member.node().transfer_leader(target)?;
         let deadline = tokio::time::Instant::now() + MOVE_LEADER_TIMEOUT;
         while raft.leader() != target {
             if tokio::time::Instant::now() >= deadline {
@@ -127,7 +132,7 @@ impl Maintenance for MaintenanceService {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         Ok(Response::new(MoveLeaderResponse {
-            header: Some(core.header(core.store.current_revision())),
+            header: Some(member.current_header()),
         }))
     }
 }

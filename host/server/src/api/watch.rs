@@ -18,9 +18,10 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::Core;
 use crate::error::Error;
+use crate::member::{self, Member};
 use crate::mvcc::KeyRange;
+use crate::plugin::Hook;
 use crate::proto::etcdserverpb::watch_create_request::FilterType;
 use crate::proto::etcdserverpb::watch_request::RequestUnion;
 use crate::proto::etcdserverpb::watch_server::Watch;
@@ -50,14 +51,14 @@ const ERR_DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchSt
 type Outbound = mpsc::Sender<Result<WatchResponse, Status>>;
 
 pub struct WatchService {
-    core: Arc<Core>,
+    member: Arc<Member>,
     progress_interval: Duration,
 }
 
 impl WatchService {
-    pub fn new(core: Arc<Core>) -> Self {
+    pub fn new(member: Arc<Member>) -> Self {
         WatchService {
-            core,
+            member,
             progress_interval: PROGRESS_NOTIFY_INTERVAL,
         }
     }
@@ -88,7 +89,7 @@ impl Watch for WatchService {
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
         let stream = WatchStream {
-            core: self.core.clone(),
+            member: self.member.clone(),
             progress_interval: self.progress_interval,
             out: tx,
             watches: HashMap::new(),
@@ -137,7 +138,7 @@ impl WatchSpec {
 }
 
 struct WatchStream {
-    core: Arc<Core>,
+    member: Arc<Member>,
     progress_interval: Duration,
     out: Outbound,
     watches: HashMap<i64, JoinHandle<()>>,
@@ -188,7 +189,7 @@ impl WatchStream {
                 task.abort();
                 let _ = task.await;
                 let resp = WatchResponse {
-                    header: Some(self.core.header(self.core.store.current_revision())),
+                    header: Some(self.member.current_header()),
                     watch_id: cancel.watch_id,
                     canceled: true,
                     ..Default::default()
@@ -197,7 +198,7 @@ impl WatchStream {
             }
             Some(RequestUnion::ProgressRequest(_)) => {
                 let resp = WatchResponse {
-                    header: Some(self.core.header(self.core.store.current_revision())),
+                    header: Some(self.member.current_header()),
                     watch_id: INVALID_WATCH_ID,
                     ..Default::default()
                 };
@@ -212,9 +213,9 @@ impl WatchStream {
         // smallest key; a range end of "\0" means every key from `key` on.
         let key = if create.key.is_empty() { vec![0] } else { create.key.clone() };
         let range = KeyRange::new(&key, &create.range_end);
-        let last_published = self.core.watch_hub.last_published();
+        let last_published = self.member.watch_hub().last_published();
         let refused = |reason: &str| WatchResponse {
-            header: Some(self.core.header(last_published)),
+            header: Some(self.member.header(last_published)),
             watch_id: INVALID_WATCH_ID,
             created: true,
             canceled: true,
@@ -252,7 +253,7 @@ impl WatchStream {
             create.start_revision
         };
         let created = WatchResponse {
-            header: Some(self.core.header(last_published)),
+            header: Some(self.member.header(last_published)),
             watch_id: id,
             created: true,
             ..Default::default()
@@ -262,7 +263,7 @@ impl WatchStream {
             return false;
         }
         let watcher = Watcher {
-            core: self.core.clone(),
+            member: self.member.clone(),
             progress_interval: self.progress_interval,
             spec,
             out: self.out.clone(),
@@ -274,7 +275,7 @@ impl WatchStream {
 
 /// One watch's delivery loop.
 struct Watcher {
-    core: Arc<Core>,
+    member: Arc<Member>,
     progress_interval: Duration,
     spec: WatchSpec,
     out: Outbound,
@@ -293,7 +294,7 @@ impl Watcher {
         let mut next = start;
         loop {
             let mut sub = loop {
-                match self.core.watch_hub.subscribe(&self.spec.range, next) {
+                match self.member.watch_hub().subscribe(&self.spec.range, next) {
                     Ok(sub) => break sub,
                     Err(upto) => match self.catch_up(next, upto).await {
                         Ok(n) => next = n,
@@ -325,7 +326,7 @@ impl Watcher {
                     },
                     _ = progress.tick(), if self.spec.progress_notify => {
                         if !sent_since_progress {
-                            let resp = self.response(self.core.store.current_revision(), Vec::new());
+                            let resp = self.response(self.member.store().current_revision(), Vec::new());
                             if self.out.send(Ok(resp)).await.is_err() {
                                 return;
                             }
@@ -342,18 +343,21 @@ impl Watcher {
     async fn catch_up(&self, next: i64, upto: i64) -> Result<i64, Stop> {
         let mut next = next;
         while next <= upto {
+            // History is read off the async workers: a catch-up may read
+            // many revisions.
+            let (range, prev_kv) = (self.spec.range.clone(), self.spec.prev_kv);
             let changes = match self
-                .core
-                .store
-                .changes(&self.spec.range, next, upto, CATCH_UP_MAX_REVISIONS, self.spec.prev_kv)
+                .member
+                .read_blocking(move |store| store.changes(&range, next, upto, CATCH_UP_MAX_REVISIONS, prev_kv))
+                .await
             {
                 Ok(c) => c,
                 Err(Error::Compacted) => {
                     // etcd's compacted response carries no header revision.
                     let resp = WatchResponse {
-                        header: Some(self.core.header(0)),
+                        header: Some(self.member.header(0)),
                         watch_id: self.spec.id,
-                        compact_revision: self.core.store.compact_revision(),
+                        compact_revision: self.member.store().compact_revision(),
                         canceled: true,
                         ..Default::default()
                     };
@@ -363,7 +367,7 @@ impl Watcher {
                 Err(e) => {
                     tracing::error!(error = %e, watch_id = self.spec.id, "reading watch history failed");
                     let resp = WatchResponse {
-                        header: Some(self.core.header(0)),
+                        header: Some(self.member.header(0)),
                         watch_id: self.spec.id,
                         canceled: true,
                         cancel_reason: e.to_string(),
@@ -373,7 +377,7 @@ impl Watcher {
                     return Err(Stop::Ended);
                 }
             };
-            let events = self.core.plugins.transform(self.spec.select(&changes.events));
+            let events = self.transform(self.spec.select(&changes.events)).await?;
             // A watch that takes fragments gets etcd's shape: one batch, split
             // by `send`; others get whole revisions in responses of bounded size.
             let budget = if self.spec.fragment {
@@ -391,7 +395,7 @@ impl Watcher {
 
     /// Returns whether anything was sent.
     async fn deliver_live(&self, batch: &RevisionEvents) -> Result<bool, Stop> {
-        let events = self.core.plugins.transform(self.spec.select(&batch.events));
+        let events = self.transform(self.spec.select(&batch.events)).await?;
         if events.is_empty() {
             return Ok(false);
         }
@@ -399,9 +403,23 @@ impl Watcher {
         Ok(true)
     }
 
+    /// Runs the watch plugins over `events`; plugin calls run on a blocking
+    /// thread, as they may take as long as their fuel allows.
+    async fn transform(&self, events: Vec<Event>) -> Result<Vec<Event>, Stop> {
+        let plugins = self.member.plugins();
+        if events.is_empty() || plugins.current().of(Hook::Watch).next().is_none() {
+            return Ok(events);
+        }
+        let plugins = plugins.clone();
+        member::run_blocking(move || Ok(plugins.transform(events))).await.map_err(|e| {
+            tracing::error!(error = %e, watch_id = self.spec.id, "running watch plugins failed");
+            Stop::Ended
+        })
+    }
+
     fn response(&self, revision: i64, events: Vec<Event>) -> WatchResponse {
         WatchResponse {
-            header: Some(self.core.header(revision)),
+            header: Some(self.member.header(revision)),
             watch_id: self.spec.id,
             events,
             ..Default::default()
@@ -409,7 +427,7 @@ impl Watcher {
     }
 
     fn max_response_bytes(&self) -> usize {
-        self.core.limits.max_request_bytes + GRPC_OVERHEAD_BYTES
+        self.member.limits().max_request_bytes + GRPC_OVERHEAD_BYTES
     }
 
     async fn send(&self, resp: WatchResponse) -> Result<(), Stop> {

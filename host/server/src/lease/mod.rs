@@ -6,12 +6,10 @@
 //! stored version names its lease, so they are rebuilt from the live keys at
 //! start and kept current from each revision's events.
 //!
-//! Deadlines, in contrast, are local: only the leader's count (see
-//! [`expiry`]), and a new leader restarts every lease's clock from its
-//! remaining (checkpointed) TTL, as etcd's lessor does on promotion.
-
-pub mod expiry;
-pub mod forward;
+//! Deadlines, in contrast, are local: only the leader's count (see the
+//! member's lease clock, `member/lease_clock.rs`), and a new leader restarts
+//! every lease's clock from its remaining (checkpointed) TTL, as etcd's
+//! lessor does on promotion.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};

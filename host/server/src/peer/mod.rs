@@ -1,10 +1,12 @@
 //! Member-to-member communication over the peer URLs: Raft messages in
 //! batches on one stream per peer, snapshots (the Raft message, then its
-//! dump file in chunks, staged to disk by the receiver), and the member list
-//! for members joining a running cluster.
+//! dump file in chunks, staged to disk by the receiver), the member list
+//! for members joining a running cluster, and lease requests forwarded to
+//! the leader.
 
 mod activity;
 mod lease;
+mod refusal;
 mod service;
 mod transport;
 
@@ -13,12 +15,12 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::Error;
-use crate::membership::InitialCluster;
 use crate::proto::cairnpb::learner_ready_response::Verdict;
-use crate::proto::cairnpb::{peer_client::PeerClient, LearnerReadyRequest, MemberSet, MembersRequest};
+use crate::proto::cairnpb::{peer_client::PeerClient, LearnerReadyRequest};
 
 pub use activity::PeerActivity;
-pub use lease::LeasePeerService;
+pub use lease::{LeaseAuthority, LeasePeerService};
+pub use refusal::PeerRefusal;
 pub use service::PeerService;
 pub use transport::Transport;
 
@@ -32,7 +34,7 @@ pub(crate) const REMOVED_MESSAGE: &str = "the member has been permanently remove
 /// A channel to a peer that notices a dead connection within seconds, so
 /// a crashed or cut-off member is reconnected to rather than written into a
 /// half-open socket forever.
-pub(crate) async fn connect(url: &str) -> Result<Channel, tonic::transport::Error> {
+pub async fn connect(url: &str) -> Result<Channel, tonic::transport::Error> {
     Endpoint::from_shared(url.to_string())?
         .connect_timeout(Duration::from_millis(500))
         .tcp_nodelay(true)
@@ -41,30 +43,6 @@ pub(crate) async fn connect(url: &str) -> Result<Channel, tonic::transport::Erro
         .keep_alive_while_idle(true)
         .connect()
         .await
-}
-
-/// Asks the members named in `--initial-cluster` for the member list, for a
-/// member joining a running cluster.
-pub async fn fetch_members(initial: &InitialCluster, cfg: &crate::config::ServerConfig) -> anyhow::Result<MemberSet> {
-    let mut last_error = String::from("no other member in --initial-cluster");
-    for member in initial.members.iter().filter(|m| m.name != cfg.name) {
-        for url in &member.peer_urls {
-            let channel = match connect(url).await {
-                Ok(c) => c,
-                Err(e) => {
-                    last_error = format!("{url}: {e}");
-                    continue;
-                }
-            };
-            let mut client = PeerClient::new(channel).max_decoding_message_size(MAX_PEER_MESSAGE_BYTES);
-            match tokio::time::timeout(Duration::from_secs(5), client.members(MembersRequest {})).await {
-                Ok(Ok(resp)) => return Ok(resp.into_inner()),
-                Ok(Err(e)) => last_error = format!("{url}: {e}"),
-                Err(_) => last_error = format!("{url}: timed out"),
-            }
-        }
-    }
-    anyhow::bail!("cannot fetch the cluster's members from its peers: {last_error}")
 }
 
 /// Asks the leader, at `leader_url`, whether learner `member_id` may be

@@ -7,6 +7,7 @@ use raft::eraftpb::{Message, MessageType};
 use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::PeerRefusal;
 use crate::error::Error;
 use crate::membership::Membership;
 use crate::proto::cairnpb::learner_ready_response::Verdict;
@@ -32,7 +33,7 @@ impl PeerService {
     /// Writes the dump that follows a snapshot message to the staging file,
     /// refusing more bytes than the message names.
     async fn stage_dump(&self, reference: &DumpRef, chunks: &mut Streaming<SnapshotChunk>) -> Result<(), Status> {
-        let io = |e: std::io::Error| Status::internal(format!("staging snapshot: {e}"));
+        let io = |e: std::io::Error| Status::from(PeerRefusal::Staging(e.to_string()));
         tokio::fs::create_dir_all(&self.dumps).await.map_err(io)?;
         snapshot::remove_stale_received(&self.dumps, reference.index);
         let mut file = tokio::fs::File::create(snapshot::partial_path(&self.dumps, reference.index))
@@ -43,7 +44,7 @@ impl PeerService {
             self.check_sender(chunk.cluster_id, chunk.from)?;
             received += chunk.data.len() as u64;
             if received > reference.len {
-                return Err(Status::invalid_argument("snapshot dump longer than its message names"));
+                return Err(PeerRefusal::BadSnapshot("dump longer than its message names".into()).into());
             }
             file.write_all(&chunk.data).await.map_err(io)?;
         }
@@ -52,26 +53,27 @@ impl PeerService {
         let (dumps, reference) = (self.dumps.clone(), *reference);
         tokio::task::spawn_blocking(move || snapshot::accept_received(&dumps, &reference))
             .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| Status::invalid_argument(format!("snapshot dump refused: {e}")))
+            .map_err(|e| PeerRefusal::Staging(e.to_string()))?
+            .map_err(|e| PeerRefusal::BadSnapshot(format!("dump refused: {e}")).into())
     }
 
     fn check_sender(&self, cluster_id: u64, from: u64) -> Result<(), Status> {
         if self.membership.table.is_removed(from) {
-            return Err(Status::permission_denied(super::REMOVED_MESSAGE));
+            return Err(PeerRefusal::Removed.into());
         }
         if cluster_id != self.membership.cluster_id {
-            return Err(Status::failed_precondition(format!(
-                "cluster ID mismatch: local {:x}, remote {cluster_id:x}",
-                self.membership.cluster_id
-            )));
+            return Err(PeerRefusal::ClusterMismatch {
+                local: self.membership.cluster_id,
+                remote: cluster_id,
+            }
+            .into());
         }
         Ok(())
     }
 
     fn deliver(&self, raw: &[u8]) -> Result<(), Status> {
-        let message = Message::parse_from_bytes(raw).map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
-        self.node.step(message).map_err(|_| Status::unavailable("member is stopping"))
+        let message = Message::parse_from_bytes(raw).map_err(|e| PeerRefusal::Undecodable(e.to_string()))?;
+        self.node.step(message).map_err(|_| PeerRefusal::Stopping.into())
     }
 }
 
@@ -96,16 +98,16 @@ impl Peer for PeerService {
         let first = chunks
             .message()
             .await?
-            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+            .ok_or_else(|| PeerRefusal::BadSnapshot("empty stream".into()))?;
         self.check_sender(first.cluster_id, first.from)?;
         let message =
-            Message::parse_from_bytes(&first.data).map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
+            Message::parse_from_bytes(&first.data).map_err(|e| PeerRefusal::Undecodable(e.to_string()))?;
         if message.get_msg_type() != MessageType::MsgSnapshot {
-            return Err(Status::invalid_argument("not a snapshot message"));
+            return Err(PeerRefusal::BadSnapshot("not a snapshot message".into()).into());
         }
-        let reference = DumpRef::decode(&message.get_snapshot().data).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let reference = DumpRef::decode(&message.get_snapshot().data).map_err(|e| PeerRefusal::BadSnapshot(e.to_string()))?;
         if reference.index != message.get_snapshot().get_metadata().index {
-            return Err(Status::invalid_argument("snapshot names the dump of another index"));
+            return Err(PeerRefusal::BadSnapshot("it names the dump of another index".into()).into());
         }
         self.stage_dump(&reference, &mut chunks).await?;
         self.deliver(&first.data)?;
@@ -121,7 +123,7 @@ impl Peer for PeerService {
             Ok(()) => Verdict::Ready,
             Err(Error::LearnerNotReady) => Verdict::NotReady,
             Err(Error::NotLeader) => Verdict::NotLeader,
-            Err(e) => return Err(Status::unavailable(e.to_string())),
+            Err(e) => return Err(PeerRefusal::Unavailable(e).into()),
         };
         Ok(Response::new(LearnerReadyResponse { verdict: verdict as i32 }))
     }

@@ -12,9 +12,9 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-use crate::api::Core;
+use super::{lease_clock, Member};
 use crate::error::{Error, Result};
-use crate::lease::expiry;
+use crate::peer::LeaseAuthority;
 use crate::proto::cairnpb::lease_peer_client::LeasePeerClient;
 use crate::proto::cairnpb::LeaseOutcome;
 use crate::proto::etcdserverpb::{LeaseCheckpoint, LeaseKeepAliveRequest, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse};
@@ -34,16 +34,16 @@ const RETRY_PAUSE: Duration = Duration::from_millis(50);
 const APPLY_WAIT: Duration = Duration::from_secs(1);
 
 /// Waits until this member applied everything committed so far.
-async fn wait_applied(core: &Core) -> Result<()> {
-    let commit = core.node.status().commit_index();
-    tokio::time::timeout(APPLY_WAIT, core.node.wait_applied(commit))
+async fn wait_applied(member: &Member) -> Result<()> {
+    let commit = member.node.status().commit_index();
+    tokio::time::timeout(APPLY_WAIT, member.node.wait_applied(commit))
         .await
         .map_err(|_| Error::Timeout)?
 }
 
 /// Fails with `NotLeader` unless this member leads and counts the leases.
-fn check_primary(core: &Core) -> Result<()> {
-    if core.node.status().is_leader() && core.leases.is_primary() {
+fn check_primary(member: &Member) -> Result<()> {
+    if member.node.status().is_leader() && member.leases.is_primary() {
         Ok(())
     } else {
         Err(Error::NotLeader)
@@ -52,16 +52,16 @@ fn check_primary(core: &Core) -> Result<()> {
 
 /// Renews a lease on this member, which must be the primary: the lease's
 /// TTL, `LeaseNotFound`, or `NotLeader` when another member must answer.
-pub async fn renew_here(core: &Arc<Core>, id: i64) -> Result<i64> {
-    check_primary(core)?;
-    wait_applied(core).await?;
-    let (ttl, clear_checkpoint) = core.leases.renew(id)?;
+pub async fn renew_here(member: &Arc<Member>, id: i64) -> Result<i64> {
+    check_primary(member)?;
+    wait_applied(member).await?;
+    let (ttl, clear_checkpoint) = member.leases.renew(id)?;
     if clear_checkpoint {
         // A renewed lease must not restart from its old checkpoint after a
         // failover.
-        let core = core.clone();
+        let member = member.clone();
         tokio::spawn(async move {
-            expiry::checkpoint(&core, vec![LeaseCheckpoint { id, remaining_ttl: 0 }]).await;
+            lease_clock::checkpoint(&member, vec![LeaseCheckpoint { id, remaining_ttl: 0 }]).await;
         });
     }
     Ok(ttl)
@@ -69,10 +69,10 @@ pub async fn renew_here(core: &Arc<Core>, id: i64) -> Result<i64> {
 
 /// A lease's remaining and granted TTL (and keys) on this member, which
 /// must be the primary. The header is left for the answering member.
-pub async fn time_to_live_here(core: &Core, request: &LeaseTimeToLiveRequest) -> Result<LeaseTimeToLiveResponse> {
-    check_primary(core)?;
-    wait_applied(core).await?;
-    let info = core.leases.info(request.id).ok_or(Error::LeaseNotFound)?;
+pub async fn time_to_live_here(member: &Member, request: &LeaseTimeToLiveRequest) -> Result<LeaseTimeToLiveResponse> {
+    check_primary(member)?;
+    wait_applied(member).await?;
+    let info = member.leases.info(request.id).ok_or(Error::LeaseNotFound)?;
     Ok(LeaseTimeToLiveResponse {
         header: None,
         id: request.id,
@@ -93,8 +93,8 @@ fn outcome(raw: i32) -> Result<()> {
 
 /// A forwarded request that got no usable answer counts as one that took
 /// too long: it is tried again, and only the last failure reaches the client.
-fn unanswered(status: tonic::Status) -> Error {
-    tracing::debug!(%status, "forwarded lease request failed");
+fn unanswered(why: impl std::fmt::Display) -> Error {
+    tracing::debug!(%why, "forwarded lease request failed");
     Error::Timeout
 }
 
@@ -105,16 +105,16 @@ fn retryable(e: &Error) -> bool {
 
 /// Answers lease renewals and TTL queries on any member.
 pub struct LeaseRouter {
-    core: Arc<Core>,
+    member: Arc<Member>,
     /// Channels to the members requests were forwarded to, by member id,
     /// with the URL each was opened for.
     channels: Mutex<HashMap<u64, (String, Channel)>>,
 }
 
 impl LeaseRouter {
-    pub fn new(core: Arc<Core>) -> Self {
+    pub fn new(member: Arc<Member>) -> Self {
         LeaseRouter {
-            core,
+            member,
             channels: Mutex::new(HashMap::new()),
         }
     }
@@ -122,7 +122,7 @@ impl LeaseRouter {
     /// Renews a lease wherever the leader is: its TTL, or `LeaseNotFound`.
     pub async fn renew(&self, id: i64) -> Result<i64> {
         self.route(
-            || renew_here(&self.core, id),
+            || renew_here(&self.member, id),
             |mut client| async move {
                 let answer = client.renew(LeaseKeepAliveRequest { id }).await.map_err(unanswered)?.into_inner();
                 outcome(answer.outcome)?;
@@ -135,13 +135,11 @@ impl LeaseRouter {
     /// A lease's TTLs as the leader counts them, or `LeaseNotFound`.
     pub async fn time_to_live(&self, request: LeaseTimeToLiveRequest) -> Result<LeaseTimeToLiveResponse> {
         self.route(
-            || time_to_live_here(&self.core, &request),
+            || time_to_live_here(&self.member, &request),
             |mut client| async move {
                 let answer = client.time_to_live(request).await.map_err(unanswered)?.into_inner();
                 outcome(answer.outcome)?;
-                answer
-                    .response
-                    .ok_or_else(|| unanswered(tonic::Status::internal("no time-to-live in the answer")))
+                answer.response.ok_or_else(|| unanswered("no time-to-live in the answer"))
             },
         )
         .await
@@ -160,7 +158,7 @@ impl LeaseRouter {
     {
         let deadline = Instant::now() + FORWARD_TIMEOUT;
         loop {
-            let status = self.core.node.status();
+            let status = self.member.node.status();
             let leader = status.leader();
             let attempt = if leader == 0 {
                 Err(Error::NoLeader)
@@ -184,7 +182,7 @@ impl LeaseRouter {
                 Err(e) if retryable(&e) => {
                     if Instant::now() + RETRY_PAUSE >= deadline {
                         tracing::debug!(error = %e, "no leader could answer a lease request in time");
-                        return Err(if self.core.node.status().leader() == 0 {
+                        return Err(if self.member.node.status().leader() == 0 {
                             Error::NoLeader
                         } else {
                             Error::Timeout
@@ -199,7 +197,7 @@ impl LeaseRouter {
 
     /// A client for member `id`'s peer service, connecting on first use.
     async fn client(&self, id: u64) -> Result<LeasePeerClient<Channel>> {
-        let url = self.core.membership.table.peer_url(id).ok_or(Error::NoLeader)?;
+        let url = self.member.membership.table.peer_url(id).ok_or(Error::NoLeader)?;
         let cached = self.channels.lock().get(&id).filter(|(u, _)| *u == url).map(|(_, c)| c.clone());
         let channel = match cached {
             Some(c) => c,
@@ -213,5 +211,17 @@ impl LeaseRouter {
             }
         };
         Ok(LeasePeerClient::new(channel))
+    }
+}
+
+/// The leader's side, for the peer service that answers forwarded requests.
+#[tonic::async_trait]
+impl LeaseAuthority for Arc<Member> {
+    async fn renew(&self, id: i64) -> Result<i64> {
+        renew_here(self, id).await
+    }
+
+    async fn time_to_live(&self, request: &LeaseTimeToLiveRequest) -> Result<LeaseTimeToLiveResponse> {
+        time_to_live_here(self, request).await
     }
 }

@@ -8,9 +8,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::api::Core;
+use super::Member;
 use crate::proto::cairnpb::raft_request::Request;
-use crate::proto::etcdserverpb::{LeaseCheckpoint, LeaseCheckpointRequest, LeaseRevokeRequest};
+use crate::proto::etcdserverpb::{
+    LeaseCheckpoint, LeaseCheckpointRequest, LeaseCheckpointResponse, LeaseRevokeRequest, LeaseRevokeResponse,
+};
 
 /// How often the leader looks for expired leases (etcd: 500 ms).
 const EXPIRY_CHECK: Duration = Duration::from_millis(500);
@@ -27,7 +29,7 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(300);
 const PROMOTE_EXTENSION: Duration = Duration::from_secs(1);
 
 /// Runs the lease clock until the task is dropped.
-pub async fn run(core: Arc<Core>) {
+pub async fn run(member: Arc<Member>) {
     let mut tick = tokio::time::interval(LEADERSHIP_CHECK);
     // The term this member led in when it last took over the clock; a
     // new term means another leader may have renewed leases meanwhile.
@@ -36,20 +38,20 @@ pub async fn run(core: Arc<Core>) {
     let mut last_expiry_check = Instant::now();
     loop {
         tick.tick().await;
-        let status = core.node.status();
+        let status = member.node.status();
         let term = status.term();
         let now_leading = (status.leader() == status.id).then_some(term);
         if now_leading != leading_term && leading_term.is_some() {
-            core.leases.demote();
+            member.leases.demote();
             leading_term = None;
         }
         if now_leading.is_some() && leading_term.is_none() {
             // Wait until everything committed before this term is applied,
             // so the table holds every lease the old leader knew.
-            if core.read_barrier(false).await.is_err() {
+            if member.read_barrier(false).await.is_err() {
                 continue;
             }
-            core.leases.promote(PROMOTE_EXTENSION);
+            member.leases.promote(PROMOTE_EXTENSION);
             leading_term = now_leading;
             last_checkpoint = Instant::now();
         }
@@ -57,30 +59,32 @@ pub async fn run(core: Arc<Core>) {
             continue;
         }
         last_expiry_check = Instant::now();
-        for id in core.leases.expired(REVOKES_PER_CHECK) {
-            if let Err(e) = core.propose(Request::LeaseRevoke(LeaseRevokeRequest { id })).await {
+        for id in member.leases.expired(REVOKES_PER_CHECK) {
+            let revoke = Request::LeaseRevoke(LeaseRevokeRequest { id });
+            if let Err(e) = member.propose::<LeaseRevokeResponse>(revoke).await {
                 // Already revoked, or Raft is busy: the next check retries.
                 tracing::debug!(lease = id, error = %e, "revoking an expired lease failed");
             }
         }
         if last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL {
             last_checkpoint = Instant::now();
-            let checkpoints: Vec<LeaseCheckpoint> = core
+            let checkpoints: Vec<LeaseCheckpoint> = member
                 .leases
                 .remaining_ttls(CHECKPOINT_INTERVAL)
                 .into_iter()
                 .map(|(id, remaining_ttl)| LeaseCheckpoint { id, remaining_ttl })
                 .collect();
             if !checkpoints.is_empty() {
-                checkpoint(&core, checkpoints).await;
+                checkpoint(&member, checkpoints).await;
             }
         }
     }
 }
 
 /// Replicates remaining TTLs (0 clears a lease's checkpoint).
-pub async fn checkpoint(core: &Core, checkpoints: Vec<LeaseCheckpoint>) {
-    if let Err(e) = core.propose(Request::LeaseCheckpoint(LeaseCheckpointRequest { checkpoints })).await {
+pub async fn checkpoint(member: &Member, checkpoints: Vec<LeaseCheckpoint>) {
+    let request = Request::LeaseCheckpoint(LeaseCheckpointRequest { checkpoints });
+    if let Err(e) = member.propose::<LeaseCheckpointResponse>(request).await {
         tracing::debug!(error = %e, "lease checkpoint failed");
     }
 }
