@@ -65,8 +65,12 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
         let listener = TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
         tracing::info!(%addr, "serving peer traffic");
         let router = Server::builder().add_service(
-            PeerServer::new(PeerService::new(node.clone(), member.membership().clone(), member.database().dump_dir()))
-                .max_decoding_message_size(peer::MAX_PEER_MESSAGE_BYTES),
+            PeerServer::new(PeerService::new(
+                node.clone(),
+                member.membership().clone(),
+                member.database().dump_dir(),
+            ))
+            .max_decoding_message_size(peer::MAX_PEER_MESSAGE_BYTES),
         );
         let router = router.add_service(LeasePeerServer::new(LeasePeerService::new(member.clone())));
         let mut stop = stop_rx.clone();

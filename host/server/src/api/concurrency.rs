@@ -7,7 +7,6 @@
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::txn;
 use crate::member::Member;
 use crate::mvcc::KeyRange;
 use crate::proto::cairnpb::raft_request::Request as Proposal;
@@ -19,6 +18,7 @@ use crate::proto::etcdserverpb::{
 };
 use crate::proto::mvccpb::{event::EventType, KeyValue};
 use crate::proto::prefix_end;
+use crate::txn;
 use crate::watch::RangeFeed;
 
 /// The TTL of the lease etcd's recipes grant when the request names none

@@ -130,9 +130,9 @@ impl Drop for Compactor {
 mod tests {
     use rocksdb::{IteratorMode, WriteBatch};
 
-    use crate::storage::schema::META_SCHEDULED_COMPACT;
     use super::super::{KeyRange, MvccStore};
     use crate::error::Error;
+    use crate::storage::schema::META_SCHEDULED_COMPACT;
     use crate::storage::{Database, CF_KV_INDEX, CF_META};
 
     fn versions(engine: &Database) -> usize {

@@ -100,8 +100,7 @@ impl Peer for PeerService {
             .await?
             .ok_or_else(|| PeerRefusal::BadSnapshot("empty stream".into()))?;
         self.check_sender(first.cluster_id, first.from)?;
-        let message =
-            Message::parse_from_bytes(&first.data).map_err(|e| PeerRefusal::Undecodable(e.to_string()))?;
+        let message = Message::parse_from_bytes(&first.data).map_err(|e| PeerRefusal::Undecodable(e.to_string()))?;
         if message.get_msg_type() != MessageType::MsgSnapshot {
             return Err(PeerRefusal::BadSnapshot("not a snapshot message".into()).into());
         }

@@ -14,8 +14,8 @@ use raft::eraftpb::{Message, MessageType};
 use rocksdb::{IteratorMode, WriteBatch};
 
 use super::{LogLimits, MessageSink, Node, NodeHandle, StateMachine};
-use crate::storage::schema::META_APPLIED_INDEX;
 use crate::error::Result;
+use crate::storage::schema::META_APPLIED_INDEX;
 use crate::storage::{Database, CF_META};
 
 const ENTRY_PREFIX: &[u8] = b"test/entry/";
