@@ -13,12 +13,11 @@ use parking_lot::Mutex;
 use raft::eraftpb::{Message, MessageType};
 use rocksdb::{IteratorMode, WriteBatch};
 
-use super::{LogLimits, MessageSink, Node, NodeHandle, StateMachine};
+use super::{snapshot, LogLimits, MessageSink, Node, NodeHandle, StateMachine};
 use crate::error::Result;
-use crate::storage::schema::META_APPLIED_INDEX;
+use crate::storage::schema::{META_APPLIED_INDEX, META_TEST_ENTRY_PREFIX};
 use crate::storage::{Database, CF_META};
 
-const ENTRY_PREFIX: &[u8] = b"test/entry/";
 /// Long enough for any election or catch-up here to finish; the tests wait
 /// for states, never for times.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -40,7 +39,7 @@ impl StateMachine for Recorder {
         let mut batch = WriteBatch::default();
         let meta = self.engine.cf(CF_META);
         if !data.is_empty() {
-            batch.put_cf(meta, [ENTRY_PREFIX, &index.to_be_bytes()].concat(), data);
+            batch.put_cf(meta, [META_TEST_ENTRY_PREFIX, &index.to_be_bytes()].concat(), data);
         }
         batch.put_cf(meta, META_APPLIED_INDEX, index.to_be_bytes());
         self.engine.write(batch, false)?;
@@ -63,6 +62,10 @@ impl StateMachine for Recorder {
 #[derive(Default)]
 struct Links {
     handles: HashMap<u64, NodeHandle>,
+    /// Each member's database: a snapshot's dump travels beside its
+    /// message, from the sender's dump dir to the receiver's, as the peer
+    /// transport carries it.
+    databases: HashMap<u64, Arc<Database>>,
     /// Directed (from, to) pairs whose messages are lost.
     cut: HashSet<(u64, u64)>,
     /// Members whose messages, both ways, are lost one in `n`.
@@ -96,6 +99,9 @@ impl MessageSink for TestSink {
             let target = links.handles.get(&to).cloned();
             match target {
                 Some(target) if !lost => {
+                    if is_snapshot {
+                        snapshot::hand_over(&links.databases[&self.from], &links.databases[&to], m.get_snapshot());
+                    }
                     if links.slow.contains(&self.from) || links.slow.contains(&to) {
                         let _ = self.late.send((Instant::now() + LATE_BY, target, m));
                     } else {
@@ -154,9 +160,12 @@ impl Cluster {
                 delay_ms: delay_ms.clone(),
                 restores: restores.clone(),
             };
-            let (sink_links, late) = (links.clone(), late.clone());
+            let (sink_links, late, sink_engine) = (links.clone(), late.clone(), engine.clone());
             let (handle, thread) = Node::start(id, engine.clone(), &voters, limits, recorder, |me| {
-                sink_links.lock().handles.insert(id, me.clone());
+                let mut links = sink_links.lock();
+                links.handles.insert(id, me.clone());
+                links.databases.insert(id, sink_engine);
+                drop(links);
                 Box::new(TestSink {
                     from: id,
                     me,
@@ -208,7 +217,7 @@ impl Cluster {
         let mut out = Vec::new();
         for item in engine.db().iterator_cf(engine.cf(CF_META), IteratorMode::Start) {
             let (k, v) = item.expect("read state");
-            if let Some(index) = k.strip_prefix(ENTRY_PREFIX) {
+            if let Some(index) = k.strip_prefix(META_TEST_ENTRY_PREFIX) {
                 let index = u64::from_be_bytes(index.try_into().expect("index"));
                 out.push((index, String::from_utf8(v.to_vec()).expect("utf8")));
             }

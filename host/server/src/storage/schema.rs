@@ -113,7 +113,15 @@ pub const RECORDS: &[Record] = &[
     record(CF_META, Keys::Exact(META_FINISHED_COMPACT), Class::Replicated),
     record(CF_META, Keys::Prefix(META_LEASE_PREFIX), Class::Replicated),
     record(CF_META, Keys::Prefix(META_PLUGIN_BINDING_PREFIX), Class::Replicated),
+    // The entries of the in-process Raft tests' state machine, which travel
+    // in snapshots like real state.
+    #[cfg(test)]
+    record(CF_META, Keys::Prefix(META_TEST_ENTRY_PREFIX), Class::Replicated),
 ];
+
+/// Where `raft/cluster_test.rs`'s state machine records applied entries.
+#[cfg(test)]
+pub const META_TEST_ENTRY_PREFIX: &[u8] = b"test/entry/";
 
 /// The class of a stored record, or `None` for a record the schema does not
 /// know (a foreign or corrupt one).
