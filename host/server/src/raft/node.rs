@@ -625,11 +625,11 @@ impl Node {
             "installing snapshot"
         );
         let (drained_tx, drained_rx) = mpsc::sync_channel(1);
-        self.to_apply(ApplyTask::Drain(drained_tx))?;
+        self.hand_to_apply(ApplyTask::Drain(drained_tx))?;
         drained_rx.recv().map_err(|_| Error::Stopped)?;
         self.raw.mut_store().install_snapshot(&snapshot)?;
         self.handed_out = index;
-        self.to_apply(ApplyTask::Restored(index))
+        self.hand_to_apply(ApplyTask::Restored(index))
     }
 
     /// Drops applied entries from the log once there are enough of them;
@@ -676,10 +676,10 @@ impl Node {
             committed.push(Committed::ConfChange { index, cc, conf_state });
         }
         self.handed_out = last;
-        self.to_apply(ApplyTask::Entries(committed))
+        self.hand_to_apply(ApplyTask::Entries(committed))
     }
 
-    fn to_apply(&mut self, task: ApplyTask) -> Result<()> {
+    fn hand_to_apply(&mut self, task: ApplyTask) -> Result<()> {
         match &self.apply_tx {
             Some(tx) if tx.send(task).is_ok() => Ok(()),
             // The apply thread is gone: it failed, and `run` reports why.
