@@ -96,8 +96,8 @@ mod tests {
     use rocksdb::WriteBatch;
 
     use super::*;
-    use crate::mvcc::encoding::{index_key, Revision};
     use crate::storage::dump::{ALIGN, SHA_BYTES};
+    use crate::storage::encoding::{index_key, Revision};
     use crate::storage::schema::META_APPLIED_INDEX;
     use crate::storage::CF_KV_INDEX;
 

@@ -44,8 +44,9 @@ impl Kv for KvService {
         }
         txn::validate_range(&r)?;
         self.member.read_barrier(r.serializable).await?;
-        // A range may return many keys: it is read off the async workers.
-        let mut resp = self.member.read_blocking(move |store| txn::range(&store.read_view(), &r)).await?;
+        // A range that may return many keys is read off the async workers.
+        let large = txn::may_read_many(&r);
+        let mut resp = self.member.read(large, move |store| txn::range(&store.read_view(), &r)).await?;
         self.member.fill(&mut resp.header);
         Ok(Response::new(resp))
     }
@@ -70,9 +71,10 @@ impl Kv for KvService {
         if txn::is_read_only(&r) {
             self.member.read_barrier(is_serializable(&r)).await?;
             let leases = self.member.leases().clone();
+            let large = txn::txn_may_read_many(&r);
             let mut resp = self
                 .member
-                .read_blocking(move |store| txn::txn(TxnTarget::Read(&store.read_view()), &r, &*leases))
+                .read(large, move |store| txn::txn(TxnTarget::Read(&store.read_view()), &r, &*leases))
                 .await?;
             self.member.fill(&mut resp.header);
             return Ok(Response::new(resp));

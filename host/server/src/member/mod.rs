@@ -244,6 +244,19 @@ impl Member {
         let store = self.store.clone();
         run_blocking(move || read(&store)).await
     }
+
+    /// Runs a read inline, or on a blocking thread when it `may_be_large`.
+    pub async fn read<T, F>(&self, may_be_large: bool, read: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&MvccStore) -> Result<T> + Send + 'static,
+    {
+        if may_be_large {
+            self.read_blocking(read).await
+        } else {
+            read(&self.store)
+        }
+    }
 }
 
 /// Runs `work` on tokio's blocking pool and waits for it.

@@ -4,10 +4,10 @@
 
 use rocksdb::ReadOptions;
 
-use super::encoding::{self, IndexValue, Revision};
 use super::read::{KeyRange, MvccStore};
 use crate::error::{Error, Result};
 use crate::proto::mvccpb::{event::EventType, Event, KeyValue};
+use crate::storage::encoding::{self, IndexValue, Revision};
 use crate::storage::{CF_KV_INDEX, CF_KV_REV};
 
 /// Changes read from history, in revision order.

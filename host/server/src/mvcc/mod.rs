@@ -6,7 +6,6 @@
 //! values live in RocksDB (`storage`), so the data set may outgrow memory.
 
 mod compactor;
-pub(crate) mod encoding;
 mod history;
 mod read;
 mod write;
@@ -14,7 +13,7 @@ mod write;
 #[cfg(test)]
 mod model_test;
 
-pub use encoding::Revision;
+pub use crate::storage::encoding::Revision;
 pub use history::Changes;
 pub use read::{KeyRange, MvccStore, RangeResult, ReadView, Reader};
 pub use write::WriteTxn;

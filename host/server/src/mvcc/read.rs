@@ -7,9 +7,9 @@ use std::sync::Arc;
 use rocksdb::{DBRawIteratorWithThreadMode, ReadOptions, WriteBatch, DB};
 
 use super::compactor::Compactor;
-use super::encoding::{self, IndexValue, Revision};
 use crate::error::{Error, Result};
 use crate::proto::mvccpb::KeyValue;
+use crate::storage::encoding::{self, IndexValue, Revision};
 use crate::storage::schema::{META_CURRENT_REV, META_FINISHED_COMPACT, META_SCHEDULED_COMPACT};
 use crate::storage::{Database, CF_KV_INDEX, CF_KV_REV, CF_META};
 use prost::Message;

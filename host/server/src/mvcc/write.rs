@@ -6,10 +6,10 @@ use std::sync::atomic::Ordering;
 use prost::Message;
 use rocksdb::{ReadOptions, WriteBatch};
 
-use super::encoding::{self, IndexValue, Revision};
 use super::read::{scan, KeyRange, MvccStore, RangeResult, Reader};
 use crate::error::Result;
 use crate::proto::mvccpb::{event::EventType, Event, KeyValue};
+use crate::storage::encoding::{self, IndexValue, Revision};
 use crate::storage::schema::META_CURRENT_REV;
 use crate::storage::{CF_KV_INDEX, CF_KV_REV, CF_META};
 

@@ -380,7 +380,7 @@ mod tests {
     use raft::Storage;
 
     use super::*;
-    use crate::mvcc::encoding::{index_key, Revision};
+    use crate::storage::encoding::{index_key, Revision};
     use crate::storage::schema::META_APPLIED_INDEX;
     use crate::storage::CF_KV_INDEX;
 

@@ -25,10 +25,10 @@ use std::path::{Path, PathBuf};
 use rocksdb::{IteratorMode, Snapshot, WriteBatch};
 use sha2::{Digest, Sha256};
 
+use super::encoding;
 use super::schema::{self, Class, CF_KV_INDEX, CF_KV_REV, CF_META, CF_RAFT_LOG, META_DUMP_INSTALL};
 use super::Database;
 use crate::error::{Error, Result};
-use crate::mvcc::encoding;
 
 /// Identifies a Cairn dump and its format version.
 pub const MAGIC: &[u8; 16] = b"cairn-backup-v1\n";
@@ -435,7 +435,7 @@ mod tests {
     use std::io::Write;
 
     use super::*;
-    use crate::mvcc::encoding::{index_key, Revision};
+    use crate::storage::encoding::{index_key, Revision};
     use crate::storage::schema::{META_APPLIED_INDEX, META_CURRENT_REV, META_HARD_STATE, META_LOCAL_ID};
 
     fn dump_of(engine: &Database) -> Vec<u8> {

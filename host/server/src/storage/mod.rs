@@ -1,9 +1,12 @@
 //! The member's storage: one RocksDB instance ([`Database`]), the schema of
-//! what it holds and how each record travels ([`schema`]), and the one dump
-//! format Raft snapshots and backups share ([`dump`]).
+//! what it holds and how each record travels ([`schema`]), the byte layout
+//! of the MVCC keys and values ([`encoding`], which the dump checks records
+//! against), and the one dump format Raft snapshots and backups share
+//! ([`dump`]).
 
 mod database;
 pub mod dump;
+pub mod encoding;
 pub mod schema;
 
 pub use database::Database;

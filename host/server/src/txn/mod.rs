@@ -21,7 +21,7 @@ mod tests;
 
 pub use execute::{execute, txn, TxnTarget, WriteResponse};
 pub use plan::{Change, PlannedPut, Write, WritePlan};
-pub use range::range;
+pub use range::{may_read_many, range, txn_may_read_many};
 pub use validate::{is_read_only, validate_delete_range, validate_put, validate_range, validate_txn};
 
 use crate::proto::etcdserverpb::ResponseHeader;

@@ -5,7 +5,8 @@ use crate::error::Result;
 use crate::mvcc::{KeyRange, Reader};
 use crate::proto::etcdserverpb::{
     range_request::{SortOrder, SortTarget},
-    RangeRequest, RangeResponse,
+    request_op::Request,
+    RangeRequest, RangeResponse, TxnRequest,
 };
 use crate::proto::mvccpb::KeyValue;
 
@@ -64,4 +65,67 @@ pub fn range(view: &(impl Reader + ?Sized), r: &RangeRequest) -> Result<RangeRes
         more,
         count: result.count,
     })
+}
+
+/// Keys a range may return before it counts as large. A small read runs
+/// inline on the async worker, where handing it to a blocking thread would
+/// cost more than the read itself; a large one runs on a blocking thread.
+const SMALL_RANGE_KEYS: i64 = 64;
+
+/// Whether `r` may read more than a few keys: a range (not a single key)
+/// without a small limit.
+pub fn may_read_many(r: &RangeRequest) -> bool {
+    !r.range_end.is_empty() && (r.limit <= 0 || r.limit > SMALL_RANGE_KEYS)
+}
+
+/// Whether a read-only txn holds, at any depth, a range that may read many
+/// keys.
+pub fn txn_may_read_many(t: &TxnRequest) -> bool {
+    t.success.iter().chain(&t.failure).any(|op| match &op.request {
+        Some(Request::RequestRange(r)) => may_read_many(r),
+        Some(Request::RequestTxn(t)) => txn_may_read_many(t),
+        _ => false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{may_read_many, txn_may_read_many};
+    use crate::proto::etcdserverpb::{request_op::Request, RangeRequest, RequestOp, TxnRequest};
+
+    fn range(end: &[u8], limit: i64) -> RangeRequest {
+        RangeRequest {
+            key: b"a".to_vec(),
+            range_end: end.to_vec(),
+            limit,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_unbounded_or_widely_limited_ranges_count_as_large() {
+        assert!(!may_read_many(&range(b"", 0)), "a single key");
+        assert!(!may_read_many(&range(b"b", 64)), "a small limit");
+        assert!(may_read_many(&range(b"b", 0)), "no limit");
+        assert!(may_read_many(&range(b"b", 65)));
+        assert!(may_read_many(&range(b"\0", 1000)), "to the end of the key space");
+    }
+
+    #[test]
+    fn a_large_range_in_a_nested_txn_makes_the_txn_large() {
+        let op = |r: Request| RequestOp { request: Some(r) };
+        let small = TxnRequest {
+            success: vec![op(Request::RequestRange(range(b"", 0)))],
+            ..Default::default()
+        };
+        assert!(!txn_may_read_many(&small));
+        let nested = TxnRequest {
+            failure: vec![op(Request::RequestTxn(TxnRequest {
+                success: vec![op(Request::RequestRange(range(b"z", 0)))],
+                ..Default::default()
+            }))],
+            ..small.clone()
+        };
+        assert!(txn_may_read_many(&nested));
+    }
 }
