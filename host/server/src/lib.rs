@@ -16,6 +16,7 @@ pub mod api;
 pub mod apply;
 pub mod authority_repair;
 pub mod backup;
+pub mod client_identity;
 pub mod config;
 pub mod error;
 pub mod failpoint;
