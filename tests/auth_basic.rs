@@ -55,8 +55,9 @@ fn script(kind: Kind) {
     alice(&["del", "/app/x", "--prev-kv"]).assert_ok();
     ctl(&["get", "/app/x"]).fails_with(1, "etcdserver: user name is empty");
     ctl(&["put", "/app/x", "3"]).fails_with(1, "etcdserver: user name is empty");
+    // etcdctl logs in as it connects: a failure there is its exit code 2.
     etcdctl(&ep, &["--user", "alice:wrong", "get", "/app/x"])
-        .fails_with(1, "etcdserver: authentication failed, invalid user ID or password");
+        .fails_with(2, "etcdserver: authentication failed, invalid user ID or password");
     // Managing auth takes the root role.
     alice(&["user", "add", "bob", "--new-user-password=bobpw"]).fails_with(1, "etcdserver: permission denied");
     alice(&["role", "list"]).fails_with(1, "etcdserver: permission denied");
