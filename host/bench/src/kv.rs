@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde_json::Value;
 use crate::conn::Conn;
+use serde_json::Value;
 
 use super::args::{Common, Consistency};
 use super::driver::{merge, run_workers, Budget, ClientResult, Worker};
@@ -218,13 +218,7 @@ impl Worker for MixedWorker {
     }
 }
 
-pub async fn mixed(
-    common: &Common,
-    channels: &[Conn],
-    read_ratio: f64,
-    consistency: Consistency,
-    prefill: bool,
-) -> anyhow::Result<Report> {
+pub async fn mixed(common: &Common, channels: &[Conn], read_ratio: f64, consistency: Consistency, prefill: bool) -> anyhow::Result<Report> {
     if !(0.0..=1.0).contains(&read_ratio) {
         anyhow::bail!("--read-ratio must be between 0 and 1, got {read_ratio}");
     }

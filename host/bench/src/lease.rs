@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
+use crate::conn::Conn;
 use anyhow::Context;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use crate::conn::Conn;
 
 use super::args::Common;
 use super::driver::{run_workers, Budget, Worker};

@@ -6,12 +6,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::conn::Conn;
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use crate::conn::Conn;
 
 use super::args::{Common, WatchArgs};
 use super::driver::{run_workers, Budget, Worker};
