@@ -3,7 +3,9 @@
 //! auth disabled again. The same script runs against real etcd, so the
 //! expected outputs and error lines are etcd's own.
 
-use harness::{etcdctl, Kind, Output, Server};
+use cairn_proto::etcdserverpb::{auth_client::AuthClient, kv_client::KvClient, AuthenticateRequest, PutRequest, RangeRequest};
+use harness::{etcdctl, Cluster, Kind, Output, Server};
+use tonic::transport::Channel;
 
 #[track_caller]
 fn out(o: &Output) -> &str {
@@ -84,4 +86,87 @@ fn auth_with_etcdctl_on_cairn() {
 #[test]
 fn auth_with_etcdctl_on_etcd() {
     script(Kind::Etcd);
+}
+
+fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("token", token.parse().expect("ascii token"));
+    request
+}
+
+fn put(key: &str) -> PutRequest {
+    PutRequest {
+        key: key.into(),
+        value: b"v".to_vec(),
+        ..Default::default()
+    }
+}
+
+/// A token issued by one member works on the others, and the auth state
+/// is the same everywhere.
+#[test]
+fn tokens_and_permissions_hold_on_every_member() {
+    let c = Cluster::start(3);
+    let eps = c.endpoints();
+    let ctl = |args: &[&str]| etcdctl(&eps[0], args);
+    for args in [
+        &["user", "add", "root", "--new-user-password=rootpw"][..],
+        &["role", "add", "root"],
+        &["user", "grant-role", "root", "root"],
+        &["role", "add", "app"],
+        &["role", "grant-permission", "app", "--prefix=true", "readwrite", "/app/"],
+        &["user", "add", "alice", "--new-user-password=alicepw"],
+        &["user", "grant-role", "alice", "app"],
+        &["auth", "enable"],
+    ] {
+        ctl(args).assert_ok();
+    }
+    harness::runtime().block_on(async {
+        let channel = |ep: &str| Channel::from_shared(ep.to_string()).expect("endpoint").connect_lazy();
+        let token = AuthClient::new(channel(&eps[0]))
+            .authenticate(AuthenticateRequest {
+                name: "alice".into(),
+                password: "alicepw".into(),
+            })
+            .await
+            .expect("authenticate")
+            .into_inner()
+            .token;
+        let mut kv1 = KvClient::new(channel(&eps[1]));
+        kv1.put(with_token(put("/app/one"), &token))
+            .await
+            .expect("put through another member");
+        let mut kv2 = KvClient::new(channel(&eps[2]));
+        let got = kv2
+            .range(with_token(
+                RangeRequest {
+                    key: b"/app/one".to_vec(),
+                    ..Default::default()
+                },
+                &token,
+            ))
+            .await
+            .expect("range through a third member")
+            .into_inner();
+        assert_eq!(got.kvs.len(), 1);
+        let denied = kv2.put(with_token(put("/other"), &token)).await.expect_err("outside the role");
+        assert_eq!(
+            (denied.code(), denied.message()),
+            (tonic::Code::PermissionDenied, "etcdserver: permission denied")
+        );
+        let forged = kv1.put(with_token(put("/app/two"), "forged.1")).await.expect_err("unknown token");
+        assert_eq!(
+            (forged.code(), forged.message()),
+            (tonic::Code::Unauthenticated, "etcdserver: invalid auth token")
+        );
+        let anonymous = kv1.put(tonic::Request::new(put("/app/two"))).await.expect_err("no user");
+        assert_eq!(
+            (anonymous.code(), anonymous.message()),
+            (tonic::Code::InvalidArgument, "etcdserver: user name is empty")
+        );
+    });
+    for ep in &eps {
+        let users = etcdctl(ep, &["--user", "root:rootpw", "user", "list"]);
+        assert_eq!(users.assert_ok().stdout, "alice\nroot\n", "through {ep}");
+    }
 }

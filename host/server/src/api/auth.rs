@@ -32,7 +32,7 @@ impl AuthService {
     /// Proposes `proposal` as the request's caller and returns what apply
     /// answered.
     async fn run<T>(&self, request: &Request<T>, proposal: Proposal) -> Result<AuthApplied> {
-        let caller = self.member.auth().authorize_request(request)?;
+        let caller = self.member.authorize(request).await?;
         self.member.propose_as(&caller, proposal).await
     }
 
@@ -102,7 +102,7 @@ impl Auth for AuthService {
 
     async fn user_add(&self, request: Request<pb::AuthUserAddRequest>) -> Result<Response<pb::AuthUserAddResponse>, Status> {
         // Refused before the slow hash when the caller may not do it anyway.
-        let caller = self.member.auth().authorize_request(&request)?;
+        let caller = self.member.authorize(&request).await?;
         self.member.auth().check_admin(&caller)?;
         let r = request.into_inner();
         let no_password = r.options.as_ref().is_some_and(|o| o.no_password);
@@ -150,7 +150,7 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthUserChangePasswordRequest>,
     ) -> Result<Response<pb::AuthUserChangePasswordResponse>, Status> {
-        let caller = self.member.auth().authorize_request(&request)?;
+        let caller = self.member.authorize(&request).await?;
         self.member.auth().check_admin(&caller)?;
         let r = request.into_inner();
         let change = AuthPasswordChange {

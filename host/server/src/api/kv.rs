@@ -49,7 +49,7 @@ fn is_serializable(t: &TxnRequest) -> bool {
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
-        let caller = self.member.auth().authorize_request(&request)?;
+        let caller = self.member.authorize(&request).await?;
         let r = request.into_inner();
         if !r.serializable && self.member.membership().is_local_learner() {
             return Err(Error::NotSupportedForLearner.into());
@@ -67,7 +67,7 @@ impl Kv for KvService {
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        let caller = self.member.auth().authorize_request(&request)?;
+        let caller = self.member.authorize(&request).await?;
         let r = request.into_inner();
         txn::validate_put(&r)?;
         let resp: PutResponse = self.member.propose_as(&caller, Proposal::Put(r)).await?;
@@ -75,7 +75,7 @@ impl Kv for KvService {
     }
 
     async fn delete_range(&self, request: Request<DeleteRangeRequest>) -> Result<Response<DeleteRangeResponse>, Status> {
-        let caller = self.member.auth().authorize_request(&request)?;
+        let caller = self.member.authorize(&request).await?;
         let r = request.into_inner();
         txn::validate_delete_range(&r)?;
         let resp: DeleteRangeResponse = self.member.propose_as(&caller, Proposal::DeleteRange(r)).await?;
@@ -83,7 +83,7 @@ impl Kv for KvService {
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        let caller = self.member.auth().authorize_request(&request)?;
+        let caller = self.member.authorize(&request).await?;
         let r = request.into_inner();
         txn::validate_txn(&r, self.member.limits().max_txn_ops)?;
         if txn::is_read_only(&r) {
@@ -105,7 +105,7 @@ impl Kv for KvService {
     }
 
     async fn compact(&self, request: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
-        let caller = self.member.auth().authorize_request(&request)?;
+        let caller = self.member.authorize(&request).await?;
         let r = request.into_inner();
         // Compaction finishes during apply, so `physical` needs no extra wait.
         let resp: CompactionResponse = self.member.propose_as(&caller, Proposal::Compaction(r)).await?;

@@ -28,7 +28,7 @@ impl PluginService {
 #[tonic::async_trait]
 impl Plugins for PluginService {
     async fn install(&self, request: Request<PluginInstallRequest>) -> Result<Response<PluginInstallResponse>, Status> {
-        let caller = self.member.auth().authorize_request(&request)?;
+        let caller = self.member.authorize(&request).await?;
         self.member.auth().check_admin(&caller)?;
         let binding = request
             .into_inner()
@@ -49,7 +49,7 @@ impl Plugins for PluginService {
     }
 
     async fn remove(&self, request: Request<PluginRemoveRequest>) -> Result<Response<PluginRemoveResponse>, Status> {
-        let caller = self.member.auth().authorize_request(&request)?;
+        let caller = self.member.authorize(&request).await?;
         self.member.auth().check_admin(&caller)?;
         let r = request.into_inner();
         let PluginRemoved = self.member.propose_as(&caller, Proposal::PluginRemove(r)).await?;

@@ -10,7 +10,9 @@
 //! ```ignore
 //! let auth = member.auth();
 //! // Who is asking: the `token` metadata, else the client certificate's CN.
-//! let info = auth.authorize_request(&request)?;        // or authorize(token, identity)
+//! // (`Member::authorize` also waits out a simple token this member has not
+//! // applied yet; `auth.authorize(token, identity)` is the synchronous core.)
+//! let info = member.authorize(&request).await?;
 //! auth.check_range(&info, &key, &range_end, Perm::Read)?; // KV keys
 //! auth.check_admin(&info)?;                            // root role only
 //! auth.check_authenticated(&info)?;                    // any known user

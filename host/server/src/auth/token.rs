@@ -168,6 +168,12 @@ impl Tokens {
         })
     }
 
+    /// Whether tokens are simple ones, which a member knows only once it
+    /// applied the Authenticate entry that made them.
+    pub fn is_simple(&self) -> bool {
+        self.jwt.is_none()
+    }
+
     /// A fresh simple token for the proposer to put in the Authenticate
     /// entry (empty under JWT, where the token is made after apply).
     pub fn new_simple_token(&self, suffix: u64) -> String {

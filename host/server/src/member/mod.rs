@@ -121,6 +121,21 @@ impl Member {
         &self.auth
     }
 
+    /// Who a client request comes from ([`AuthStore::authorize_request`]).
+    /// A simple token this member does not know yet may come from an
+    /// Authenticate entry it has not applied: after a read barrier it has,
+    /// so the token is checked once more then (etcd waits for the index the
+    /// token names for the same reason).
+    pub async fn authorize<T>(&self, request: &tonic::Request<T>) -> Result<AuthInfo> {
+        match self.auth.authorize_request(request) {
+            Err(Error::InvalidAuthToken) if self.auth.tokens().is_simple() => {
+                self.read_barrier(false).await?;
+                self.auth.authorize_request(request)
+            }
+            other => other,
+        }
+    }
+
     /// A fresh id, unique across the cluster and across restarts.
     pub fn next_id(&self) -> u64 {
         self.ids.next()
