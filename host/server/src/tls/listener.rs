@@ -18,7 +18,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
-use super::verify::common_name;
+use super::common_name::common_name;
 use super::ServerTls;
 use crate::client_identity::ClientIdentity;
 

@@ -5,6 +5,7 @@
 //! certificates that reload when their files change on disk.
 
 mod auto;
+mod common_name;
 mod dialer;
 mod error;
 mod files;
