@@ -201,13 +201,7 @@ impl Cluster {
         Cluster::start_with_peer_scheme(kind, "https", n, extra_args, |_| {})
     }
 
-    fn start_with_peer_scheme(
-        kind: Kind,
-        peer_scheme: &'static str,
-        n: usize,
-        extra_args: &[&str],
-        prepare: impl Fn(&Member),
-    ) -> Cluster {
+    fn start_with_peer_scheme(kind: Kind, peer_scheme: &'static str, n: usize, extra_args: &[&str], prepare: impl Fn(&Member)) -> Cluster {
         let mut cluster = Cluster::unstarted(kind, peer_scheme, n, extra_args);
         for m in &mut cluster.members {
             prepare(m);

@@ -262,12 +262,7 @@ impl Server {
             if TcpStream::connect_timeout(&self.client_addr(), Duration::from_millis(500)).is_ok() {
                 let mut probe: Vec<&str> = self.etcdctl_flags.iter().map(String::as_str).collect();
                 probe.extend(["endpoint", "health", "--dial-timeout=2s", "--command-timeout=3s"]);
-                let out = etcdctl_timeout(
-                    &self.endpoint(),
-                    &probe,
-                    None,
-                    Duration::from_secs(10),
-                );
+                let out = etcdctl_timeout(&self.endpoint(), &probe, None, Duration::from_secs(10));
                 if out.status == Some(0) {
                     return;
                 }

@@ -57,7 +57,11 @@ impl Pki {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let cert = params.self_signed(&key).expect("self-sign CA");
         let ca_file = dir.path().join(format!("{name}-ca.pem"));
         std::fs::write(&ca_file, cert.pem()).expect("write CA");
@@ -197,7 +201,8 @@ pub fn probe(addr: SocketAddr, ca: &Path, client: Option<&CertFiles>) -> Result<
     let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| format!("connect: {e}"))?;
     tcp.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
     let mut tls = rustls::StreamOwned::new(conn, tcp);
-    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").map_err(|e| format!("TLS: {e}"))?;
+    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .map_err(|e| format!("TLS: {e}"))?;
     // An empty SETTINGS frame, so the server answers with its own.
     tls.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).map_err(|e| format!("TLS: {e}"))?;
     let mut first = [0u8; 9];
@@ -205,6 +210,10 @@ pub fn probe(addr: SocketAddr, ca: &Path, client: Option<&CertFiles>) -> Result<
     if n == 0 {
         return Err("connection closed without an answer".to_string());
     }
-    let served = tls.conn.peer_certificates().and_then(|c| c.first()).ok_or("no server certificate")?;
+    let served = tls
+        .conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .ok_or("no server certificate")?;
     Ok(served.to_vec())
 }

@@ -67,7 +67,15 @@ pub async fn start(cfg: &ServerConfig, peer_dialer: PeerDialer) -> anyhow::Resul
     let dumps = database.dump_dir();
     let transport_dialer = peer_dialer.clone();
     let (node, raft_thread) = Node::start(local_id, database.clone(), &voters, log_limits, applier, |handle| {
-        Box::new(Transport::new(local_id, cluster_id, table, transport_activity, handle, dumps, transport_dialer))
+        Box::new(Transport::new(
+            local_id,
+            cluster_id,
+            table,
+            transport_activity,
+            handle,
+            dumps,
+            transport_dialer,
+        ))
     })?;
     tracing::info!(
         name = %cfg.name,
@@ -97,11 +105,7 @@ pub async fn start(cfg: &ServerConfig, peer_dialer: PeerDialer) -> anyhow::Resul
 /// Establishes who this member is: from disk when it has run before, from
 /// the flags for a new cluster, or by asking the running cluster's members
 /// when joining one (`--initial-cluster-state existing`).
-async fn open_membership(
-    cfg: &ServerConfig,
-    database: Arc<Database>,
-    dialer: &PeerDialer,
-) -> anyhow::Result<(Membership, RaftStart)> {
+async fn open_membership(cfg: &ServerConfig, database: Arc<Database>, dialer: &PeerDialer) -> anyhow::Result<(Membership, RaftStart)> {
     let membership = |cluster_id, local_id, table| Membership {
         cluster_id,
         local_id,

@@ -43,7 +43,9 @@ impl PeerDialer {
         let configured = peer.identity.is_some() || peer.trusted_ca_file.is_some();
         let tls = if configured {
             let build = peer.clone();
-            Some(Arc::new(Reloading::new("peer dialer", peer.files(), move || build.client_config())?))
+            Some(Arc::new(Reloading::new("peer dialer", peer.files(), move || {
+                build.client_config()
+            })?))
         } else {
             None
         };
@@ -72,13 +74,7 @@ impl PeerDialer {
             Some(tls) => tls.current(),
             None => Arc::new(self.system_config()?),
         };
-        Ok(Dial::Tls(
-            format!("http://{rest}"),
-            PeerConnector {
-                config,
-                server_name,
-            },
-        ))
+        Ok(Dial::Tls(format!("http://{rest}"), PeerConnector { config, server_name }))
     }
 
     fn system_config(&self) -> Result<ClientConfig, TlsError> {
@@ -116,7 +112,12 @@ impl tower::Service<Uri> for PeerConnector {
     fn call(&mut self, uri: Uri) -> Connecting {
         let (config, server_name) = (self.config.clone(), self.server_name.clone());
         Box::pin(async move {
-            let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_string();
+            let host = uri
+                .host()
+                .unwrap_or_default()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
             let port = uri.port_u16().unwrap_or(443);
             let tcp = TcpStream::connect((host.as_str(), port)).await?;
             tcp.set_nodelay(true)?;

@@ -43,9 +43,7 @@ impl SideConfig {
     /// The files the configurations are read from.
     pub fn files(&self) -> Vec<PathBuf> {
         let identity = self.identity.iter().flat_map(|i| [i.cert_file.clone(), i.key_file.clone()]);
-        identity
-            .chain(files::watched(&[&self.trusted_ca_file, &self.crl_file]))
-            .collect()
+        identity.chain(files::watched(&[&self.trusted_ca_file, &self.crl_file])).collect()
     }
 
     pub fn server_config(&self) -> Result<ServerConfig, TlsError> {
@@ -53,12 +51,13 @@ impl SideConfig {
             .identity
             .as_ref()
             .ok_or_else(|| TlsError::Incomplete("no certificate to serve TLS with".to_string()))?;
-        let builder = ServerConfig::builder_with_provider(self.protocol.provider.clone())
-            .with_protocol_versions(&self.protocol.versions)?;
+        let builder =
+            ServerConfig::builder_with_provider(self.protocol.provider.clone()).with_protocol_versions(&self.protocol.versions)?;
         let builder = if self.client_cert_auth {
-            let ca = self.trusted_ca_file.as_ref().ok_or_else(|| {
-                TlsError::Incomplete("client certificate authentication needs a trusted CA file".to_string())
-            })?;
+            let ca = self
+                .trusted_ca_file
+                .as_ref()
+                .ok_or_else(|| TlsError::Incomplete("client certificate authentication needs a trusted CA file".to_string()))?;
             let roots = Arc::new(files::roots(ca)?);
             let mut verifier = WebPkiClientVerifier::builder_with_provider(roots, self.protocol.provider.clone());
             if let Some(crl) = &self.crl_file {
@@ -92,14 +91,12 @@ impl SideConfig {
     /// CA (or the system's CAs), presenting its own certificate, or under
     /// auto-TLS encrypting without verifying.
     pub fn client_config(&self) -> Result<ClientConfig, TlsError> {
-        let builder = ClientConfig::builder_with_provider(self.protocol.provider.clone())
-            .with_protocol_versions(&self.protocol.versions)?;
+        let builder =
+            ClientConfig::builder_with_provider(self.protocol.provider.clone()).with_protocol_versions(&self.protocol.versions)?;
         let builder = if self.self_signed && self.trusted_ca_file.is_none() {
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyServerCertificate {
-                    provider: self.protocol.provider.clone(),
-                }))
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyServerCertificate {
+                provider: self.protocol.provider.clone(),
+            }))
         } else {
             let roots = match &self.trusted_ca_file {
                 Some(ca) => files::roots(ca)?,

@@ -27,7 +27,10 @@ pub struct AllowedNames {
 
 impl AllowedNames {
     fn allowed(&self, end_entity: &CertificateDer<'_>) -> bool {
-        let cn_ok = self.cn.as_ref().is_some_and(|want| common_name(end_entity).as_deref() == Some(want.as_str()));
+        let cn_ok = self
+            .cn
+            .as_ref()
+            .is_some_and(|want| common_name(end_entity).as_deref() == Some(want.as_str()));
         let host_ok = self.hostname.as_ref().is_some_and(|host| {
             let Ok(name) = ServerName::try_from(host.as_str()) else {
                 return false;
