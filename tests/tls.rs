@@ -30,6 +30,20 @@ fn start_https(kind: Kind, server_flags: &[String], etcdctl: Vec<String>) -> Ser
     Server::start_tls(kind, &strs(server_flags), Some(etcdctl))
 }
 
+/// A CA, a cairn serving clients over TLS with a certificate it signed and
+/// requiring client certificates, and a client certificate ("alice").
+fn mutual_tls_server() -> (Pki, CertFiles, Server) {
+    let pki = Pki::new("ca");
+    let server = pki.issue("server", "server", Validity::Current);
+    let client = pki.issue("client", "alice", Validity::Current);
+    let srv = start_https(
+        Kind::Cairn,
+        &client_tls_flags(pki.ca_file(), &server),
+        etcdctl_flags(pki.ca_file(), Some(&client)),
+    );
+    (pki, client, srv)
+}
+
 fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -124,50 +138,40 @@ fn refused_client_certificates_on_etcd() {
     refusals(Kind::Etcd);
 }
 
+/// An etcd-client session over TLS trusting `ca`, presenting `client` if
+/// given: a put and a get of one key.
+async fn etcd_client_session(endpoint: String, ca: String, client: Option<(String, String)>) -> Result<String, etcd_client::Error> {
+    let mut tls = etcd_client::TlsOptions::new()
+        .ca_certificate(etcd_client::Certificate::from_pem(ca))
+        .domain_name("localhost");
+    if let Some((cert, key)) = client {
+        tls = tls.identity(etcd_client::Identity::from_pem(cert, key));
+    }
+    let opts = etcd_client::ConnectOptions::new()
+        .with_tls(tls)
+        .with_connect_timeout(Duration::from_secs(5))
+        .with_timeout(Duration::from_secs(10));
+    let mut c = etcd_client::Client::connect([endpoint.as_str()], Some(opts)).await?;
+    c.put("crate", "over-tls", None).await?;
+    let got = c.get("crate", None).await?;
+    Ok(got
+        .kvs()
+        .first()
+        .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
+        .unwrap_or_default())
+}
+
 #[test]
 fn etcd_client_crate_with_client_certificate() {
-    let pki = Pki::new("ca");
-    let server = pki.issue("server", "server", Validity::Current);
-    let client = pki.issue("client", "alice", Validity::Current);
-    let srv = start_https(
-        Kind::Cairn,
-        &client_tls_flags(pki.ca_file(), &server),
-        etcdctl_flags(pki.ca_file(), Some(&client)),
-    );
+    let (pki, client, srv) = mutual_tls_server();
     let read = |p: &std::path::Path| std::fs::read_to_string(p).expect("read PEM");
-    let tls = etcd_client::TlsOptions::new()
-        .ca_certificate(etcd_client::Certificate::from_pem(read(pki.ca_file())))
-        .identity(etcd_client::Identity::from_pem(read(&client.cert), read(&client.key)))
-        .domain_name("localhost");
-    let endpoint = srv.endpoint();
-    harness::runtime().block_on(async move {
-        let opts = etcd_client::ConnectOptions::new()
-            .with_tls(tls)
-            .with_connect_timeout(Duration::from_secs(5))
-            .with_timeout(Duration::from_secs(10));
-        let mut c = etcd_client::Client::connect([endpoint.as_str()], Some(opts))
-            .await
-            .expect("connect over TLS");
-        c.put("crate", "over-tls", None).await.expect("put");
-        let got = c.get("crate", None).await.expect("get");
-        assert_eq!(got.kvs()[0].value_str().unwrap(), "over-tls");
-    });
+    let identity = Some((read(&client.cert), read(&client.key)));
+    let rt = harness::runtime();
+    let got = rt.block_on(etcd_client_session(srv.endpoint(), read(pki.ca_file()), identity));
+    assert_eq!(got.expect("put and get over TLS"), "over-tls");
     // Without a client certificate the same client is refused.
-    let tls = etcd_client::TlsOptions::new()
-        .ca_certificate(etcd_client::Certificate::from_pem(read(pki.ca_file())))
-        .domain_name("localhost");
-    let endpoint = srv.endpoint();
-    harness::runtime().block_on(async move {
-        let opts = etcd_client::ConnectOptions::new()
-            .with_tls(tls)
-            .with_connect_timeout(Duration::from_secs(5))
-            .with_timeout(Duration::from_secs(5));
-        let refused = match etcd_client::Client::connect([endpoint.as_str()], Some(opts)).await {
-            Err(e) => Err(e),
-            Ok(mut c) => c.get("crate", None).await.map(|_| ()),
-        };
-        assert!(refused.is_err(), "served a client without a certificate");
-    });
+    let refused = rt.block_on(etcd_client_session(srv.endpoint(), read(pki.ca_file()), None));
+    assert!(refused.is_err(), "served a client without a certificate: {refused:?}");
 }
 
 #[test]
@@ -326,14 +330,7 @@ fn python_etcd3_with_client_certificate() {
         std::path::Path::new(PYTHON_ETCD3_DIR).join("etcd3").is_dir(),
         "Python etcd3 is not installed in {PYTHON_ETCD3_DIR}: run scripts/install-deps.sh"
     );
-    let pki = Pki::new("ca");
-    let server = pki.issue("server", "server", Validity::Current);
-    let client = pki.issue("client", "alice", Validity::Current);
-    let srv = start_https(
-        Kind::Cairn,
-        &client_tls_flags(pki.ca_file(), &server),
-        etcdctl_flags(pki.ca_file(), Some(&client)),
-    );
+    let (pki, client, srv) = mutual_tls_server();
     let script = r#"
 import sys, etcd3
 port, ca, cert, key = sys.argv[1:5]
