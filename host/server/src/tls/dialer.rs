@@ -13,6 +13,7 @@ use std::task::{Context, Poll};
 
 use http::Uri;
 use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
@@ -29,6 +30,8 @@ pub struct PeerDialer {
     /// verified against the system's CAs, presenting no certificate.
     tls: Option<Arc<Reloading<ClientConfig>>>,
     protocol: Option<Protocol>,
+    /// The system-CA configuration, made on first use.
+    system: Arc<Mutex<Option<Arc<ClientConfig>>>>,
 }
 
 /// Where and how to dial one peer URL.
@@ -52,6 +55,7 @@ impl PeerDialer {
         Ok(PeerDialer {
             tls,
             protocol: Some(protocol.clone()),
+            system: Arc::default(),
         })
     }
 
@@ -72,12 +76,16 @@ impl PeerDialer {
             .to_owned();
         let config = match &self.tls {
             Some(tls) => tls.current(),
-            None => Arc::new(self.system_config()?),
+            None => self.system_config()?,
         };
         Ok(Dial::Tls(format!("http://{rest}"), PeerConnector { config, server_name }))
     }
 
-    fn system_config(&self) -> Result<ClientConfig, TlsError> {
+    fn system_config(&self) -> Result<Arc<ClientConfig>, TlsError> {
+        let mut made = self.system.lock();
+        if let Some(config) = made.as_ref() {
+            return Ok(config.clone());
+        }
         let protocol = match &self.protocol {
             Some(p) => p.clone(),
             None => Protocol::from_flags(&[], "", "")?,
@@ -87,6 +95,8 @@ impl PeerDialer {
             .with_root_certificates(super::files::system_roots())
             .with_no_client_auth();
         config.alpn_protocols = vec![b"h2".to_vec()];
+        let config = Arc::new(config);
+        *made = Some(config.clone());
         Ok(config)
     }
 }

@@ -132,3 +132,49 @@ impl ServerCertVerifier for AnyServerCertificate {
         self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::server::WebPkiClientVerifier;
+
+    /// A CA and a certificate it signed for `cn`, valid for `host`.
+    fn signed(cn: &str, host: &str) -> (rustls::RootCertStore, CertificateDer<'static>) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec![host.to_string()]).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let leaf = params.signed_by(&key, &issuer).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca_cert.der().clone()).unwrap();
+        (roots, leaf.der().clone())
+    }
+
+    fn verifies(cn: Option<&str>, hostname: Option<&str>) -> bool {
+        let (roots, leaf) = signed("member-1", "peer.example");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .unwrap();
+        let verifier = AllowedNames {
+            inner,
+            cn: cn.map(str::to_string),
+            hostname: hostname.map(str::to_string),
+        };
+        verifier.verify_client_cert(&leaf, &[], UnixTime::now()).is_ok()
+    }
+
+    #[test]
+    fn allowed_cn_or_hostname() {
+        assert!(verifies(Some("member-1"), None));
+        assert!(!verifies(Some("member-2"), None));
+        assert!(verifies(None, Some("peer.example")));
+        assert!(!verifies(None, Some("other.example")));
+        assert!(verifies(Some("member-2"), Some("peer.example")), "either one suffices");
+    }
+}
