@@ -128,6 +128,10 @@ pub struct ServerConfig {
         value_parser = parse_go_duration
     )]
     pub watch_progress_notify_interval: Duration,
+
+    /// TLS for clients and peers (etcd's security flags).
+    #[command(flatten)]
+    pub tls: crate::tls::TlsFlags,
 }
 
 impl ServerConfig {

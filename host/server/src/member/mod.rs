@@ -75,6 +75,8 @@ pub struct Member {
     leases: Arc<LeaseTable>,
     plugins: Arc<Plugins>,
     auth: Arc<AuthStore>,
+    /// How to reach the other members (TLS for `https://` peer URLs).
+    peer_dialer: crate::tls::PeerDialer,
 }
 
 impl Member {
@@ -95,6 +97,10 @@ impl Member {
     }
 
     /// Connections to the other members, as the peer transport keeps them.
+    pub fn peer_dialer(&self) -> &crate::tls::PeerDialer {
+        &self.peer_dialer
+    }
+
     pub fn activity(&self) -> &PeerActivity {
         &self.activity
     }
