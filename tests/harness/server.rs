@@ -27,6 +27,8 @@ pub const MEMBER_NAME: &str = "cairn-test";
 pub enum Kind {
     /// The reference implementation: a real etcd 3.4 binary.
     Etcd,
+    /// The second reference: the official etcd 3.5.1 binary.
+    Etcd35,
     /// The system under test.
     Cairn,
 }
@@ -35,6 +37,7 @@ impl Kind {
     pub(crate) fn binary(self) -> PathBuf {
         match self {
             Kind::Etcd => crate::require_etcd(),
+            Kind::Etcd35 => crate::etcd35_bin(),
             Kind::Cairn => crate::cairn_bin(),
         }
     }
@@ -53,6 +56,8 @@ pub struct Server {
     child: Option<Child>,
     /// Number of times the process has been launched (1 after `start`).
     launches: u32,
+    /// `user:password` the readiness probe logs in with, once auth is on.
+    probe_user: Option<String>,
 }
 
 /// Ports handed out by this process, never handed out twice so that
@@ -95,6 +100,7 @@ impl Server {
         let dir = tempfile::Builder::new()
             .prefix(match kind {
                 Kind::Etcd => "cairn-test-etcd-",
+                Kind::Etcd35 => "cairn-test-etcd35-",
                 Kind::Cairn => "cairn-test-cairn-",
             })
             .tempdir()
@@ -109,9 +115,16 @@ impl Server {
             dir,
             child: None,
             launches: 0,
+            probe_user: None,
         };
         s.launch();
         s
+    }
+
+    /// Makes the readiness probe log in as `user:password` (needed once auth
+    /// is enabled: etcd refuses an anonymous health check then).
+    pub fn set_probe_user(&mut self, user: Option<&str>) {
+        self.probe_user = user.map(str::to_string);
     }
 
     /// Which implementation this is.
@@ -242,12 +255,10 @@ impl Server {
                 panic!("{:?} server exited during startup with {st}\n{}", self.kind, self.log_tail(60));
             }
             if TcpStream::connect_timeout(&self.client_addr(), Duration::from_millis(500)).is_ok() {
-                let out = etcdctl_timeout(
-                    &self.endpoint(),
-                    &["endpoint", "health", "--dial-timeout=2s", "--command-timeout=3s"],
-                    None,
-                    Duration::from_secs(10),
-                );
+                let user = self.probe_user.as_ref().map(|u| format!("--user={u}"));
+                let mut probe = vec!["endpoint", "health", "--dial-timeout=2s", "--command-timeout=3s"];
+                probe.extend(user.as_deref());
+                let out = etcdctl_timeout(&self.endpoint(), &probe, None, Duration::from_secs(10));
                 if out.status == Some(0) {
                     return;
                 }
