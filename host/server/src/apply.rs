@@ -11,7 +11,7 @@ mod chain;
 #[cfg(test)]
 mod tests;
 
-pub use chain::{MvccApplier, PluginChecks, WriteApplier};
+pub use chain::{AuthChecks, MvccApplier, PluginChecks, WriteApplier};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,12 +21,13 @@ use prost::Message;
 use rocksdb::WriteBatch;
 use tokio::sync::oneshot;
 
+use crate::auth::{AuthApplied, AuthOptions, AuthStore};
 use crate::error::{Error, Result};
 use crate::lease::LeaseTable;
 use crate::membership::MemberTable;
 use crate::mvcc::{KeyRange, MvccStore, WriteTxn};
 use crate::plugin::Plugins;
-use crate::proto::cairnpb::{raft_request::Request, PluginInfo, RaftRequest};
+use crate::proto::cairnpb::{raft_request::Request, Caller, PluginInfo, RaftRequest};
 use crate::proto::etcdserverpb::{
     CompactionResponse, DeleteRangeResponse, LeaseCheckpointResponse, LeaseGrantResponse, LeaseRevokeResponse, PutResponse, ResponseHeader,
     TxnResponse,
@@ -51,6 +52,7 @@ pub enum Applied {
     PluginRemove,
     /// A membership record was applied.
     Members,
+    Auth(AuthApplied),
 }
 
 pub type ApplyResult = Result<Applied>;
@@ -88,6 +90,7 @@ pub struct Applier {
     leases: Arc<LeaseTable>,
     members: Option<Arc<MemberTable>>,
     plugins: Arc<Plugins>,
+    auth: Arc<AuthStore>,
     writes: Box<dyn WriteApplier>,
 }
 
@@ -97,7 +100,8 @@ impl Applier {
         let watch_hub = WatchHub::new(store.current_revision());
         let leases = Arc::new(LeaseTable::open(&engine, &store)?);
         let plugins = Plugins::open(&engine)?;
-        let writes = chain::writes(plugins.clone(), store.clone());
+        let auth = Arc::new(AuthStore::open(&engine, &AuthOptions::default()).map_err(|e| Error::Corrupt(format!("auth: {e:#}")))?);
+        let writes = chain::writes(auth.clone(), leases.clone(), plugins.clone(), store.clone());
         Ok(Applier {
             engine,
             store,
@@ -107,8 +111,22 @@ impl Applier {
             leases,
             members: None,
             plugins,
+            auth,
             writes,
         })
+    }
+
+    /// Uses `auth` (opened with this member's token settings) as the auth
+    /// store apply keeps current.
+    pub fn with_auth(mut self, auth: Arc<AuthStore>) -> Self {
+        self.writes = chain::writes(auth.clone(), self.leases.clone(), self.plugins.clone(), self.store.clone());
+        self.auth = auth;
+        self
+    }
+
+    /// The member's auth store, kept current by apply.
+    pub fn auth(&self) -> Arc<AuthStore> {
+        self.auth.clone()
     }
 
     /// The member's lease table, kept current by apply.
@@ -143,14 +161,17 @@ impl Applier {
         self
     }
 
-    fn execute(&self, index: u64, request: &Request) -> ApplyResult {
+    /// Applies `request`; `caller` is who the entry says asked (`None`: the
+    /// cluster itself).
+    fn execute(&self, index: u64, request: &Request, caller: Option<&Caller>) -> ApplyResult {
         let cf = self.engine.cf(CF_META);
         let mark_applied = |batch: &mut WriteBatch| batch.put_cf(cf, META_APPLIED_INDEX, index.to_be_bytes());
         match request {
-            Request::Put(r) => self.write(Write::Put(r), mark_applied),
-            Request::DeleteRange(r) => self.write(Write::DeleteRange(r), mark_applied),
-            Request::Txn(r) => self.write(Write::Txn(r), mark_applied),
+            Request::Put(r) => self.write(Write::Put(r), caller, mark_applied),
+            Request::DeleteRange(r) => self.write(Write::DeleteRange(r), caller, mark_applied),
+            Request::Txn(r) => self.write(Write::Txn(r), caller, mark_applied),
             Request::Compaction(r) => {
+                self.auth.check_applied_admin(caller)?;
                 self.store.compact(r.revision, mark_applied)?;
                 Ok(Applied::Compaction(CompactionResponse {
                     header: Some(ResponseHeader {
@@ -172,6 +193,7 @@ impl Applier {
                 }))
             }
             Request::LeaseRevoke(r) => {
+                self.auth.check_lease_keys(caller, r.id, &self.leases)?;
                 // All attached keys go in one revision, with the lease.
                 let keys = self.leases.keys_of(r.id)?;
                 let mut txn = self.store.write_txn();
@@ -217,14 +239,30 @@ impl Applier {
                 }
                 Ok(Applied::Members)
             }
+            Request::AuthEnable(_)
+            | Request::AuthDisable(_)
+            | Request::Authenticate(_)
+            | Request::AuthUserAdd(_)
+            | Request::AuthUserGet(_)
+            | Request::AuthUserList(_)
+            | Request::AuthUserDelete(_)
+            | Request::AuthUserChangePassword(_)
+            | Request::AuthUserGrantRole(_)
+            | Request::AuthUserRevokeRole(_)
+            | Request::AuthRoleAdd(_)
+            | Request::AuthRoleGet(_)
+            | Request::AuthRoleList(_)
+            | Request::AuthRoleDelete(_)
+            | Request::AuthRoleGrantPermission(_)
+            | Request::AuthRoleRevokePermission(_) => Ok(Applied::Auth(self.auth.apply(&self.engine, request, caller, mark_applied)?)),
         }
     }
 
     /// Plans a KV write on the state before it and runs it through the chain.
-    fn write(&self, request: Write<'_>, mark_applied: impl FnOnce(&mut WriteBatch)) -> ApplyResult {
+    fn write(&self, request: Write<'_>, caller: Option<&Caller>, mark_applied: impl FnOnce(&mut WriteBatch)) -> ApplyResult {
         let mut txn = self.store.write_txn();
         let plan = WritePlan::new(&txn, request, &*self.leases)?;
-        let response = self.writes.apply(&plan, &mut txn)?;
+        let response = self.writes.apply(&plan, caller, &mut txn)?;
         self.commit(txn, mark_applied)?;
         Ok(match response {
             WriteResponse::Put(r) => Applied::Put(r),
@@ -266,7 +304,7 @@ impl StateMachine for Applier {
             }
         };
         let result = match &request.request {
-            Some(r) => self.execute(index, r),
+            Some(r) => self.execute(index, r, request.caller.as_ref()),
             None => Err(Error::InvalidRequest("empty raft request".into())),
         };
         let result = match result {
@@ -312,6 +350,7 @@ impl StateMachine for Applier {
         // State kept beside MVCC must follow the snapshot too.
         self.leases.reload(&self.engine, &self.store)?;
         self.plugins.reload(&self.engine)?;
+        self.auth.reload(&self.engine)?;
         self.watch_hub.restored(self.store.current_revision());
         self.persist_applied(index)?;
         self.applied_index = index;

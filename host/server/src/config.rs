@@ -101,6 +101,20 @@ pub struct ServerConfig {
     #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
     pub max_txn_ops: usize,
 
+    /// Auth tokens: "simple", or
+    /// "jwt,pub-key=PATH,priv-key=PATH,sign-method=RS256,ttl=5m".
+    #[arg(long, env = "ETCD_AUTH_TOKEN", default_value = "simple", value_parser = crate::auth::TokenKind::parse)]
+    pub auth_token: crate::auth::TokenKind,
+
+    /// Seconds a simple token lives after its last use.
+    #[arg(long, env = "ETCD_AUTH_TOKEN_TTL", default_value_t = 300)]
+    pub auth_token_ttl: u64,
+
+    /// Cost of the bcrypt hashes of new passwords (4 to 31).
+    #[arg(long, env = "ETCD_BCRYPT_COST", default_value_t = crate::auth::DEFAULT_BCRYPT_COST,
+          value_parser = clap::value_parser!(u32).range(4..=31))]
+    pub bcrypt_cost: u32,
+
     /// Largest plugin component (bytes) this member accepts for install.
     #[arg(long, env = "CAIRN_MAX_PLUGIN_BYTES", default_value_t = crate::plugin::registry::DEFAULT_MAX_PLUGIN_BYTES)]
     pub max_plugin_bytes: usize,

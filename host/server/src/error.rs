@@ -83,6 +83,45 @@ pub enum Error {
     PluginEngine(String),
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    #[error("root user does not exist")]
+    AuthRootUserNotExist,
+    #[error("root user does not have root role")]
+    AuthRootRoleNotExist,
+    #[error("user name already exists")]
+    AuthUserAlreadyExist,
+    #[error("user name is empty")]
+    AuthUserEmpty,
+    #[error("user name not found")]
+    AuthUserNotFound,
+    #[error("role name already exists")]
+    AuthRoleAlreadyExist,
+    #[error("role name not found")]
+    AuthRoleNotFound,
+    #[error("role name is empty")]
+    AuthRoleEmpty,
+    #[error("authentication failed, invalid user ID or password")]
+    AuthFailed,
+    #[error("permission not given")]
+    AuthPermissionNotGiven,
+    #[error("permission denied")]
+    PermissionDenied,
+    #[error("role is not granted to the user")]
+    AuthRoleNotGranted,
+    #[error("permission is not granted to the role")]
+    AuthPermissionNotGranted,
+    #[error("authentication is not enabled")]
+    AuthNotEnabled,
+    #[error("invalid auth management")]
+    AuthInvalidMgmt,
+    #[error("revision of auth store is old")]
+    AuthOldRevision,
+    /// The token names no live session on this member (expired, revoked,
+    /// or signed by another key).
+    #[error("invalid auth token")]
+    InvalidAuthToken,
+    /// Hashing a password or signing a token failed on this member.
+    #[error("auth: {0}")]
+    AuthInternal(String),
     /// Apply answered a proposal with a result of another kind.
     #[error("unexpected apply result for {0}")]
     UnexpectedApplied(&'static str),
@@ -135,7 +174,23 @@ impl Error {
             | Error::PluginRejectedKey { .. }
             | Error::PluginInvalid(_)
             | Error::PluginNotFound(_)
-            | Error::InvalidRequest(_) => true,
+            | Error::InvalidRequest(_)
+            | Error::AuthRootUserNotExist
+            | Error::AuthRootRoleNotExist
+            | Error::AuthUserAlreadyExist
+            | Error::AuthUserEmpty
+            | Error::AuthUserNotFound
+            | Error::AuthRoleAlreadyExist
+            | Error::AuthRoleNotFound
+            | Error::AuthRoleEmpty
+            | Error::AuthFailed
+            | Error::AuthPermissionNotGiven
+            | Error::PermissionDenied
+            | Error::AuthRoleNotGranted
+            | Error::AuthPermissionNotGranted
+            | Error::AuthNotEnabled
+            | Error::AuthInvalidMgmt
+            | Error::AuthOldRevision => true,
             // This member's view of the cluster, its clock or its health.
             Error::NoLeader
             | Error::Timeout
@@ -147,7 +202,9 @@ impl Error {
             | Error::Unhealthy
             | Error::BadLeaderTransferee
             | Error::LeaderTransferTimeout
-            | Error::MemberRemoved => false,
+            | Error::MemberRemoved
+            // Tokens live in each member's memory, with its own clock.
+            | Error::InvalidAuthToken => false,
             // This member's disk, process or plugin engine, or a bug: neither
             // is the same on every member.
             Error::PluginEngine(_)
@@ -156,6 +213,7 @@ impl Error {
             | Error::Raft(_)
             | Error::Io(_)
             | Error::UnexpectedApplied(_)
+            | Error::AuthInternal(_)
             | Error::TaskFailed(_) => false,
         }
     }

@@ -14,6 +14,7 @@
 
 pub mod api;
 pub mod apply;
+pub mod auth;
 pub mod authority_repair;
 pub mod backup;
 pub mod client_identity;

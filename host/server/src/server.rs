@@ -103,7 +103,7 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
                 api::WatchService::new(member.clone()).with_progress_notify_interval(cfg.watch_progress_notify_interval),
             ))
             .add_service(LeaseServer::new(api::LeaseService::new(member.clone())))
-            .add_service(AuthServer::new(api::AuthService))
+            .add_service(AuthServer::new(api::AuthService::new(member.clone())))
             .add_service(LockServer::new(api::LockService::new(member.clone())))
             .add_service(ElectionServer::new(api::ElectionService::new(member.clone())))
             .add_service(

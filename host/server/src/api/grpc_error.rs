@@ -50,6 +50,27 @@ impl From<Error> for Status {
             Error::PluginInvalid(_) => (Code::InvalidArgument, format!("cairn: {e}")),
             Error::PluginNotFound(_) => (Code::NotFound, format!("cairn: {e}")),
             Error::PluginEngine(_) => (Code::Internal, format!("cairn: {e}")),
+            Error::AuthUserEmpty
+            | Error::AuthRoleEmpty
+            | Error::AuthFailed
+            | Error::AuthPermissionNotGiven
+            | Error::AuthInvalidMgmt
+            | Error::AuthOldRevision => (Code::InvalidArgument, format!("etcdserver: {e}")),
+            Error::AuthRootUserNotExist
+            | Error::AuthRootRoleNotExist
+            | Error::AuthUserAlreadyExist
+            | Error::AuthUserNotFound
+            | Error::AuthRoleAlreadyExist
+            | Error::AuthRoleNotFound
+            | Error::AuthRoleNotGranted
+            | Error::AuthPermissionNotGranted
+            | Error::AuthNotEnabled => (Code::FailedPrecondition, format!("etcdserver: {e}")),
+            Error::PermissionDenied => (Code::PermissionDenied, format!("etcdserver: {e}")),
+            Error::InvalidAuthToken => (Code::Unauthenticated, format!("etcdserver: {e}")),
+            Error::AuthInternal(_) => {
+                tracing::error!(error = %e, "auth failed on this member");
+                (Code::Internal, format!("etcdserver: {e}"))
+            }
             Error::InvalidRequest(msg) => (Code::InvalidArgument, format!("etcdserver: {msg}")),
             Error::UnexpectedApplied(_) | Error::TaskFailed(_) => {
                 tracing::error!(error = %e, "internal error serving request");

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use crate::auth::{AuthInfo, AuthStore, Perm};
 use crate::error::Error;
 use crate::member::Member;
 use crate::proto::cairnpb::raft_request::Request as Proposal;
@@ -25,6 +26,16 @@ impl KvService {
     }
 }
 
+/// A read checked against the auth state must not answer if that state
+/// changed while it ran (etcd's `doSerialize`): the client authenticates
+/// again and retries.
+fn unchanged_since(auth: &AuthStore, caller: &AuthInfo) -> Result<(), Error> {
+    if caller.revision != 0 && caller.revision != auth.revision() {
+        return Err(Error::AuthOldRevision);
+    }
+    Ok(())
+}
+
 /// A txn is served without Raft only when it cannot write, and locally only
 /// when every range in it asks for serializable reads.
 fn is_serializable(t: &TxnRequest) -> bool {
@@ -38,55 +49,66 @@ fn is_serializable(t: &TxnRequest) -> bool {
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        let caller = self.member.auth().authorize_request(&request)?;
         let r = request.into_inner();
         if !r.serializable && self.member.membership().is_local_learner() {
             return Err(Error::NotSupportedForLearner.into());
         }
         txn::validate_range(&r)?;
         self.member.read_barrier(r.serializable).await?;
+        let auth = self.member.auth();
+        auth.check_range(&caller, &r.key, &r.range_end, Perm::Read)?;
         // A range that may return many keys is read off the async workers.
         let large = txn::may_read_many(&r);
         let mut resp = self.member.read(large, move |store| txn::range(&store.read_view(), &r)).await?;
+        unchanged_since(auth, &caller)?;
         self.member.fill(&mut resp.header);
         Ok(Response::new(resp))
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let caller = self.member.auth().authorize_request(&request)?;
         let r = request.into_inner();
         txn::validate_put(&r)?;
-        let resp: PutResponse = self.member.propose(Proposal::Put(r)).await?;
+        let resp: PutResponse = self.member.propose_as(&caller, Proposal::Put(r)).await?;
         Ok(Response::new(resp))
     }
 
     async fn delete_range(&self, request: Request<DeleteRangeRequest>) -> Result<Response<DeleteRangeResponse>, Status> {
+        let caller = self.member.auth().authorize_request(&request)?;
         let r = request.into_inner();
         txn::validate_delete_range(&r)?;
-        let resp: DeleteRangeResponse = self.member.propose(Proposal::DeleteRange(r)).await?;
+        let resp: DeleteRangeResponse = self.member.propose_as(&caller, Proposal::DeleteRange(r)).await?;
         Ok(Response::new(resp))
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let caller = self.member.auth().authorize_request(&request)?;
         let r = request.into_inner();
         txn::validate_txn(&r, self.member.limits().max_txn_ops)?;
         if txn::is_read_only(&r) {
             self.member.read_barrier(is_serializable(&r)).await?;
+            let auth = self.member.auth();
             let leases = self.member.leases().clone();
+            auth.check_txn(&caller, &r, &leases)?;
             let large = txn::txn_may_read_many(&r);
             let mut resp = self
                 .member
                 .read(large, move |store| txn::txn(TxnTarget::Read(&store.read_view()), &r, &*leases))
                 .await?;
+            unchanged_since(auth, &caller)?;
             self.member.fill(&mut resp.header);
             return Ok(Response::new(resp));
         }
-        let resp: TxnResponse = self.member.propose(Proposal::Txn(r)).await?;
+        let resp: TxnResponse = self.member.propose_as(&caller, Proposal::Txn(r)).await?;
         Ok(Response::new(resp))
     }
 
     async fn compact(&self, request: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
+        let caller = self.member.auth().authorize_request(&request)?;
         let r = request.into_inner();
         // Compaction finishes during apply, so `physical` needs no extra wait.
-        let resp: CompactionResponse = self.member.propose(Proposal::Compaction(r)).await?;
+        let resp: CompactionResponse = self.member.propose_as(&caller, Proposal::Compaction(r)).await?;
         Ok(Response::new(resp))
     }
 }

@@ -28,6 +28,8 @@ impl PluginService {
 #[tonic::async_trait]
 impl Plugins for PluginService {
     async fn install(&self, request: Request<PluginInstallRequest>) -> Result<Response<PluginInstallResponse>, Status> {
+        let caller = self.member.auth().authorize_request(&request)?;
+        self.member.auth().check_admin(&caller)?;
         let binding = request
             .into_inner()
             .plugin
@@ -38,7 +40,7 @@ impl Plugins for PluginService {
         let binding = member::run_blocking(move || plugins.check_install(&binding, limits.max_plugin_bytes).map(|()| binding)).await?;
         let info: PluginInfo = self
             .member
-            .propose_within(Proposal::PluginInstall(binding), limits.max_plugin_proposal_bytes())
+            .propose_within(&caller, Proposal::PluginInstall(binding), limits.max_plugin_proposal_bytes())
             .await?;
         Ok(Response::new(PluginInstallResponse {
             header: Some(self.member.current_header()),
@@ -47,8 +49,10 @@ impl Plugins for PluginService {
     }
 
     async fn remove(&self, request: Request<PluginRemoveRequest>) -> Result<Response<PluginRemoveResponse>, Status> {
+        let caller = self.member.auth().authorize_request(&request)?;
+        self.member.auth().check_admin(&caller)?;
         let r = request.into_inner();
-        let PluginRemoved = self.member.propose(Proposal::PluginRemove(r)).await?;
+        let PluginRemoved = self.member.propose_as(&caller, Proposal::PluginRemove(r)).await?;
         Ok(Response::new(PluginRemoveResponse {
             header: Some(self.member.current_header()),
         }))

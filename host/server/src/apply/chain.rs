@@ -1,27 +1,47 @@
 //! The applier chain for KV writes, after etcd's: the MVCC applier at the
 //! bottom executes a [`WritePlan`]; cross-cutting checks wrap it and may
 //! refuse the plan first. Adding a check (auth, quota) is one more wrapper
-//! in [`writes`].
+//! in [`writes`]: auth first, then plugins, then MVCC.
 
 use std::sync::Arc;
 
+use crate::auth::AuthStore;
 use crate::error::Result;
+use crate::lease::LeaseTable;
 use crate::mvcc::{MvccStore, WriteTxn};
 use crate::plugin::Plugins;
+use crate::proto::cairnpb::Caller;
 use crate::txn::{self, WritePlan, WriteResponse};
 
 /// One link of the chain. `txn` is still at `plan.revision`; an `Err` leaves
-/// it to be dropped, so a refused write changes nothing.
+/// it to be dropped, so a refused write changes nothing. `caller` is who the
+/// entry says made the request (`None`: the cluster itself).
 pub trait WriteApplier: Send + Sync {
-    fn apply(&self, plan: &WritePlan<'_>, txn: &mut WriteTxn<'_>) -> Result<WriteResponse>;
+    fn apply(&self, plan: &WritePlan<'_>, caller: Option<&Caller>, txn: &mut WriteTxn<'_>) -> Result<WriteResponse>;
 }
 
 /// Executes the plan against MVCC.
 pub struct MvccApplier;
 
 impl WriteApplier for MvccApplier {
-    fn apply(&self, plan: &WritePlan<'_>, txn: &mut WriteTxn<'_>) -> Result<WriteResponse> {
+    fn apply(&self, plan: &WritePlan<'_>, _caller: Option<&Caller>, txn: &mut WriteTxn<'_>) -> Result<WriteResponse> {
         txn::execute(txn, plan)
+    }
+}
+
+/// Refuses a write whose caller may not touch every key it names, or was
+/// authenticated at an older auth revision than the state's, as etcd's
+/// auth applier does.
+pub struct AuthChecks<A> {
+    auth: Arc<AuthStore>,
+    leases: Arc<LeaseTable>,
+    inner: A,
+}
+
+impl<A: WriteApplier> WriteApplier for AuthChecks<A> {
+    fn apply(&self, plan: &WritePlan<'_>, caller: Option<&Caller>, txn: &mut WriteTxn<'_>) -> Result<WriteResponse> {
+        self.auth.check_applied_write(caller, plan.request, &self.leases)?;
+        self.inner.apply(plan, caller, txn)
     }
 }
 
@@ -33,17 +53,21 @@ pub struct PluginChecks<A> {
 }
 
 impl<A: WriteApplier> WriteApplier for PluginChecks<A> {
-    fn apply(&self, plan: &WritePlan<'_>, txn: &mut WriteTxn<'_>) -> Result<WriteResponse> {
-        self.plugins.admit(plan, &self.store)?;
-        self.inner.apply(plan, txn)
+    fn apply(&self, plan: &WritePlan<'_>, caller: Option<&Caller>, txn: &mut WriteTxn<'_>) -> Result<WriteResponse> {
+        self.plugins.admit(plan, caller.map_or("", |c| c.user.as_str()), &self.store)?;
+        self.inner.apply(plan, caller, txn)
     }
 }
 
 /// The chain every applied KV write goes through.
-pub fn writes(plugins: Arc<Plugins>, store: Arc<MvccStore>) -> Box<dyn WriteApplier> {
-    Box::new(PluginChecks {
-        plugins,
-        store,
-        inner: MvccApplier,
+pub fn writes(auth: Arc<AuthStore>, leases: Arc<LeaseTable>, plugins: Arc<Plugins>, store: Arc<MvccStore>) -> Box<dyn WriteApplier> {
+    Box::new(AuthChecks {
+        auth,
+        leases,
+        inner: PluginChecks {
+            plugins,
+            store,
+            inner: MvccApplier,
+        },
     })
 }

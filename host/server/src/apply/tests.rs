@@ -53,6 +53,7 @@ impl Member {
         let data = RaftRequest {
             id,
             request: Some(request),
+            caller: None,
         }
         .encode_to_vec();
         self.applier.apply(index, &data).expect("apply");
@@ -211,7 +212,12 @@ fn the_applied_index_is_persisted_with_its_change_and_refusals_move_it() {
     });
     assert!(matches!(m.apply(3, future_compaction), Err(Error::FutureRev)));
     // An entry without a request and an empty entry are applied too.
-    let empty = RaftRequest { id: 1, request: None }.encode_to_vec();
+    let empty = RaftRequest {
+        id: 1,
+        request: None,
+        caller: None,
+    }
+    .encode_to_vec();
     m.applier.apply(4, &empty).expect("apply");
     m.applier.apply(5, &[]).expect("apply");
     m.applier
@@ -253,6 +259,7 @@ fn a_failed_read_stops_the_member_instead_of_choosing_a_branch() {
     let data = RaftRequest {
         id,
         request: Some(Request::Txn(txn)),
+        caller: None,
     }
     .encode_to_vec();
     let err = m.applier.apply(2, &data).expect_err("the member must stop");

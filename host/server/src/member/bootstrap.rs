@@ -10,6 +10,7 @@ use anyhow::Context;
 
 use super::{IdGenerator, Limits, Member, MembersApplied};
 use crate::apply::{Applier, Waiters};
+use crate::auth::{AuthOptions, AuthStore};
 use crate::config::{ClusterState, ServerConfig};
 use crate::membership::{self, InitialCluster, MemberTable, Membership};
 use crate::mvcc::MvccStore;
@@ -48,7 +49,15 @@ pub async fn start(cfg: &ServerConfig) -> anyhow::Result<Started> {
     crate::failpoint::crash_point("after-identity-persisted");
     let store = Arc::new(MvccStore::open(database.clone())?);
     let waiters = Arc::new(Waiters::default());
-    let applier = Applier::new(database.clone(), store.clone(), waiters.clone())?.with_members(membership.table.clone());
+    let auth_options = AuthOptions {
+        token: cfg.auth_token.clone(),
+        token_ttl: Duration::from_secs(cfg.auth_token_ttl),
+        bcrypt_cost: cfg.bcrypt_cost,
+    };
+    let auth = Arc::new(AuthStore::open(&database, &auth_options).context("setting up auth")?);
+    let applier = Applier::new(database.clone(), store.clone(), waiters.clone())?
+        .with_members(membership.table.clone())
+        .with_auth(auth.clone());
     let watch_hub = applier.watch_hub();
     let leases = applier.leases();
     let plugins = applier.plugins();
@@ -87,6 +96,7 @@ pub async fn start(cfg: &ServerConfig) -> anyhow::Result<Started> {
         watch_hub,
         leases,
         plugins,
+        auth,
     });
     Ok(Started { member, raft_thread })
 }

@@ -19,13 +19,14 @@ use prost::Message;
 use raft::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2};
 
 use crate::apply::Waiters;
+use crate::auth::{AuthInfo, AuthStore};
 use crate::error::{Error, Result};
 use crate::lease::LeaseTable;
 use crate::membership::Membership;
 use crate::mvcc::MvccStore;
 use crate::peer::PeerActivity;
 use crate::plugin::Plugins;
-use crate::proto::cairnpb::{raft_request::Request, MemberChange, RaftRequest};
+use crate::proto::cairnpb::{raft_request::Request, Caller, MemberChange, RaftRequest};
 use crate::proto::etcdserverpb::{self, ResponseHeader};
 use crate::raft::NodeHandle;
 use crate::storage::Database;
@@ -73,6 +74,7 @@ pub struct Member {
     watch_hub: Arc<WatchHub>,
     leases: Arc<LeaseTable>,
     plugins: Arc<Plugins>,
+    auth: Arc<AuthStore>,
 }
 
 impl Member {
@@ -113,6 +115,12 @@ impl Member {
         &self.plugins
     }
 
+    /// Users, roles and tokens: who a request comes from and what it may
+    /// do (see [`crate::auth`]).
+    pub fn auth(&self) -> &Arc<AuthStore> {
+        &self.auth
+    }
+
     /// A fresh id, unique across the cluster and across restarts.
     pub fn next_id(&self) -> u64 {
         self.ids.next()
@@ -151,17 +159,33 @@ impl Member {
     /// Replicates a request through Raft, waits for this member to apply
     /// it, and returns its result as the type the caller expects, with the
     /// header (if it has one) filled in.
+    ///
+    /// The entry carries no caller: it is the cluster's own request (lease
+    /// expiry, member attributes), which apply does not check. A client's
+    /// request goes through [`Member::propose_as`].
     pub async fn propose<R: FromApplied>(&self, request: Request) -> Result<R> {
-        self.propose_within(request, self.limits.max_request_bytes).await
+        self.propose_entry(request, None, self.limits.max_request_bytes).await
     }
 
-    /// Like [`Member::propose`], for requests with a size limit of their own
-    /// (plugin components).
-    pub async fn propose_within<R: FromApplied>(&self, request: Request, max_bytes: usize) -> Result<R> {
+    /// Like [`Member::propose`], for a client's request: the entry carries
+    /// `caller`, whose permissions apply checks (when auth is on).
+    pub async fn propose_as<R: FromApplied>(&self, caller: &AuthInfo, request: Request) -> Result<R> {
+        self.propose_entry(request, Some(caller.as_caller()), self.limits.max_request_bytes)
+            .await
+    }
+
+    /// Like [`Member::propose_as`], for requests with a size limit of their
+    /// own (plugin components).
+    pub async fn propose_within<R: FromApplied>(&self, caller: &AuthInfo, request: Request, max_bytes: usize) -> Result<R> {
+        self.propose_entry(request, Some(caller.as_caller()), max_bytes).await
+    }
+
+    async fn propose_entry<R: FromApplied>(&self, request: Request, caller: Option<Caller>, max_bytes: usize) -> Result<R> {
         let id = self.ids.next();
         let data = RaftRequest {
             id,
             request: Some(request),
+            caller,
         }
         .encode_to_vec();
         if data.len() > max_bytes {

@@ -4,6 +4,7 @@
 //! call site.
 
 use crate::apply::Applied;
+use crate::auth::AuthApplied;
 use crate::proto::cairnpb::PluginInfo;
 use crate::proto::etcdserverpb::{
     CompactionResponse, DeleteRangeResponse, LeaseCheckpointResponse, LeaseGrantResponse, LeaseRevokeResponse, PutResponse, ResponseHeader,
@@ -86,6 +87,17 @@ impl FromApplied for MembersApplied {
 
     fn from_applied(applied: Applied) -> Option<Self> {
         matches!(applied, Applied::Members).then_some(MembersApplied)
+    }
+}
+
+impl FromApplied for AuthApplied {
+    const WHAT: &'static str = "auth";
+
+    fn from_applied(applied: Applied) -> Option<Self> {
+        match applied {
+            Applied::Auth(a) => Some(a),
+            _ => None,
+        }
     }
 }
 

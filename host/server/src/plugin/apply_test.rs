@@ -21,6 +21,7 @@ fn entry(id: u64, request: Request) -> Vec<u8> {
     RaftRequest {
         id,
         request: Some(request),
+        caller: None,
     }
     .encode_to_vec()
 }

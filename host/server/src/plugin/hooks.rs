@@ -202,8 +202,9 @@ impl Plugins {
     /// Runs the admission and validate bindings that `plan` touches,
     /// against the store at the plan's revision. `Err` is the denial the
     /// client receives, or a failed store read; the caller then changes
-    /// nothing.
-    pub fn admit(&self, plan: &WritePlan<'_>, store: &Arc<MvccStore>) -> Result<()> {
+    /// nothing. `user` is the authenticated caller the entry carries
+    /// (empty when auth is off), which admission plugins see.
+    pub fn admit(&self, plan: &WritePlan<'_>, user: &str, store: &Arc<MvccStore>) -> Result<()> {
         let registry = self.current();
         if registry.of(Hook::Admission).next().is_none() && registry.of(Hook::Validate).next().is_none() {
             return Ok(());
@@ -214,7 +215,7 @@ impl Plugins {
             rev: plan.revision,
             failed: Mutex::new(None),
         });
-        let admitted = self.run_admission(&registry, &flat, plan.revision, &state);
+        let admitted = self.run_admission(&registry, &flat, plan.revision, user, &state);
         // A read that failed may have changed the verdict: it wins.
         state.check()?;
         admitted?;
@@ -223,7 +224,7 @@ impl Plugins {
         validated
     }
 
-    fn run_admission(&self, registry: &Registry, flat: &Flattened, revision: i64, state: &Arc<StoreState>) -> Result<()> {
+    fn run_admission(&self, registry: &Registry, flat: &Flattened, revision: i64, user: &str, state: &Arc<StoreState>) -> Result<()> {
         let mut request: Option<WriteRequest> = None;
         for bound in registry.of(Hook::Admission) {
             if !flat.mutations.iter().any(|m| touches(&bound.range, m)) {
@@ -232,7 +233,7 @@ impl Plugins {
             let request = request.get_or_insert_with(|| WriteRequest {
                 kind: flat.kind,
                 mutations: flat.mutations.clone(),
-                identity: Identity { user: String::new() },
+                identity: Identity { user: user.to_string() },
                 revision,
             });
             let refusal = self.enforced_denial(bound, |runtime, c| {

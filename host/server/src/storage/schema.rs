@@ -42,6 +42,14 @@ pub const META_FINISHED_COMPACT: &[u8] = b"mvcc/finished_compact_rev";
 pub const META_LEASE_PREFIX: &[u8] = b"lease/";
 /// Plugin bindings: prefix, then the binding's name.
 pub const META_PLUGIN_BINDING_PREFIX: &[u8] = b"plugin/binding/";
+/// Auth users (`authpb.User`): prefix, then the user name.
+pub const META_AUTH_USER_PREFIX: &[u8] = b"auth/user/";
+/// Auth roles (`authpb.Role`): prefix, then the role name.
+pub const META_AUTH_ROLE_PREFIX: &[u8] = b"auth/role/";
+/// Whether auth is enabled (one byte, 1 when it is).
+pub const META_AUTH_ENABLED: &[u8] = b"auth/enabled";
+/// The auth store's revision.
+pub const META_AUTH_REVISION: &[u8] = b"auth/revision";
 
 /// Where a record goes when the state moves between members or into a
 /// backup.
@@ -113,6 +121,10 @@ pub const RECORDS: &[Record] = &[
     record(CF_META, Keys::Exact(META_FINISHED_COMPACT), Class::Replicated),
     record(CF_META, Keys::Prefix(META_LEASE_PREFIX), Class::Replicated),
     record(CF_META, Keys::Prefix(META_PLUGIN_BINDING_PREFIX), Class::Replicated),
+    record(CF_META, Keys::Prefix(META_AUTH_USER_PREFIX), Class::Replicated),
+    record(CF_META, Keys::Prefix(META_AUTH_ROLE_PREFIX), Class::Replicated),
+    record(CF_META, Keys::Exact(META_AUTH_ENABLED), Class::Replicated),
+    record(CF_META, Keys::Exact(META_AUTH_REVISION), Class::Replicated),
     // The entries of the in-process Raft tests' state machine, which travel
     // in snapshots like real state.
     #[cfg(test)]
