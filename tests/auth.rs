@@ -51,21 +51,35 @@ fn etcdctl_scenario(d: &mut Differential, etcd35: bool) {
     d.ctl("alice reads beyond her prefix", &["--user", "alice:apw", "get", "foo", "--prefix"]);
     d.ctl("alice reads another key", &["--user", "alice:apw", "get", "bar"]);
     d.ctl("alice reads everything", &["--user", "alice:apw", "get", "", "--from-key"]);
-    d.ctl("alice reads serializably", &["--user", "alice:apw", "get", "bar", "--consistency=s"]);
+    d.ctl(
+        "alice reads serializably",
+        &["--user", "alice:apw", "get", "bar", "--consistency=s"],
+    );
     d.ctl("alice puts into a read-only prefix", &["--user", "alice:apw", "put", "foo/b", "1"]);
     d.ctl("alice deletes in a read-only prefix", &["--user", "alice:apw", "del", "foo/a"]);
     d.ctl("alice deletes a prefix", &["--user", "alice:apw", "del", "wo/", "--prefix"]);
     d.ctl("alice writes her write-only prefix", &["--user", "alice:apw", "put", "wo/x", "1"]);
     d.ctl("prev-kv needs read", &["--user", "alice:apw", "put", "wo/x", "2", "--prev-kv"]);
     d.ctl("alice reads write-only", &["--user", "alice:apw", "get", "wo/x"]);
-    d.ctl("alice readwrite key", &["--user", "alice:apw", "put", "key1", "k2", "--prev-kv", "-w", "json"]);
+    d.ctl(
+        "alice readwrite key",
+        &["--user", "alice:apw", "put", "key1", "k2", "--prev-kv", "-w", "json"],
+    );
 
     let denied_compare = txn_input(&[r#"value("bar") = "b""#], &["put key1 t1"], &[]);
     d.ctl_stdin("txn compare needs read", &["--user", "alice:apw", "txn"], denied_compare.as_bytes());
     let denied_failure = txn_input(&[r#"value("key1") = "nope""#], &["put key1 t2"], &["del foo/a"]);
-    d.ctl_stdin("txn failure branch is checked", &["--user", "alice:apw", "txn"], denied_failure.as_bytes());
+    d.ctl_stdin(
+        "txn failure branch is checked",
+        &["--user", "alice:apw", "txn"],
+        denied_failure.as_bytes(),
+    );
     let denied_get = txn_input(&[], &["get bar"], &[]);
-    d.ctl_stdin("txn get needs read", &["--user", "alice:apw", "txn", "-w", "json"], denied_get.as_bytes());
+    d.ctl_stdin(
+        "txn get needs read",
+        &["--user", "alice:apw", "txn", "-w", "json"],
+        denied_get.as_bytes(),
+    );
     let allowed = txn_input(&[r#"value("key1") = "k2""#], &["put key1 t3", "get foo/a"], &["get foo/a"]);
     d.ctl_stdin("txn allowed", &["--user", "alice:apw", "txn", "-w", "json"], allowed.as_bytes());
 
@@ -90,9 +104,23 @@ fn etcdctl_scenario(d: &mut Differential, etcd35: bool) {
         None,
     );
     d.ctl("bob grants a lease", &["--user", "bob:bpw", "lease", "grant", "100", "-w", "json"]);
-    d.ctl("bob adds a member", &["--user", "bob:bpw", "member", "add", "x", "--peer-urls=http://127.0.0.1:1"]);
+    d.ctl(
+        "bob adds a member",
+        &["--user", "bob:bpw", "member", "add", "x", "--peer-urls=http://127.0.0.1:1"],
+    );
     d.ctl("bob lists users", &["--user", "bob:bpw", "user", "list"]);
-    d.ctl("bob adds a user", &["--user", "bob:bpw", "user", "add", "eve", "--new-user-password=e", "--interactive=false"]);
+    d.ctl(
+        "bob adds a user",
+        &[
+            "--user",
+            "bob:bpw",
+            "user",
+            "add",
+            "eve",
+            "--new-user-password=e",
+            "--interactive=false",
+        ],
+    );
     d.ctl("bob disables auth", &["--user", "bob:bpw", "auth", "disable"]);
     d.ctl("alice gets herself", &["--user", "alice:apw", "user", "get", "alice"]);
     d.ctl("alice gets bob", &["--user", "alice:apw", "user", "get", "bob"]);
@@ -108,7 +136,10 @@ fn etcdctl_scenario(d: &mut Differential, etcd35: bool) {
     d.ctl("user get json", &["--user", ROOT, "user", "get", "alice", "-w", "json"]);
     d.ctl("user get missing", &["--user", ROOT, "user", "get", "nobody"]);
     d.ctl("role get missing", &["--user", ROOT, "role", "get", "nobody"]);
-    d.ctl("user add twice", &["--user", ROOT, "user", "add", "bob", "--new-user-password=x", "--interactive=false"]);
+    d.ctl(
+        "user add twice",
+        &["--user", ROOT, "user", "add", "bob", "--new-user-password=x", "--interactive=false"],
+    );
     d.ctl("grant missing role", &["--user", ROOT, "user", "grant-role", "bob", "nobody"]);
     if etcd35 {
         d.ctl("auth status", &["--user", ROOT, "auth", "status"]);
@@ -227,9 +258,10 @@ fn single_op_txn(op: RequestOp) -> TxnRequest {
 
 async fn txn(endpoint: &str, token: Option<&str>, t: TxnRequest) -> Value {
     let mut kv = KvClient::new(a::channel(endpoint).await);
-    a::outcome(kv.txn(a::with_token(t, token)).await, |r| {
-        json!({ "succeeded": r.into_inner().succeeded })
-    })
+    a::outcome(
+        kv.txn(a::with_token(t, token)).await,
+        |r| json!({ "succeeded": r.into_inner().succeeded }),
+    )
 }
 
 /// The watch creates of [`grpc_session`].
@@ -451,7 +483,15 @@ fn checks_etcd34_missed_as_etcd36_makes_them() {
             assert_eq!(anonymous[call], user_empty(), "anonymous {call}: {anonymous}");
         }
         let as_root = a::privileged_calls(&ep, root).await;
-        for call in ["status", "member_list", "lease_grant", "hash_kv", "defragment", "alarm_deactivate", "compact"] {
+        for call in [
+            "status",
+            "member_list",
+            "lease_grant",
+            "hash_kv",
+            "defragment",
+            "alarm_deactivate",
+            "compact",
+        ] {
             assert_eq!(as_root[call], ok, "root {call}: {as_root}");
         }
         // A single member leads itself: a transfer to member 1 is refused
@@ -636,7 +676,19 @@ fn auth_changes_reach_a_member_through_a_snapshot() {
     // Auth changes while member 2 is down, then enough writes that the log
     // is compacted past them.
     etcdctl(&ep0, &["--user", ROOT, "role", "grant-permission", "reader", "read", "bar"]).assert_ok();
-    etcdctl(&ep0, &["--user", ROOT, "user", "add", "carol", "--new-user-password=cpw", "--interactive=false"]).assert_ok();
+    etcdctl(
+        &ep0,
+        &[
+            "--user",
+            ROOT,
+            "user",
+            "add",
+            "carol",
+            "--new-user-password=cpw",
+            "--interactive=false",
+        ],
+    )
+    .assert_ok();
     etcdctl(&ep0, &["--user", ROOT, "user", "grant-role", "carol", "reader"]).assert_ok();
     etcdctl(&ep0, &["--user", ROOT, "user", "revoke-role", "alice", "reader"]).assert_ok();
     for i in 0..60 {
@@ -650,14 +702,20 @@ fn auth_changes_reach_a_member_through_a_snapshot() {
         c.log_tails()
     );
     let ep2 = c.endpoints()[2].clone();
-    let carol = etcdctl(&ep2, &["--user", "carol:cpw", "get", "bar", "--print-value-only", "--consistency=s"]);
+    let carol = etcdctl(
+        &ep2,
+        &["--user", "carol:cpw", "get", "bar", "--print-value-only", "--consistency=s"],
+    );
     assert_eq!(carol.assert_ok().stdout, "b\n");
     etcdctl(&ep2, &["--user", "alice:apw", "get", "bar", "--consistency=s"]).fails_with(1, "etcdserver: permission denied");
     let users = etcdctl(&ep2, &["--user", ROOT, "user", "list"]);
     assert_eq!(users.stdout, etcdctl(&ep0, &["--user", ROOT, "user", "list"]).stdout);
     // And it survives a restart of that member.
     c.restart(2);
-    let carol = etcdctl(&ep2, &["--user", "carol:cpw", "get", "bar", "--print-value-only", "--consistency=s"]);
+    let carol = etcdctl(
+        &ep2,
+        &["--user", "carol:cpw", "get", "bar", "--print-value-only", "--consistency=s"],
+    );
     assert_eq!(carol.assert_ok().stdout, "b\n");
     // None of the refusals hurt the member.
     let _ = etcdctl_stdin(&ep2, &["--user", "alice:apw", "txn"], txn_input(&[], &["get bar"], &[]).as_bytes());

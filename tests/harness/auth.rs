@@ -6,17 +6,11 @@
 use std::time::Duration;
 
 use cairn_proto::etcdserverpb::{
-    alarm_request::AlarmAction,
-    auth_client::AuthClient,
-    cluster_client::ClusterClient,
-    kv_client::KvClient,
-    lease_client::LeaseClient,
-    maintenance_client::MaintenanceClient,
-    watch_client::WatchClient,
-    watch_request::RequestUnion,
-    AlarmRequest, AlarmType, AuthenticateRequest, CompactionRequest, DefragmentRequest, HashKvRequest, LeaseGrantRequest, LeaseKeepAliveRequest,
-    LeaseLeasesRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest, MemberListRequest, MoveLeaderRequest, PutRequest, RangeRequest,
-    StatusRequest, WatchCreateRequest, WatchRequest, WatchResponse,
+    alarm_request::AlarmAction, auth_client::AuthClient, cluster_client::ClusterClient, kv_client::KvClient, lease_client::LeaseClient,
+    maintenance_client::MaintenanceClient, watch_client::WatchClient, watch_request::RequestUnion, AlarmRequest, AlarmType,
+    AuthenticateRequest, CompactionRequest, DefragmentRequest, HashKvRequest, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseLeasesRequest,
+    LeaseRevokeRequest, LeaseTimeToLiveRequest, MemberListRequest, MoveLeaderRequest, PutRequest, RangeRequest, StatusRequest,
+    WatchCreateRequest, WatchRequest, WatchResponse,
 };
 use serde_json::{json, Value};
 use tonic::metadata::MetadataValue;
@@ -48,7 +42,9 @@ pub async fn channel(endpoint: &str) -> Channel {
 pub fn with_token<T>(message: T, token: Option<&str>) -> Request<T> {
     let mut request = Request::new(message);
     if let Some(token) = token {
-        let value: MetadataValue<_> = token.parse().unwrap_or_else(|e| panic!("token {token:?} is not ASCII metadata: {e}"));
+        let value: MetadataValue<_> = token
+            .parse()
+            .unwrap_or_else(|e| panic!("token {token:?} is not ASCII metadata: {e}"));
         request.metadata_mut().insert("token", value);
     }
     request
@@ -193,7 +189,9 @@ pub async fn lease_keep_alive_once(endpoint: &str, token: Option<&str>, id: i64)
 pub async fn lease_time_to_live(endpoint: &str, token: Option<&str>, id: i64, keys: bool) -> Value {
     let mut lease = LeaseClient::new(channel(endpoint).await);
     outcome(
-        lease.lease_time_to_live(with_token(LeaseTimeToLiveRequest { id, keys }, token)).await,
+        lease
+            .lease_time_to_live(with_token(LeaseTimeToLiveRequest { id, keys }, token))
+            .await,
         |r| {
             let r = r.into_inner();
             let keys: Vec<String> = r.keys.iter().map(|k| String::from_utf8_lossy(k).into_owned()).collect();
@@ -264,13 +262,28 @@ pub async fn privileged_calls(endpoint: &str, token: Option<&str>) -> Value {
 /// Returns every step's output, for the caller to check or compare.
 pub fn setup_users(mut ctl: impl FnMut(&str, &[&str]) -> Output) -> Vec<Output> {
     let steps: &[(&str, &[&str])] = &[
-        ("add root", &["user", "add", "root", "--new-user-password=rootpw", "--interactive=false"]),
+        (
+            "add root",
+            &["user", "add", "root", "--new-user-password=rootpw", "--interactive=false"],
+        ),
         ("add reader", &["role", "add", "reader"]),
-        ("grant read foo/", &["role", "grant-permission", "--prefix", "reader", "read", "foo/"]),
+        (
+            "grant read foo/",
+            &["role", "grant-permission", "--prefix", "reader", "read", "foo/"],
+        ),
         ("grant readwrite key1", &["role", "grant-permission", "reader", "readwrite", "key1"]),
-        ("grant write wo/", &["role", "grant-permission", "reader", "write", "wo/", "--prefix"]),
-        ("grant readwrite lk/", &["role", "grant-permission", "reader", "readwrite", "lk/", "--prefix"]),
-        ("add alice", &["user", "add", "alice", "--new-user-password=apw", "--interactive=false"]),
+        (
+            "grant write wo/",
+            &["role", "grant-permission", "reader", "write", "wo/", "--prefix"],
+        ),
+        (
+            "grant readwrite lk/",
+            &["role", "grant-permission", "reader", "readwrite", "lk/", "--prefix"],
+        ),
+        (
+            "add alice",
+            &["user", "add", "alice", "--new-user-password=apw", "--interactive=false"],
+        ),
         ("grant reader to alice", &["user", "grant-role", "alice", "reader"]),
         ("add bob", &["user", "add", "bob", "--new-user-password=bpw", "--interactive=false"]),
         ("enable", &["auth", "enable"]),
@@ -310,8 +323,6 @@ pub async fn campaign(endpoint: &str, token: Option<&str>, name: &str, lease: i6
         Ok(r) => r.into_inner().leader,
         Err(s) => return json!({ "error": status_json(&s) }),
     };
-    let resigned = outcome(election.resign(with_token(ResignRequest { leader }, token)).await, |_| {
-        json!(true)
-    });
+    let resigned = outcome(election.resign(with_token(ResignRequest { leader }, token)).await, |_| json!(true));
     json!({ "ok": { "resign": resigned } })
 }

@@ -107,10 +107,7 @@ impl Differential {
         let ep_ref = self.reference.endpoint();
         let ep_tgt = self.target.endpoint();
         let ctl = self.etcdctl.as_deref();
-        let (r, t) = both(
-            || run_ctl(ctl, &ep_ref, args_ref, stdin),
-            || run_ctl(ctl, &ep_tgt, args_tgt, stdin),
-        );
+        let (r, t) = both(|| run_ctl(ctl, &ep_ref, args_ref, stdin), || run_ctl(ctl, &ep_tgt, args_tgt, stdin));
         let nr = json!({
             "exit": r.status,
             "stdout": self.nref.stdout(&r.stdout),

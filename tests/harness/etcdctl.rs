@@ -90,13 +90,7 @@ pub fn etcdctl_with(bin: &Path, endpoint: &str, args: &[&str], stdin: Option<&[u
     run(command_of(bin.to_path_buf(), endpoint), endpoint, args, stdin, timeout)
 }
 
-fn run(
-    (bin, mut cmd): (std::path::PathBuf, Command),
-    endpoint: &str,
-    args: &[&str],
-    stdin: Option<&[u8]>,
-    timeout: Duration,
-) -> Output {
+fn run((bin, mut cmd): (std::path::PathBuf, Command), endpoint: &str, args: &[&str], stdin: Option<&[u8]>, timeout: Duration) -> Output {
     cmd.arg("--command-timeout=10s")
         .args(args)
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })

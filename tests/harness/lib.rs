@@ -76,7 +76,9 @@ fn etcd35_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("CAIRN_ETCD35_DIR") {
         return PathBuf::from(d);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"));
     home.join(".cache/cairn-tools").join(format!("etcd-{ETCD35_VERSION}"))
 }
 

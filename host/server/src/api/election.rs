@@ -71,12 +71,7 @@ async fn leader(member: &Member, caller: &AuthInfo, name: &[u8]) -> Result<(Opti
 /// Streams the leader of `name` as it changes, as etcd's `Observe` does:
 /// the leader, each new value it proclaims, then after its key is deleted
 /// the next leader.
-async fn observe(
-    member: Arc<Member>,
-    caller: AuthInfo,
-    name: Vec<u8>,
-    out: mpsc::Sender<Result<LeaderResponse, Status>>,
-) -> Result<()> {
+async fn observe(member: Arc<Member>, caller: AuthInfo, name: Vec<u8>, out: mpsc::Sender<Result<LeaderResponse, Status>>) -> Result<()> {
     let prefix = prefix_of(&name);
     loop {
         let (header, current) = leader(&member, &caller, &name).await?;
