@@ -81,13 +81,13 @@ macro_rules! expect {
 #[tonic::async_trait]
 impl Auth for AuthService {
     async fn auth_enable(&self, request: Request<pb::AuthEnableRequest>) -> Result<Response<pb::AuthEnableResponse>, Status> {
-        let r = Proposal::AuthEnable(request.get_ref().clone());
+        let r = Proposal::AuthEnable(*request.get_ref());
         expect!(self.run(&request, r).await?, AuthApplied::Enable => (), "auth enable")?;
         Ok(Response::new(pb::AuthEnableResponse { header: self.header() }))
     }
 
     async fn auth_disable(&self, request: Request<pb::AuthDisableRequest>) -> Result<Response<pb::AuthDisableResponse>, Status> {
-        let r = Proposal::AuthDisable(request.get_ref().clone());
+        let r = Proposal::AuthDisable(*request.get_ref());
         expect!(self.run(&request, r).await?, AuthApplied::Disable => (), "auth disable")?;
         Ok(Response::new(pb::AuthDisableResponse { header: self.header() }))
     }
@@ -132,7 +132,7 @@ impl Auth for AuthService {
     }
 
     async fn user_list(&self, request: Request<pb::AuthUserListRequest>) -> Result<Response<pb::AuthUserListResponse>, Status> {
-        let r = Proposal::AuthUserList(request.get_ref().clone());
+        let r = Proposal::AuthUserList(*request.get_ref());
         let users = expect!(self.run(&request, r).await?, AuthApplied::UserList(users) => users, "user list")?;
         Ok(Response::new(pb::AuthUserListResponse {
             header: self.header(),
@@ -196,7 +196,7 @@ impl Auth for AuthService {
     }
 
     async fn role_list(&self, request: Request<pb::AuthRoleListRequest>) -> Result<Response<pb::AuthRoleListResponse>, Status> {
-        let r = Proposal::AuthRoleList(request.get_ref().clone());
+        let r = Proposal::AuthRoleList(*request.get_ref());
         let roles = expect!(self.run(&request, r).await?, AuthApplied::RoleList(roles) => roles, "role list")?;
         Ok(Response::new(pb::AuthRoleListResponse {
             header: self.header(),

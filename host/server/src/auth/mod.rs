@@ -304,58 +304,66 @@ pub fn check_write(state: &AuthState, caller: &Caller, write: Write<'_>, leases:
     let Some(perms) = state.permissions_of(caller)? else {
         return Ok(());
     };
-    let check = |key: &[u8], range_end: &[u8], perm: Perm| {
-        if perms.covers(&perm::Interval::of(key, range_end), perm) {
+    let check = WriteCheck { perms, leases };
+    match write {
+        Write::Put(p) => check.put(p),
+        Write::DeleteRange(d) => check.delete(d),
+        Write::Txn(t) => check.txn(t),
+    }
+}
+
+/// The key checks of one write, for a caller that is not root.
+struct WriteCheck<'a> {
+    perms: perm::MergedPerms,
+    leases: &'a LeaseTable,
+}
+
+impl WriteCheck<'_> {
+    fn range(&self, key: &[u8], range_end: &[u8], perm: Perm) -> Result<()> {
+        if self.perms.covers(&perm::Interval::of(key, range_end), perm) {
             Ok(())
         } else {
             Err(Error::PermissionDenied)
         }
-    };
-    let put = |p: &PutRequest| -> Result<()> {
-        check(&p.key, &[], Perm::Write)?;
+    }
+
+    fn put(&self, p: &PutRequest) -> Result<()> {
+        self.range(&p.key, &[], Perm::Write)?;
         if p.lease != 0 {
             // A lease that does not exist has no keys to protect; the plan
             // refuses it.
-            for key in leases.keys_of(p.lease).unwrap_or_default() {
-                check(&key, &[], Perm::Write)?;
+            for key in self.leases.keys_of(p.lease).unwrap_or_default() {
+                self.range(&key, &[], Perm::Write)?;
             }
         }
         if p.prev_kv {
-            check(&p.key, &[], Perm::Read)?;
+            self.range(&p.key, &[], Perm::Read)?;
         }
         Ok(())
-    };
-    let delete = |d: &DeleteRangeRequest| -> Result<()> {
-        check(&d.key, &d.range_end, Perm::Write)?;
+    }
+
+    fn delete(&self, d: &DeleteRangeRequest) -> Result<()> {
+        self.range(&d.key, &d.range_end, Perm::Write)?;
         if d.prev_kv {
-            check(&d.key, &d.range_end, Perm::Read)?;
+            self.range(&d.key, &d.range_end, Perm::Read)?;
         }
         Ok(())
-    };
-    fn txn(
-        t: &TxnRequest,
-        check: &dyn Fn(&[u8], &[u8], Perm) -> Result<()>,
-        put: &dyn Fn(&PutRequest) -> Result<()>,
-        delete: &dyn Fn(&DeleteRangeRequest) -> Result<()>,
-    ) -> Result<()> {
+    }
+
+    fn txn(&self, t: &TxnRequest) -> Result<()> {
         for c in &t.compare {
-            check(&c.key, &c.range_end, Perm::Read)?;
+            self.range(&c.key, &c.range_end, Perm::Read)?;
         }
         for op in t.success.iter().chain(&t.failure) {
             match &op.request {
-                Some(Op::RequestRange(r)) => check(&r.key, &r.range_end, Perm::Read)?,
-                Some(Op::RequestPut(p)) => put(p)?,
-                Some(Op::RequestDeleteRange(d)) => delete(d)?,
-                Some(Op::RequestTxn(nested)) => txn(nested, check, put, delete)?,
+                Some(Op::RequestRange(r)) => self.range(&r.key, &r.range_end, Perm::Read)?,
+                Some(Op::RequestPut(p)) => self.put(p)?,
+                Some(Op::RequestDeleteRange(d)) => self.delete(d)?,
+                Some(Op::RequestTxn(nested)) => self.txn(nested)?,
                 None => {}
             }
         }
         Ok(())
-    }
-    match write {
-        Write::Put(p) => put(p),
-        Write::DeleteRange(d) => delete(d),
-        Write::Txn(t) => txn(t, &check, &put, &delete),
     }
 }
 

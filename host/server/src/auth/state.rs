@@ -233,24 +233,13 @@ struct Applying<'e> {
     changed: bool,
 }
 
-/// Requests only a root user may make while auth is on (UserGet and RoleGet
-/// are also open to the user they concern).
+/// Whether only a root user may make this auth request while auth is on:
+/// all but logging in, and UserGet and RoleGet, which are also open to the
+/// user they concern.
 fn needs_admin(request: &Request) -> bool {
-    matches!(
+    !matches!(
         request,
-        Request::AuthEnable(_)
-            | Request::AuthDisable(_)
-            | Request::AuthUserAdd(_)
-            | Request::AuthUserList(_)
-            | Request::AuthUserDelete(_)
-            | Request::AuthUserChangePassword(_)
-            | Request::AuthUserGrantRole(_)
-            | Request::AuthUserRevokeRole(_)
-            | Request::AuthRoleAdd(_)
-            | Request::AuthRoleList(_)
-            | Request::AuthRoleDelete(_)
-            | Request::AuthRoleGrantPermission(_)
-            | Request::AuthRoleRevokePermission(_)
+        Request::Authenticate(_) | Request::AuthUserGet(_) | Request::AuthRoleGet(_)
     )
 }
 
