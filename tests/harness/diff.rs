@@ -2,10 +2,11 @@
 //! a real etcd and against the system under test, compared after normalisation.
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use crate::etcdctl::{etcdctl_timeout, Output, ETCDCTL_TIMEOUT};
+use crate::etcdctl::{etcdctl_timeout, etcdctl_with, Output, ETCDCTL_TIMEOUT};
 use crate::normalize::Normalizer;
 use crate::server::{Kind, Server};
 
@@ -15,6 +16,8 @@ pub struct Differential {
     pub target: Server,
     pub nref: Normalizer,
     pub ntgt: Normalizer,
+    /// The etcdctl both sides are driven with; `None` is etcd 3.4's.
+    etcdctl: Option<PathBuf>,
     steps: usize,
 }
 
@@ -30,6 +33,13 @@ pub fn both<A: Send, B: Send>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> 
             (Err(e), _) | (_, Err(e)) => std::panic::resume_unwind(e),
         }
     })
+}
+
+fn run_ctl(etcdctl: Option<&Path>, endpoint: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    match etcdctl {
+        Some(bin) => etcdctl_with(bin, endpoint, args, stdin, ETCDCTL_TIMEOUT),
+        None => etcdctl_timeout(endpoint, args, stdin, ETCDCTL_TIMEOUT),
+    }
 }
 
 impl Differential {
@@ -48,9 +58,24 @@ impl Differential {
     /// when `etcdctl_flags` are given (see [`Server::start_tls`]).
     pub fn start_tls(args: &[&str], etcdctl_flags: Option<Vec<String>>) -> Differential {
         crate::require_etcd();
-        let kind = crate::target_kind();
+        Differential::start_full(Kind::Etcd, None, args, etcdctl_flags)
+    }
+
+    /// A differential with `reference` (etcd 3.4 or 3.5.1) as the reference,
+    /// both sides driven by `etcdctl` (`None`: etcd 3.4's).
+    pub fn start_against(reference: Kind, etcdctl: Option<PathBuf>, args: &[&str]) -> Differential {
+        crate::require_etcd();
+        Differential::start_full(reference, etcdctl, args, None)
+    }
+
+    fn start_full(reference: Kind, etcdctl: Option<PathBuf>, args: &[&str], etcdctl_flags: Option<Vec<String>>) -> Differential {
+        let kind = match (reference, crate::target_kind()) {
+            // etcd-vs-etcd validation compares like with like.
+            (Kind::Etcd35, Kind::Etcd) => Kind::Etcd35,
+            (_, kind) => kind,
+        };
         let (reference, target) = both(
-            || Server::start_tls(Kind::Etcd, args, etcdctl_flags.clone()),
+            || Server::start_tls(reference, args, etcdctl_flags.clone()),
             || Server::start_tls(kind, args, etcdctl_flags.clone()),
         );
         let nref = Normalizer::for_server(&reference);
@@ -60,8 +85,14 @@ impl Differential {
             target,
             nref,
             ntgt,
+            etcdctl,
             steps: 0,
         }
+    }
+
+    /// Runs etcdctl (this differential's) against one endpoint, uncompared.
+    pub fn run_ctl(&self, endpoint: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        run_ctl(self.etcdctl.as_deref(), endpoint, args, stdin)
     }
 
     /// Runs `etcdctl ARGS` against both servers and asserts equal exit codes,
@@ -89,10 +120,8 @@ impl Differential {
         self.steps += 1;
         let ep_ref = self.reference.endpoint();
         let ep_tgt = self.target.endpoint();
-        let (r, t) = both(
-            || etcdctl_timeout(&ep_ref, args_ref, stdin, ETCDCTL_TIMEOUT),
-            || etcdctl_timeout(&ep_tgt, args_tgt, stdin, ETCDCTL_TIMEOUT),
-        );
+        let ctl = self.etcdctl.as_deref();
+        let (r, t) = both(|| run_ctl(ctl, &ep_ref, args_ref, stdin), || run_ctl(ctl, &ep_tgt, args_tgt, stdin));
         let nr = json!({
             "exit": r.status,
             "stdout": self.nref.stdout(&r.stdout),

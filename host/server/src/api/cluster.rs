@@ -35,6 +35,13 @@ impl ClusterService {
         Some(self.member.header(0))
     }
 
+    /// Membership changes need the root role (checked at the API, as etcd
+    /// does: they are Raft configuration changes, which no caller carries).
+    fn require_root<T>(&self, request: &Request<T>) -> Result<()> {
+        let auth = self.member.auth();
+        auth.check_admin(&auth.authorize_request(request)?)
+    }
+
     fn members(&self) -> Vec<PbMember> {
         self.member
             .membership()
@@ -70,6 +77,7 @@ fn new_member_id(peer_urls: &[String], cluster_id: u64) -> u64 {
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn member_add(&self, request: Request<MemberAddRequest>) -> Result<Response<MemberAddResponse>, Status> {
+        self.require_root(&request)?;
         let r = request.into_inner();
         validate_urls(&r.peer_ur_ls)?;
         ReconfigCheck::new(&self.member).may_add(r.is_learner)?;
@@ -103,6 +111,7 @@ impl Cluster for ClusterService {
     }
 
     async fn member_remove(&self, request: Request<MemberRemoveRequest>) -> Result<Response<MemberRemoveResponse>, Status> {
+        self.require_root(&request)?;
         let id = request.into_inner().id;
         ReconfigCheck::new(&self.member).may_remove(id)?;
         let member = self.member.membership().table.get(id).ok_or(Error::MemberNotFound)?;
@@ -116,6 +125,7 @@ impl Cluster for ClusterService {
     }
 
     async fn member_update(&self, request: Request<MemberUpdateRequest>) -> Result<Response<MemberUpdateResponse>, Status> {
+        self.require_root(&request)?;
         let r = request.into_inner();
         validate_urls(&r.peer_ur_ls)?;
         let mut member = self.member.membership().table.get(r.id).ok_or(Error::MemberNotFound)?.to_proto();
@@ -131,7 +141,10 @@ impl Cluster for ClusterService {
         }))
     }
 
-    async fn member_list(&self, _: Request<MemberListRequest>) -> Result<Response<MemberListResponse>, Status> {
+    async fn member_list(&self, request: Request<MemberListRequest>) -> Result<Response<MemberListResponse>, Status> {
+        // etcd 3.6 lists members to users only.
+        let auth = self.member.auth();
+        auth.check_authenticated(&auth.authorize_request(&request)?)?;
         Ok(Response::new(MemberListResponse {
             header: self.header(),
             members: self.members(),
@@ -139,6 +152,7 @@ impl Cluster for ClusterService {
     }
 
     async fn member_promote(&self, request: Request<MemberPromoteRequest>) -> Result<Response<MemberPromoteResponse>, Status> {
+        self.require_root(&request)?;
         let id = request.into_inner().id;
         let member = self.member.membership().table.get(id).ok_or(Error::MemberNotFound)?;
         if !member.is_learner {

@@ -3,9 +3,16 @@
 //! internals: a contender's key is `<prefix><lease in hex>`, ownership goes
 //! by creation revision, and a waiter waits for every older key under the
 //! prefix to be deleted.
+//!
+//! Every operation runs as the caller (`AuthInfo`): writes are proposed as
+//! theirs and checked at apply, reads and the waits' watches are checked
+//! here, so the recipes reach exactly the keys the caller could reach
+//! through KV and Watch themselves, as etcd's servers, which run them
+//! through a client carrying the caller's token.
 
 use std::sync::Arc;
 
+use crate::auth::{AuthInfo, Perm};
 use crate::error::Result;
 use crate::member::Member;
 use crate::mvcc::KeyRange;
@@ -29,13 +36,15 @@ const SESSION_TTL: i64 = 60;
 /// a new one of 60 s that nobody keeps alive. etcd's lock and election
 /// servers do the same: they open a `concurrency` session, which grants that
 /// lease, and orphan it at once.
-pub async fn session_lease(member: &Member, lease: i64) -> Result<i64> {
+pub async fn session_lease(member: &Member, caller: &AuthInfo, lease: i64) -> Result<i64> {
     if lease != 0 {
         return Ok(lease);
     }
+    // As a LeaseGrant of the caller's: it needs a user.
+    member.auth().check_authenticated(caller)?;
     let id = member.next_lease_id();
     let grant: LeaseGrantResponse = member
-        .propose(Proposal::LeaseGrant(LeaseGrantRequest { ttl: SESSION_TTL, id }))
+        .propose_as(caller, Proposal::LeaseGrant(LeaseGrantRequest { ttl: SESSION_TTL, id }))
         .await?;
     Ok(grant.id)
 }
@@ -104,26 +113,27 @@ pub fn first_created_op(prefix: &[u8]) -> RequestOp {
     }
 }
 
-/// Runs a txn through Raft.
-pub async fn txn(member: &Member, request: TxnRequest) -> Result<TxnResponse> {
+/// Runs a txn through Raft as the caller's.
+pub async fn txn(member: &Member, caller: &AuthInfo, request: TxnRequest) -> Result<TxnResponse> {
     txn::validate_txn(&request, member.limits().max_txn_ops)?;
-    member.propose(Proposal::Txn(request)).await
+    member.propose_as(caller, Proposal::Txn(request)).await
 }
 
-/// A linearizable read.
-pub async fn range(member: &Member, request: &RangeRequest) -> Result<RangeResponse> {
+/// A linearizable read, which needs READ on its range.
+pub async fn range(member: &Member, caller: &AuthInfo, request: &RangeRequest) -> Result<RangeResponse> {
+    member.auth().check_range(caller, &request.key, &request.range_end, Perm::Read)?;
     member.read_barrier(false).await?;
     let mut resp = txn::range(&member.store().read_view(), request)?;
     member.fill(&mut resp.header);
     Ok(resp)
 }
 
-pub async fn delete(member: &Member, key: &[u8]) -> Result<Option<ResponseHeader>> {
+pub async fn delete(member: &Member, caller: &AuthInfo, key: &[u8]) -> Result<Option<ResponseHeader>> {
     let request = DeleteRangeRequest {
         key: key.to_vec(),
         ..Default::default()
     };
-    let resp: DeleteRangeResponse = member.propose(Proposal::DeleteRange(request)).await?;
+    let resp: DeleteRangeResponse = member.propose_as(caller, Proposal::DeleteRange(request)).await?;
     Ok(resp.header)
 }
 
@@ -135,14 +145,18 @@ pub fn range_kvs(resp: &TxnResponse, index: usize) -> Vec<KeyValue> {
     }
 }
 
+/// Follows the changes of `range` from revision `from`, as a watch of the
+/// caller's: it needs READ on the range.
+/// The range is given as a request gives it (`range_end` empty: one key).
+pub fn follow(member: &Member, caller: &AuthInfo, key: &[u8], range_end: &[u8], from: i64) -> Result<RangeFeed> {
+    member.auth().check_range(caller, key, range_end, Perm::Read)?;
+    let range = KeyRange::new(key, range_end);
+    Ok(RangeFeed::new(member.watch_hub().clone(), member.store().clone(), range, from))
+}
+
 /// Waits until `key` is deleted at or after revision `from`.
-async fn wait_delete(member: &Member, key: &[u8], from: i64) -> Result<()> {
-    let mut follower = RangeFeed::new(
-        member.watch_hub().clone(),
-        member.store().clone(),
-        KeyRange::Single(key.to_vec()),
-        from,
-    );
+async fn wait_delete(member: &Member, caller: &AuthInfo, key: &[u8], from: i64) -> Result<()> {
+    let mut follower = follow(member, caller, key, &[], from)?;
     loop {
         let (_, events) = follower.next().await?;
         if events.iter().any(|e| e.r#type == EventType::Delete as i32) {
@@ -153,7 +167,7 @@ async fn wait_delete(member: &Member, key: &[u8], from: i64) -> Result<()> {
 
 /// Waits until no key under `prefix` created at or before `max_create_rev`
 /// is left; returns the header of the read that found none.
-pub async fn wait_deletes(member: &Member, prefix: &[u8], max_create_rev: i64) -> Result<Option<ResponseHeader>> {
+pub async fn wait_deletes(member: &Member, caller: &AuthInfo, prefix: &[u8], max_create_rev: i64) -> Result<Option<ResponseHeader>> {
     loop {
         let last = RangeRequest {
             key: prefix.to_vec(),
@@ -164,12 +178,12 @@ pub async fn wait_deletes(member: &Member, prefix: &[u8], max_create_rev: i64) -
             max_create_revision: max_create_rev,
             ..Default::default()
         };
-        let resp = range(member, &last).await?;
+        let resp = range(member, caller, &last).await?;
         let Some(kv) = resp.kvs.first() else {
             return Ok(resp.header);
         };
         let rev = resp.header.as_ref().map_or(0, |h| h.revision);
-        wait_delete(member, &kv.key, rev).await?;
+        wait_delete(member, caller, &kv.key, rev).await?;
     }
 }
 
@@ -177,12 +191,18 @@ pub async fn wait_deletes(member: &Member, prefix: &[u8], max_create_rev: i64) -
 /// (the client went away while waiting), as etcd's recipes do.
 pub struct ReleaseOnDrop {
     member: Option<Arc<Member>>,
+    /// Who created the key, and so deletes it.
+    caller: AuthInfo,
     key: Vec<u8>,
 }
 
 impl ReleaseOnDrop {
-    pub fn new(member: Arc<Member>, key: Vec<u8>) -> Self {
-        ReleaseOnDrop { member: Some(member), key }
+    pub fn new(member: Arc<Member>, caller: &AuthInfo, key: Vec<u8>) -> Self {
+        ReleaseOnDrop {
+            member: Some(member),
+            caller: caller.clone(),
+            key,
+        }
     }
 
     pub fn disarm(mut self) {
@@ -194,9 +214,10 @@ impl Drop for ReleaseOnDrop {
     fn drop(&mut self) {
         if let Some(member) = self.member.take() {
             let key = std::mem::take(&mut self.key);
+            let caller = std::mem::take(&mut self.caller);
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(async move {
-                    if let Err(e) = delete(&member, &key).await {
+                    if let Err(e) = delete(&member, &caller, &key).await {
                         tracing::warn!(error = %e, "releasing an abandoned lock or campaign key failed");
                     }
                 });

@@ -72,6 +72,9 @@ impl From<Error> for Status {
                 (Code::Internal, format!("etcdserver: {e}"))
             }
             Error::InvalidRequest(msg) => (Code::InvalidArgument, format!("etcdserver: {msg}")),
+            // etcd's maintenance server returns the auth store's error as a
+            // plain Go error, which gRPC reports as Unknown.
+            Error::AuthUnconverted(_) => (Code::Unknown, e.to_string()),
             Error::UnexpectedApplied(_) | Error::TaskFailed(_) => {
                 tracing::error!(error = %e, "internal error serving request");
                 (Code::Internal, format!("etcdserver: {e}"))
@@ -82,5 +85,42 @@ impl From<Error> for Status {
             }
         };
         Status::new(code, message)
+    }
+}
+
+/// An error as etcd reports it where it hands a gRPC error on as text (a
+/// watch's `cancel_reason`): Go's `rpc error: code = … desc = …`.
+pub fn go_error_text(e: Error) -> String {
+    let status = Status::from(e);
+    format!("rpc error: code = {} desc = {}", go_code_name(status.code()), status.message())
+}
+
+/// An error of a service etcd serves through its own in-process client
+/// (Lock, Election): that client hands the server a plain Go error, which
+/// gRPC reports as Unknown, with the message kept.
+pub fn via_client(e: Error) -> Status {
+    Status::new(Code::Unknown, Status::from(e).message())
+}
+
+/// grpc-go's names of the codes.
+fn go_code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "Canceled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
     }
 }

@@ -16,8 +16,11 @@ use prost::Message;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::Perm;
+use crate::client_identity::ClientIdentity;
 use crate::error::Error;
 use crate::member::{self, Member};
 use crate::mvcc::KeyRange;
@@ -86,6 +89,10 @@ impl Watch for WatchService {
     type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
 
     async fn watch(&self, request: Request<Streaming<WatchRequest>>) -> Result<Response<Self::WatchStream>, Status> {
+        // Who opened the stream is judged again at each create, as etcd
+        // does: a token may expire, or permissions change, while it is open.
+        let metadata = request.metadata().clone();
+        let identity = ClientIdentity::of(&request).cloned();
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
         let stream = WatchStream {
@@ -94,6 +101,8 @@ impl Watch for WatchService {
             out: tx,
             watches: HashMap::new(),
             next_auto_id: 0,
+            metadata,
+            identity,
         };
         tokio::spawn(stream.serve(inbound));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -143,9 +152,31 @@ struct WatchStream {
     out: Outbound,
     watches: HashMap<i64, JoinHandle<()>>,
     next_auto_id: i64,
+    /// The stream's request metadata (its token) and connection.
+    metadata: MetadataMap,
+    identity: Option<ClientIdentity>,
+}
+
+/// Why etcd refuses a watch create, as its `cancel_reason`: the token's
+/// own errors as they are, every other refusal as permission denied, in
+/// the text of a Go gRPC error (as etcd 3.4 writes it).
+fn refusal_reason(e: Error) -> String {
+    let e = match e {
+        Error::InvalidAuthToken | Error::AuthOldRevision | Error::AuthUserEmpty => e,
+        _ => Error::PermissionDenied,
+    };
+    super::grpc_error::go_error_text(e)
 }
 
 impl WatchStream {
+    /// READ on exactly the range to watch (a range to the end of the
+    /// keyspace is checked whole, where etcd 3.4 checked its first key).
+    fn permit(&self, key: &[u8], range_end: &[u8]) -> Result<(), Error> {
+        let auth = self.member.auth();
+        let caller = auth.authorize_metadata(&self.metadata, self.identity.as_ref())?;
+        auth.check_range(&caller, key, range_end, Perm::Read)
+    }
+
     async fn serve(mut self, mut inbound: Streaming<WatchRequest>) {
         loop {
             let request = tokio::select! {
@@ -222,6 +253,9 @@ impl WatchStream {
             cancel_reason: reason.to_string(),
             ..Default::default()
         };
+        if let Err(e) = self.permit(&key, &create.range_end) {
+            return self.out.send(Ok(refused(&refusal_reason(e)))).await.is_ok();
+        }
         let bounded = create.range_end.len() > 1 || create.range_end.first().is_some_and(|b| *b != 0);
         if bounded && key >= create.range_end {
             return self.out.send(Ok(refused(ERR_EMPTY_RANGE))).await.is_ok();
