@@ -80,12 +80,22 @@ impl MvccStore {
             tracing::info!(rev = scheduled, "resuming interrupted compaction");
         }
         let compactor = Compactor::start(engine.clone(), finished, scheduled)?;
-        Ok(MvccStore {
+        let store = MvccStore {
             engine,
             current_rev: AtomicI64::new(current),
             compact_rev: AtomicI64::new(scheduled),
             compactor,
-        })
+        };
+        store.count_keys()?;
+        Ok(store)
+    }
+
+    /// Sets the key-count gauge, which writes then keep up to date.
+    fn count_keys(&self) -> Result<()> {
+        let mut keys = 0;
+        self.for_each_live(|_| keys += 1)?;
+        crate::metrics::metrics().keys_total.set(keys);
+        Ok(())
     }
 
     /// Re-reads the revisions after a snapshot replaced the data on disk.
@@ -95,7 +105,7 @@ impl MvccStore {
         self.current_rev.store(current, Ordering::SeqCst);
         self.compact_rev.store(scheduled, Ordering::SeqCst);
         self.compactor.reset(finished, scheduled);
-        Ok(())
+        self.count_keys()
     }
 
     /// Blocks until the background compaction has caught up.
