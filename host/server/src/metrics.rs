@@ -16,8 +16,7 @@ use std::time::Instant;
 
 use http_body::{Body as HttpBody, Frame};
 use prometheus::{
-    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 use tonic::body::Body;
 use tonic::codegen::Service;
@@ -115,8 +114,16 @@ impl Metrics {
             registry.register(Box::new(c.clone())).expect("metric names are unique");
         }
         Metrics {
-            has_leader: gauge(r, "etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not."),
-            is_leader: gauge(r, "etcd_server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise."),
+            has_leader: gauge(
+                r,
+                "etcd_server_has_leader",
+                "Whether or not a leader exists. 1 is existence, 0 is not.",
+            ),
+            is_leader: gauge(
+                r,
+                "etcd_server_is_leader",
+                "Whether or not this member is a leader. 1 if is, 0 otherwise.",
+            ),
             leader_changes: counter(r, "etcd_server_leader_changes_seen_total", "The number of leader changes seen."),
             proposals_committed: gauge(
                 r,
@@ -133,7 +140,11 @@ impl Metrics {
                 "etcd_server_proposals_pending",
                 "The current number of pending proposals to commit.",
             ),
-            proposals_failed: counter(r, "etcd_server_proposals_failed_total", "The total number of failed proposals seen."),
+            proposals_failed: counter(
+                r,
+                "etcd_server_proposals_failed_total",
+                "The total number of failed proposals seen.",
+            ),
             wal_fsync_seconds: disk_histogram(
                 r,
                 "etcd_disk_wal_fsync_duration_seconds",
@@ -295,7 +306,10 @@ impl GrpcMetricsLayer {
         let series = KNOWN_METHODS
             .iter()
             .map(|(service, method, kind)| {
-                (format!("/{service}/{method}"), Arc::new(MethodSeries::new(m, kind, service, method)))
+                (
+                    format!("/{service}/{method}"),
+                    Arc::new(MethodSeries::new(m, kind, service, method)),
+                )
             })
             .collect();
         GrpcMetricsLayer {

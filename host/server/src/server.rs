@@ -71,10 +71,8 @@ fn client_grpc_service(cfg: &ServerConfig, member: &Arc<Member>) -> http::GrpcSe
                 .max_encoding_message_size(usize::MAX),
         )
         .add_service(
-            MaintenanceServer::new(
-                api::MaintenanceService::new(member.clone()).with_version(cfg.emulated_etcd_version.clone()),
-            )
-            .max_decoding_message_size(max_recv),
+            MaintenanceServer::new(api::MaintenanceService::new(member.clone()).with_version(cfg.emulated_etcd_version.clone()))
+                .max_decoding_message_size(max_recv),
         )
         .add_service(ClusterServer::new(api::ClusterService::new(member.clone())).max_decoding_message_size(max_recv))
         .add_service(WatchServer::new(

@@ -52,7 +52,10 @@ pub fn routes() -> Router<Arc<HttpSurface>> {
             "/kv/compaction",
             unary::<pb::CompactionRequest, pb::CompactionResponse>("/etcdserverpb.KV/Compact"),
         )
-        .route("/watch", streaming::<pb::WatchRequest, pb::WatchResponse>("/etcdserverpb.Watch/Watch"))
+        .route(
+            "/watch",
+            streaming::<pb::WatchRequest, pb::WatchResponse>("/etcdserverpb.Watch/Watch"),
+        )
         .route(
             "/lease/grant",
             unary::<pb::LeaseGrantRequest, pb::LeaseGrantResponse>("/etcdserverpb.Lease/LeaseGrant"),
@@ -172,9 +175,7 @@ fn auth_routes() -> Router<Arc<HttpSurface>> {
         )
         .route(
             "/auth/user/changepw",
-            unary::<pb::AuthUserChangePasswordRequest, pb::AuthUserChangePasswordResponse>(
-                "/etcdserverpb.Auth/UserChangePassword",
-            ),
+            unary::<pb::AuthUserChangePasswordRequest, pb::AuthUserChangePasswordResponse>("/etcdserverpb.Auth/UserChangePassword"),
         )
         .route(
             "/auth/user/grant",
@@ -202,15 +203,11 @@ fn auth_routes() -> Router<Arc<HttpSurface>> {
         )
         .route(
             "/auth/role/grant",
-            unary::<pb::AuthRoleGrantPermissionRequest, pb::AuthRoleGrantPermissionResponse>(
-                "/etcdserverpb.Auth/RoleGrantPermission",
-            ),
+            unary::<pb::AuthRoleGrantPermissionRequest, pb::AuthRoleGrantPermissionResponse>("/etcdserverpb.Auth/RoleGrantPermission"),
         )
         .route(
             "/auth/role/revoke",
-            unary::<pb::AuthRoleRevokePermissionRequest, pb::AuthRoleRevokePermissionResponse>(
-                "/etcdserverpb.Auth/RoleRevokePermission",
-            ),
+            unary::<pb::AuthRoleRevokePermissionRequest, pb::AuthRoleRevokePermissionResponse>("/etcdserverpb.Auth/RoleRevokePermission"),
         )
 }
 
@@ -284,6 +281,17 @@ struct ErrorBody<'a> {
     code: i32,
 }
 
+/// One message of a streamed reply.
+#[derive(Serialize)]
+struct StreamResult<T> {
+    result: T,
+}
+
+#[derive(Serialize)]
+struct StreamFailure<'a> {
+    error: StreamError<'a>,
+}
+
 /// How grpc-gateway reports an error in the middle of a stream.
 #[derive(Serialize)]
 struct StreamError<'a> {
@@ -304,6 +312,12 @@ fn error_response(status: &Status) -> Response {
         code: status.code() as i32,
     };
     json_response(http_status(status.code()), serde_json::to_vec(&body).unwrap_or_default())
+}
+
+/// A body beyond any message the gRPC services accept is refused as they
+/// refuse such a message.
+fn too_large() -> Status {
+    Status::resource_exhausted("grpc: received message larger than max")
 }
 
 /// A request body as a message: empty means all defaults, as in etcd.
@@ -336,12 +350,7 @@ fn frame(message: &impl prost::Message) -> Bytes {
 
 /// Sends one call through the gRPC service in-process and returns its
 /// replies, or the status it failed with before any reply.
-async fn call(
-    surface: &HttpSurface,
-    grpc_path: &'static str,
-    parts: &http::request::Parts,
-    body: GrpcBody,
-) -> Result<Replies, Status> {
+async fn call(surface: &HttpSurface, grpc_path: &'static str, parts: &http::request::Parts, body: GrpcBody) -> Result<Replies, Status> {
     let mut request = http::Request::new(body);
     *request.method_mut() = http::Method::POST;
     *request.uri_mut() = http::Uri::from_static(grpc_path);
@@ -421,7 +430,7 @@ async fn call_unary<Req: Inbound, Resp: Outbound>(surface: &HttpSurface, grpc_pa
     let (parts, body) = request.into_parts();
     let bytes = match axum::body::to_bytes(body, surface.config.max_body_bytes).await {
         Ok(bytes) => bytes,
-        Err(_) => return error_response(&Status::invalid_argument("etcdserver: request is too large")),
+        Err(_) => return error_response(&too_large()),
     };
     let message: Req = match parse(&bytes) {
         Ok(m) => m,
@@ -429,7 +438,13 @@ async fn call_unary<Req: Inbound, Resp: Outbound>(surface: &HttpSurface, grpc_pa
     };
     let body = GrpcBody::new(Full::new(frame(&message)));
     let reply = match call(surface, grpc_path, &parts, body).await {
-        Ok(mut replies) => replies.next::<Resp>().await,
+        // The call is over, and counted as handled, only with its trailers.
+        Ok(mut replies) => match (replies.next::<Resp>().await, replies.next::<Resp>().await) {
+            (Some(Ok(reply)), None) => Some(Ok(reply)),
+            (Some(Ok(_)), Some(Err(status))) => Some(Err(status)),
+            (Some(Ok(_)), Some(Ok(_))) => Some(Err(Status::internal("a unary call sent more than one reply"))),
+            (other, _) => other,
+        },
         Err(status) => Some(Err(status)),
     };
     match reply {
@@ -444,10 +459,7 @@ async fn call_unary<Req: Inbound, Resp: Outbound>(surface: &HttpSurface, grpc_pa
 
 /// Newline-separated (or simply consecutive) JSON requests read off an HTTP
 /// body, as gRPC frames. None may exceed `max_bytes`.
-fn request_frames<Req: Inbound>(
-    body: AxumBody,
-    max_bytes: usize,
-) -> impl Stream<Item = Result<Frame<Bytes>, Status>> + Send + 'static {
+fn request_frames<Req: Inbound>(body: AxumBody, max_bytes: usize) -> impl Stream<Item = Result<Frame<Bytes>, Status>> + Send + 'static {
     struct Reading {
         data: axum::body::BodyDataStream,
         buf: BytesMut,
@@ -484,7 +496,7 @@ fn request_frames<Req: Inbound>(
             }
             match r.data.next().await {
                 Some(Ok(chunk)) if r.buf.len() + chunk.len() <= max_bytes => r.buf.extend_from_slice(&chunk),
-                Some(Ok(_)) => return Some((Err(Status::invalid_argument("etcdserver: request is too large")), None)),
+                Some(Ok(_)) => return Some((Err(too_large()), None)),
                 Some(Err(e)) => return Some((Err(Status::cancelled(e.to_string())), None)),
                 None => r.done = true,
             }
@@ -492,11 +504,7 @@ fn request_frames<Req: Inbound>(
     })
 }
 
-async fn call_streaming<Req: Inbound, Resp: Outbound>(
-    surface: &HttpSurface,
-    grpc_path: &'static str,
-    request: Request,
-) -> Response {
+async fn call_streaming<Req: Inbound, Resp: Outbound>(surface: &HttpSurface, grpc_path: &'static str, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let frames = request_frames::<Req>(body, surface.config.max_body_bytes);
     let replies = match call(surface, grpc_path, &parts, GrpcBody::new(StreamBody::new(frames))).await {
@@ -506,10 +514,7 @@ async fn call_streaming<Req: Inbound, Resp: Outbound>(
     let lines = futures::stream::unfold(Some(replies), |state| async move {
         let mut replies = state?;
         let line = match replies.next::<Resp>().await? {
-            Ok(reply) => {
-                let line = serde_json::to_vec(&serde_json::json!({ "result": reply }));
-                (line, Some(replies))
-            }
+            Ok(result) => (serde_json::to_vec(&StreamResult { result }), Some(replies)),
             Err(status) => {
                 let http = http_status(status.code());
                 let error = StreamError {
@@ -518,7 +523,7 @@ async fn call_streaming<Req: Inbound, Resp: Outbound>(
                     message: status.message(),
                     http_status: http.canonical_reason().unwrap_or(""),
                 };
-                (serde_json::to_vec(&serde_json::json!({ "error": error })), None)
+                (serde_json::to_vec(&StreamFailure { error }), None)
             }
         };
         let (json, next) = line;
@@ -566,7 +571,10 @@ mod tests {
         };
         let framed = frame(&put);
         assert_eq!(framed[0], 0);
-        assert_eq!(u32::from_be_bytes([framed[1], framed[2], framed[3], framed[4]]) as usize, framed.len() - 5);
+        assert_eq!(
+            u32::from_be_bytes([framed[1], framed[2], framed[3], framed[4]]) as usize,
+            framed.len() - 5
+        );
         assert_eq!(<pb::PutRequest as prost::Message>::decode(&framed[5..]).expect("decodes"), put);
     }
 }

@@ -123,11 +123,6 @@ pub async fn livez(State(surface): State<Arc<HttpSurface>>, Query(raw): Query<Ve
 pub async fn readyz(State(surface): State<Arc<HttpSurface>>, Query(raw): Query<Vec<(String, String)>>) -> Response {
     let query: HashMap<String, String> = raw.iter().cloned().collect();
     let (verbose, excluded) = flags(&query, &raw);
-    let checks = run_checks(
-        &surface,
-        &["data_corruption", "serializable_read", "linearizable_read"],
-        &excluded,
-    )
-    .await;
+    let checks = run_checks(&surface, &["data_corruption", "serializable_read", "linearizable_read"], &excluded).await;
     report("readyz", &checks, verbose)
 }

@@ -105,8 +105,17 @@ pub(crate) fn plain(status: StatusCode, body: impl Into<String>) -> Response {
 
 async fn version(State(surface): State<Arc<HttpSurface>>) -> Response {
     let server = &surface.config.etcd_version;
-    let body = serde_json::json!({"etcdserver": server, "etcdcluster": cluster_version(server)});
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    #[derive(serde::Serialize)]
+    struct Versions<'a> {
+        etcdserver: &'a str,
+        etcdcluster: String,
+    }
+    let body = Versions {
+        etcdserver: server,
+        etcdcluster: cluster_version(server),
+    };
+    let json = serde_json::to_vec(&body).unwrap_or_default();
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], json).into_response()
 }
 
 async fn render_metrics(State(surface): State<Arc<HttpSurface>>) -> Response {
@@ -145,7 +154,11 @@ async fn cors_and_hosts(State(surface): State<Arc<HttpSurface>>, request: Reques
         .to_string();
     let bare_host = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
     if !allowed(&config.host_whitelist, &host) && !allowed(&config.host_whitelist, bare_host) {
-        return plain(StatusCode::MISDIRECTED_REQUEST, format!("not allowed host {host:?}\n"));
+        // Refusing unknown hosts stops DNS rebinding (CVE-2018-5702).
+        return plain(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!("the Host header {host:?} is not in --host-whitelist; add it there to address this server by that name\n"),
+        );
     }
     let origin = request.headers().get(header::ORIGIN).cloned();
     let allow_origin = if config.cors.iter().any(|c| c == "*") {

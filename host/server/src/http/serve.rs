@@ -11,7 +11,6 @@ use axum::body::Body as AxumBody;
 use futures::{Stream, StreamExt};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinSet;
@@ -39,15 +38,9 @@ pub async fn serve<S, IO, G, H>(incoming: S, grpc: G, http: H, stop: impl Future
 where
     S: Stream<Item = std::io::Result<IO>>,
     IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
-    G: Service<http::Request<hyper::body::Incoming>, Response = http::Response<GrpcBody>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
+    G: Service<http::Request<hyper::body::Incoming>, Response = http::Response<GrpcBody>, Error = Infallible> + Clone + Send + 'static,
     G::Future: Send + 'static,
-    H: Service<http::Request<hyper::body::Incoming>, Response = http::Response<AxumBody>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
+    H: Service<http::Request<hyper::body::Incoming>, Response = http::Response<AxumBody>, Error = Infallible> + Clone + Send + 'static,
     H::Future: Send + 'static,
 {
     let mut builder = Builder::new(TokioExecutor::new());
@@ -59,7 +52,7 @@ where
         .keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT);
     builder.http1().timer(TokioTimer::new());
-    let graceful = GracefulShutdown::new();
+    let (closing_tx, closing) = tokio::sync::watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(incoming);
     tokio::pin!(stop);
@@ -95,13 +88,29 @@ where
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service))
             .into_owned();
-        let connection = graceful.watch(connection);
+        let mut closing = closing.clone();
         connections.spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "client connection ended with an error");
+            tokio::pin!(connection);
+            let mut asked = false;
+            loop {
+                tokio::select! {
+                    result = connection.as_mut() => {
+                        if let Err(e) = result {
+                            tracing::debug!(error = %e, "client connection ended with an error");
+                        }
+                        return;
+                    }
+                    // Finish the requests in flight, accept no more.
+                    _ = closing.wait_for(|c| *c), if !asked => {
+                        asked = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
             }
         });
     }
-    graceful.shutdown().await;
-    // `connections` drops here, aborting any that are still open.
+    let _ = closing_tx.send(true);
+    while connections.join_next().await.is_some() {}
+    // Dropped before that (the caller's abort after its grace period),
+    // `connections` aborts the connections still open.
 }
