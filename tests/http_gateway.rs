@@ -342,9 +342,12 @@ fn gateway_matches_etcd() {
     p.post("range after huge", "/v3/kv/range", json!({"key": b64("big")}));
 }
 
+/// Parsed metrics: family name -> (type, [(sample name and labels, value)]).
+type Scrape = BTreeMap<String, (String, Vec<(String, f64)>)>;
+
 /// The metrics both servers expose, parsed by `prometheus_client`:
 /// name -> (type, sorted sample label sets with values).
-fn scrape(url: &str) -> BTreeMap<String, (String, Vec<(String, f64)>)> {
+fn scrape(url: &str) -> Scrape {
     const PARSER: &str = r#"
 import json, sys
 from prometheus_client.parser import text_string_to_metric_families
@@ -369,7 +372,7 @@ print(json.dumps(out))
         "the Prometheus parser refused /metrics: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let parsed: BTreeMap<String, (String, Vec<(String, f64)>)> = serde_json::from_slice(&out.stdout).expect("parser JSON");
+    let parsed: Scrape = serde_json::from_slice(&out.stdout).expect("parser JSON");
     parsed
 }
 
@@ -400,7 +403,7 @@ const REQUIRED: &[&str] = &[
     "process_resident_memory_bytes",
 ];
 
-fn sample(m: &BTreeMap<String, (String, Vec<(String, f64)>)>, family: &str, sample: &str) -> f64 {
+fn sample(m: &Scrape, family: &str, sample: &str) -> f64 {
     let (_, samples) = m.get(family).unwrap_or_else(|| panic!("{family} missing"));
     samples
         .iter()
