@@ -10,7 +10,7 @@
 #
 # Usage: scripts/bench-compare.sh [--quick] [--members 1|3] [--rounds R]
 #          [--profile release|dev-opt|dev] [--workloads put,range-l,...]
-#          [--keys N] [--skip-memory] [--out DIR]
+#          [--keys N] [--skip-memory] [--out DIR] [--tls] [--auth]
 # Environment: ETCD_BIN (default /usr/bin/etcd), CAIRN_BIN and BENCH_BIN to
 # use prebuilt binaries instead of building, CARGO_TARGET_DIR as for cargo.
 # Profiles: dev-opt (default), the dev profile (dependencies at opt-level 2)
@@ -30,6 +30,8 @@ WORKLOADS="put,range-l,range-s,txn,mixed,watch,lease-keepalive"
 KEYS=""
 SKIP_MEMORY=0
 OUT=""
+TLS=0
+AUTH=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
@@ -40,7 +42,9 @@ while [ $# -gt 0 ]; do
     --keys) KEYS="$2"; shift ;;
     --skip-memory) SKIP_MEMORY=1 ;;
     --out) OUT="$2"; shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    --tls) TLS=1 ;;
+    --auth) AUTH=1 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
@@ -57,6 +61,7 @@ CLIENTS=${CLIENTS:-100}
 KEY_SIZE=${KEY_SIZE:-32}
 VAL_SIZE=${VAL_SIZE:-256}
 ETCD_BIN=${ETCD_BIN:-/usr/bin/etcd}
+ETCDCTL_BIN=${ETCDCTL_BIN:-/usr/bin/etcdctl}
 
 # --- binaries --------------------------------------------------------------
 if [ -z "${CAIRN_BIN:-}" ] || [ -z "${BENCH_BIN:-}" ]; then
@@ -95,6 +100,42 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# --- TLS and auth ------------------------------------------------------------
+SCHEME=http
+SERVER_TLS=()
+CLIENT_TLS=()
+if [ "$TLS" = 1 ]; then
+  SCHEME=https
+  certs="$WORK/certs"
+  mkdir -p "$certs"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench-ca \
+    -keyout "$certs/ca.key" -out "$certs/ca.crt" 2>/dev/null
+  for who in server client; do
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$who" \
+      -keyout "$certs/$who.key" -out "$certs/$who.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n' >"$certs/$who.ext"
+    openssl x509 -req -in "$certs/$who.csr" -CA "$certs/ca.crt" -CAkey "$certs/ca.key" -CAcreateserial \
+      -days 2 -extfile "$certs/$who.ext" -out "$certs/$who.crt" 2>/dev/null
+  done
+  SERVER_TLS=(--cert-file "$certs/server.crt" --key-file "$certs/server.key" --trusted-ca-file "$certs/ca.crt" --client-cert-auth)
+  CLIENT_TLS=(--cacert "$certs/ca.crt" --cert "$certs/client.crt" --key "$certs/client.key")
+fi
+BENCH_USER=()
+[ "$AUTH" = 1 ] && BENCH_USER=(--user bench:bench-password)
+
+# enable_auth SYSTEM: a root user, and a user whose role may read and write
+# every key the workloads touch ("0"... onwards), then auth on.
+enable_auth() {
+  local ctl=("$ETCDCTL_BIN" --endpoints "$(endpoints "$1")" "${CLIENT_TLS[@]}")
+  ETCDCTL_API=3 "${ctl[@]}" user add root:root-password >/dev/null
+  ETCDCTL_API=3 "${ctl[@]}" user grant-role root root >/dev/null
+  ETCDCTL_API=3 "${ctl[@]}" role add bench >/dev/null
+  ETCDCTL_API=3 "${ctl[@]}" role grant-permission bench readwrite 0 --from-key >/dev/null
+  ETCDCTL_API=3 "${ctl[@]}" user add bench:bench-password >/dev/null
+  ETCDCTL_API=3 "${ctl[@]}" user grant-role bench bench >/dev/null
+  ETCDCTL_API=3 "${ctl[@]}" auth enable >/dev/null
+}
+
 # --- clusters --------------------------------------------------------------
 # Member i of a system listens for clients on BASE+2i and for peers on
 # BASE+2i+1; etcd and cairn get disjoint bases so both can run at once.
@@ -104,7 +145,7 @@ bin_of() { case "$1" in etcd) echo "$ETCD_BIN" ;; cairn) echo "$CAIRN_BIN" ;; es
 endpoints() {
   local base; base=$(base_port "$1")
   local eps=()
-  for ((i = 0; i < MEMBERS; i++)); do eps+=("http://127.0.0.1:$((base + 2 * i))"); done
+  for ((i = 0; i < MEMBERS; i++)); do eps+=("$SCHEME://127.0.0.1:$((base + 2 * i))"); done
   (IFS=,; echo "${eps[*]}")
 }
 
@@ -118,13 +159,13 @@ start_cluster() {
   done
   CLUSTER_PIDS=()
   for ((i = 0; i < MEMBERS; i++)); do
-    local dir="$WORK/data/$sys-$tag/m$i" client="http://127.0.0.1:$((base + 2 * i))" peer="http://127.0.0.1:$((base + 2 * i + 1))"
+    local dir="$WORK/data/$sys-$tag/m$i" client="$SCHEME://127.0.0.1:$((base + 2 * i))" peer="http://127.0.0.1:$((base + 2 * i + 1))"
     mkdir -p "$dir"
     "$bin" --name "m$i" --data-dir "$dir/data" \
       --listen-client-urls "$client" --advertise-client-urls "$client" \
       --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
       --initial-cluster "$cluster" --initial-cluster-state new \
-      --initial-cluster-token "bench-$sys" --log-level error \
+      --initial-cluster-token "bench-$sys" --log-level error "${SERVER_TLS[@]}" \
       >>"$WORK/$sys-$tag-m$i.log" 2>&1 &
     CLUSTER_PIDS+=($!)
     PIDS+=($!)
@@ -136,7 +177,7 @@ stop_cluster() {
   for pid in "${CLUSTER_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
 }
 
-wait_ready() { "$BENCH_BIN" --endpoints "$(endpoints "$1")" --json wait --timeout "${2:-60s}"; }
+wait_ready() { "$BENCH_BIN" --endpoints "$(endpoints "$1")" "${CLIENT_TLS[@]}" --json wait --timeout "${2:-60s}"; }
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
@@ -162,7 +203,8 @@ bench() { # SYSTEM [--clients N] [--conns N] WORKLOAD-ARGS... -> JSON line on st
     esac
     shift
   done
-  RUST_BACKTRACE=0 "$BENCH_BIN" --endpoints "$(endpoints "$sys")" --conns "$conns" --clients "$clients" \
+  RUST_BACKTRACE=0 "$BENCH_BIN" --endpoints "$(endpoints "$sys")" "${CLIENT_TLS[@]}" "${BENCH_USER[@]}" \
+    --conns "$conns" --clients "$clients" \
     --key-size "$KEY_SIZE" --val-size "$VAL_SIZE" --json "${rest[@]}"
 }
 
@@ -182,7 +224,7 @@ workload_args() {
 echo "## Machine" >&2
 echo "nproc=$(nproc) mem=$(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) disk=$(df -h --output=source,fstype "$WORK" | tail -1)" >&2
 echo "etcd: $("$ETCD_BIN" --version | head -1); cairn: $CAIRN_BIN; bench: $BENCH_BIN" >&2
-echo "members=$MEMBERS rounds=$ROUNDS total=$TOTAL conns=$CONNS clients=$CLIENTS key-size=$KEY_SIZE val-size=$VAL_SIZE" >&2
+echo "members=$MEMBERS rounds=$ROUNDS total=$TOTAL conns=$CONNS clients=$CLIENTS key-size=$KEY_SIZE val-size=$VAL_SIZE tls=$TLS auth=$AUTH" >&2
 
 # --- workloads -------------------------------------------------------------
 RESULTS="$OUT/workloads.jsonl"
@@ -193,7 +235,7 @@ for sys in etcd cairn; do
   start_cluster "$sys" run
   RUN_PIDS+=("${CLUSTER_PIDS[@]}")
   SYS_PIDS[$sys]="${CLUSTER_PIDS[*]}"
-  if wait_ready "$sys" >/dev/null 2>&1; then
+  if wait_ready "$sys" >/dev/null 2>&1 && { [ "$AUTH" = 0 ] || enable_auth "$sys"; }; then
     UP[$sys]=1
     # The read workloads share one loaded key space.
     bench "$sys" --key-space "$KEY_SPACE" --clients 8 load >/dev/null || UP[$sys]=0
@@ -234,6 +276,8 @@ stop_cluster
 # --- memory and restart ----------------------------------------------------
 MEMORY="$OUT/memory.jsonl"
 : >"$MEMORY"
+# The memory clusters run without auth.
+BENCH_USER=()
 if [ "$SKIP_MEMORY" = 0 ]; then
   for sys in etcd cairn; do
     start_cluster "$sys" mem

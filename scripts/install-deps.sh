@@ -32,6 +32,16 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+# Python's etcd3 client (with the grpcio and protobuf it works with), for
+# the TLS client tests, in a directory of its own (tests/tls.rs sets
+# PYTHONPATH to it).
+CAIRN_PYTHON_DIR=/opt/cairn-test-python
+if [ "${CAIRN_SKIP_PYTHON:-}" != 1 ] && ! PYTHONPATH=$CAIRN_PYTHON_DIR python3 -c 'import etcd3' >/dev/null 2>&1; then
+  echo "installing Python etcd3 into $CAIRN_PYTHON_DIR"
+  python3 -m pip install --quiet --disable-pip-version-check --target "$CAIRN_PYTHON_DIR" \
+    etcd3==0.12.0 protobuf==3.20.3 grpcio==1.62.2 tenacity==8.2.3 six==1.16.0
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   if [ -x "$HOME/.cargo/bin/cargo" ]; then
     echo "cargo is in $HOME/.cargo/bin: add it to PATH" >&2

@@ -31,6 +31,8 @@ pub struct Member {
     extra_args: Vec<String>,
     /// Extra environment for the next start.
     env: Vec<(String, String)>,
+    /// "https" when peers talk TLS.
+    peer_scheme: &'static str,
 }
 
 impl Member {
@@ -40,7 +42,17 @@ impl Member {
 
     /// The advertised peer URL (the proxy's).
     pub fn peer_url(&self) -> String {
-        self.proxy.url()
+        self.proxy.url().replacen("http://", &format!("{}://", self.peer_scheme), 1)
+    }
+
+    /// `127.0.0.1:PORT` the member's peer listener is bound to.
+    pub fn listen_peer_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.peer_port))
+    }
+
+    /// Whether the member's log mentions `needle`.
+    pub fn log_contains(&self, needle: &str) -> bool {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default().contains(needle)
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -58,7 +70,7 @@ impl Member {
             format!("--data-dir={}", self.data_dir().display()),
             format!("--listen-client-urls={ep}"),
             format!("--advertise-client-urls={ep}"),
-            format!("--listen-peer-urls=http://127.0.0.1:{}", self.peer_port),
+            format!("--listen-peer-urls={}://127.0.0.1:{}", self.peer_scheme, self.peer_port),
             format!("--initial-advertise-peer-urls={}", self.peer_url()),
             format!("--initial-cluster={}", self.initial_cluster),
             format!("--initial-cluster-state={}", self.state),
@@ -158,6 +170,7 @@ pub struct Cluster {
     pub members: Vec<Member>,
     extra_args: Vec<String>,
     kind: Kind,
+    peer_scheme: &'static str,
 }
 
 impl Cluster {
@@ -179,7 +192,17 @@ impl Cluster {
     /// Like [`Cluster::start_kind`], calling `prepare` on each member before
     /// its first start (to restore a backup into its data dir, say).
     pub fn start_prepared(kind: Kind, n: usize, extra_args: &[&str], prepare: impl Fn(&Member)) -> Cluster {
-        let mut cluster = Cluster::unstarted(kind, n, extra_args);
+        Cluster::start_with_peer_scheme(kind, "http", n, extra_args, prepare)
+    }
+
+    /// Starts `n` members whose peer URLs are `https://`; `extra_args` must
+    /// carry the peer TLS flags.
+    pub fn start_peer_tls(kind: Kind, n: usize, extra_args: &[&str]) -> Cluster {
+        Cluster::start_with_peer_scheme(kind, "https", n, extra_args, |_| {})
+    }
+
+    fn start_with_peer_scheme(kind: Kind, peer_scheme: &'static str, n: usize, extra_args: &[&str], prepare: impl Fn(&Member)) -> Cluster {
+        let mut cluster = Cluster::unstarted(kind, peer_scheme, n, extra_args);
         for m in &mut cluster.members {
             prepare(m);
             m.spawn();
@@ -195,7 +218,7 @@ impl Cluster {
     /// crash at `failpoint` (see cairn's `failpoint` module) during its very
     /// first start, then starts them all again and waits until they serve.
     pub fn start_after_first_start_crash(n: usize, failpoint: &str) -> Cluster {
-        let mut cluster = Cluster::unstarted(Kind::Cairn, n, &[]);
+        let mut cluster = Cluster::unstarted(Kind::Cairn, "http", n, &[]);
         for m in &mut cluster.members {
             m.env = vec![("CAIRN_FAILPOINT".to_string(), failpoint.to_string())];
             m.spawn();
@@ -220,9 +243,11 @@ impl Cluster {
     }
 
     /// The members of a new cluster, configured but not started.
-    fn unstarted(kind: Kind, n: usize, extra_args: &[&str]) -> Cluster {
+    fn unstarted(kind: Kind, peer_scheme: &'static str, n: usize, extra_args: &[&str]) -> Cluster {
         crate::require_etcdctl();
-        let mut members: Vec<Member> = (0..n).map(|i| new_member(kind, &format!("m{i}"), extra_args)).collect();
+        let mut members: Vec<Member> = (0..n)
+            .map(|i| new_member(kind, peer_scheme, &format!("m{i}"), extra_args))
+            .collect();
         let initial = members
             .iter()
             .map(|m| format!("{}={}", m.name, m.peer_url()))
@@ -235,6 +260,7 @@ impl Cluster {
             members,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             kind,
+            peer_scheme,
         }
     }
 
@@ -498,9 +524,18 @@ impl Cluster {
     /// Adds a member with `etcdctl member add` (through member `via`) and
     /// starts it with `--initial-cluster-state existing`; waits until it serves.
     pub fn add_member(&mut self, via: usize, learner: bool) -> usize {
+        let extra = self.extra_args.clone();
+        let i = self.add_member_started(via, learner, &extra);
+        self.wait_status(i);
+        i
+    }
+
+    /// Adds a member as [`Cluster::add_member`] does, started with
+    /// `extra_args` instead of the cluster's, without waiting for it.
+    pub fn add_member_started(&mut self, via: usize, learner: bool, extra_args: &[String]) -> usize {
         let name = format!("m{}", self.members.len());
-        let extra: Vec<&str> = self.extra_args.iter().map(String::as_str).collect();
-        let mut m = new_member(self.kind, &name, &extra);
+        let extra: Vec<&str> = extra_args.iter().map(String::as_str).collect();
+        let mut m = new_member(self.kind, self.peer_scheme, &name, &extra);
         let mut args = vec!["member", "add", name.as_str()];
         let peer = format!("--peer-urls={}", m.peer_url());
         args.push(&peer);
@@ -530,9 +565,7 @@ impl Cluster {
         m.state = "existing";
         m.spawn();
         self.members.push(m);
-        let i = self.members.len() - 1;
-        self.wait_status(i);
-        i
+        self.members.len() - 1
     }
 
     /// Waits (bounded) until member `i` answers `endpoint status`, which
@@ -595,7 +628,7 @@ struct MemberState {
     keys: String,
 }
 
-fn new_member(kind: Kind, name: &str, extra_args: &[&str]) -> Member {
+fn new_member(kind: Kind, peer_scheme: &'static str, name: &str, extra_args: &[&str]) -> Member {
     let peer_port = free_port();
     let proxy = PeerProxy::start(free_port(), SocketAddr::from(([127, 0, 0, 1], peer_port)));
     Member {
@@ -610,6 +643,7 @@ fn new_member(kind: Kind, name: &str, extra_args: &[&str]) -> Member {
         state: "new",
         extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
         env: Vec::new(),
+        peer_scheme,
     }
 }
 

@@ -41,9 +41,18 @@ impl Differential {
 
     /// Same as [`Differential::start`] with extra server flags given to both.
     pub fn start_with_args(args: &[&str]) -> Differential {
+        Differential::start_tls(args, None)
+    }
+
+    /// Same as [`Differential::start_with_args`], serving clients over TLS
+    /// when `etcdctl_flags` are given (see [`Server::start_tls`]).
+    pub fn start_tls(args: &[&str], etcdctl_flags: Option<Vec<String>>) -> Differential {
         crate::require_etcd();
         let kind = crate::target_kind();
-        let (reference, target) = both(|| Server::start_with_args(Kind::Etcd, args), || Server::start_with_args(kind, args));
+        let (reference, target) = both(
+            || Server::start_tls(Kind::Etcd, args, etcdctl_flags.clone()),
+            || Server::start_tls(kind, args, etcdctl_flags.clone()),
+        );
         let nref = Normalizer::for_server(&reference);
         let ntgt = Normalizer::for_server(&target);
         Differential {

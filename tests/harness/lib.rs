@@ -25,6 +25,7 @@ pub mod normalize;
 pub mod plugins;
 pub mod proxy;
 pub mod server;
+pub mod tls;
 
 pub use cluster::Cluster;
 pub use diff::{both, Differential};

@@ -53,6 +53,10 @@ pub struct Server {
     child: Option<Child>,
     /// Number of times the process has been launched (1 after `start`).
     launches: u32,
+    /// "https" for a client listener serving TLS.
+    scheme: &'static str,
+    /// etcdctl's TLS flags for talking to this server (readiness probes).
+    etcdctl_flags: Vec<String>,
 }
 
 /// Ports handed out by this process, never handed out twice so that
@@ -90,6 +94,13 @@ impl Server {
     /// (e.g. `--max-request-bytes=4096`).  Both implementations get exactly
     /// the same command line apart from the binary.
     pub fn start_with_args(kind: Kind, extra_args: &[&str]) -> Server {
+        Server::start_tls(kind, extra_args, None)
+    }
+
+    /// Like [`Server::start_with_args`]; with `etcdctl_flags` (TLS flags
+    /// for etcdctl: `--cacert`, `--cert`, `--key`...) the client URL is
+    /// `https://` and readiness is probed with those flags.
+    pub fn start_tls(kind: Kind, extra_args: &[&str], etcdctl_flags: Option<Vec<String>>) -> Server {
         crate::require_etcdctl(); // readiness probing uses etcdctl
         let bin = kind.binary();
         let dir = tempfile::Builder::new()
@@ -109,6 +120,8 @@ impl Server {
             dir,
             child: None,
             launches: 0,
+            scheme: if etcdctl_flags.is_some() { "https" } else { "http" },
+            etcdctl_flags: etcdctl_flags.unwrap_or_default(),
         };
         s.launch();
         s
@@ -119,9 +132,14 @@ impl Server {
         self.kind
     }
 
-    /// Client URL, e.g. `http://127.0.0.1:40123`.
+    /// Client URL, e.g. `http://127.0.0.1:40123` (`https://` with TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.client_port)
+    }
+
+    /// `127.0.0.1:PORT` of the peer listener.
+    pub fn peer_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.peer_port))
     }
 
     /// Peer URL, e.g. `http://127.0.0.1:40124`.
@@ -242,12 +260,9 @@ impl Server {
                 panic!("{:?} server exited during startup with {st}\n{}", self.kind, self.log_tail(60));
             }
             if TcpStream::connect_timeout(&self.client_addr(), Duration::from_millis(500)).is_ok() {
-                let out = etcdctl_timeout(
-                    &self.endpoint(),
-                    &["endpoint", "health", "--dial-timeout=2s", "--command-timeout=3s"],
-                    None,
-                    Duration::from_secs(10),
-                );
+                let mut probe: Vec<&str> = self.etcdctl_flags.iter().map(String::as_str).collect();
+                probe.extend(["endpoint", "health", "--dial-timeout=2s", "--command-timeout=3s"]);
+                let out = etcdctl_timeout(&self.endpoint(), &probe, None, Duration::from_secs(10));
                 if out.status == Some(0) {
                     return;
                 }

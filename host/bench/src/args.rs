@@ -49,6 +49,18 @@ pub struct Common {
     /// Per-request deadline; a request that misses it counts as an error.
     #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+    /// CA bundle that verifies the server's certificate (https endpoints), as etcdctl's --cacert.
+    #[arg(long, global = true)]
+    pub cacert: Option<std::path::PathBuf>,
+    /// Client certificate to present, as etcdctl's --cert (with --key).
+    #[arg(long, global = true, requires = "key")]
+    pub cert: Option<std::path::PathBuf>,
+    /// Private key of --cert.
+    #[arg(long, global = true, requires = "cert")]
+    pub key: Option<std::path::PathBuf>,
+    /// `name:password` to authenticate with once; every request then carries the token, as etcdctl's --user.
+    #[arg(long, global = true)]
+    pub user: Option<String>,
 }
 
 pub const DEFAULT_TOTAL: u64 = 10_000;

@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::conn::Conn;
 use serde_json::Value;
-use tonic::transport::Channel;
 
 use super::args::{Common, Consistency};
 use super::driver::{merge, run_workers, Budget, ClientResult, Worker};
@@ -24,7 +24,7 @@ const KEY_PREFIX: &[u8] = b"";
 /// etcd's default `--max-txn-ops`.
 const MAX_TXN_OPS: usize = 128;
 
-fn client(channels: &[Channel], i: usize) -> KvClient<Channel> {
+fn client(channels: &[Conn], i: usize) -> KvClient<Conn> {
     KvClient::new(channels[i % channels.len()].clone()).max_decoding_message_size(usize::MAX)
 }
 
@@ -37,7 +37,7 @@ fn seed(i: usize) -> u64 {
 }
 
 struct PutWorker {
-    kv: KvClient<Channel>,
+    kv: KvClient<Conn>,
     keys: KeyGen,
     values: ValueGen,
 }
@@ -53,7 +53,7 @@ impl Worker for PutWorker {
     }
 }
 
-pub async fn put(common: &Common, channels: &[Channel]) -> anyhow::Result<Report> {
+pub async fn put(common: &Common, channels: &[Conn]) -> anyhow::Result<Report> {
     let keys = keygen(common)?;
     let workers = (0..common.clients)
         .map(|i| {
@@ -68,7 +68,7 @@ pub async fn put(common: &Common, channels: &[Channel]) -> anyhow::Result<Report
 }
 
 struct RangeWorker {
-    kv: KvClient<Channel>,
+    kv: KvClient<Conn>,
     keys: KeyGen,
     serializable: bool,
 }
@@ -84,7 +84,7 @@ impl Worker for RangeWorker {
     }
 }
 
-pub async fn range(common: &Common, channels: &[Channel], consistency: Consistency, prefill: bool) -> anyhow::Result<Report> {
+pub async fn range(common: &Common, channels: &[Conn], consistency: Consistency, prefill: bool) -> anyhow::Result<Report> {
     if prefill {
         fill(common, channels, MAX_TXN_OPS).await?;
     }
@@ -109,7 +109,7 @@ pub async fn range(common: &Common, channels: &[Channel], consistency: Consisten
 /// this client last saw (0, "absent", for keys it has not seen). A lost race
 /// teaches it the current revision from the failure branch's range.
 struct TxnWorker {
-    kv: KvClient<Channel>,
+    kv: KvClient<Conn>,
     keys: KeyGen,
     values: ValueGen,
     known: HashMap<Vec<u8>, i64>,
@@ -164,7 +164,7 @@ impl Worker for TxnWorker {
     }
 }
 
-pub async fn txn(common: &Common, channels: &[Channel]) -> anyhow::Result<Report> {
+pub async fn txn(common: &Common, channels: &[Conn]) -> anyhow::Result<Report> {
     let keys = keygen(common)?;
     let workers = (0..common.clients)
         .map(|i| {
@@ -182,7 +182,7 @@ pub async fn txn(common: &Common, channels: &[Channel]) -> anyhow::Result<Report
 }
 
 struct MixedWorker {
-    kv: KvClient<Channel>,
+    kv: KvClient<Conn>,
     keys: KeyGen,
     values: ValueGen,
     read_ratio: f64,
@@ -218,13 +218,7 @@ impl Worker for MixedWorker {
     }
 }
 
-pub async fn mixed(
-    common: &Common,
-    channels: &[Channel],
-    read_ratio: f64,
-    consistency: Consistency,
-    prefill: bool,
-) -> anyhow::Result<Report> {
+pub async fn mixed(common: &Common, channels: &[Conn], read_ratio: f64, consistency: Consistency, prefill: bool) -> anyhow::Result<Report> {
     if !(0.0..=1.0).contains(&read_ratio) {
         anyhow::bail!("--read-ratio must be between 0 and 1, got {read_ratio}");
     }
@@ -250,7 +244,7 @@ pub async fn mixed(
 
 /// Writes keys `0..--key-space` once, `batch` puts per txn, from
 /// `--clients` concurrent clients. Each request in the report is one txn.
-pub async fn load(common: &Common, channels: &[Channel], batch: usize) -> anyhow::Result<Report> {
+pub async fn load(common: &Common, channels: &[Conn], batch: usize) -> anyhow::Result<Report> {
     if batch == 0 || batch > MAX_TXN_OPS {
         anyhow::bail!("--batch must be between 1 and {MAX_TXN_OPS}");
     }
@@ -259,7 +253,7 @@ pub async fn load(common: &Common, channels: &[Channel], batch: usize) -> anyhow
     Ok(report)
 }
 
-async fn fill(common: &Common, channels: &[Channel], batch: usize) -> anyhow::Result<Report> {
+async fn fill(common: &Common, channels: &[Conn], batch: usize) -> anyhow::Result<Report> {
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();

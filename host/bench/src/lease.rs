@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
+use crate::conn::Conn;
 use anyhow::Context;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 
 use super::args::Common;
 use super::driver::{run_workers, Budget, Worker};
@@ -37,7 +37,7 @@ impl Worker for KeepAliveWorker {
     }
 }
 
-async fn start_worker(channel: Channel, ttl: i64) -> anyhow::Result<KeepAliveWorker> {
+async fn start_worker(channel: Conn, ttl: i64) -> anyhow::Result<KeepAliveWorker> {
     let mut lease = LeaseClient::new(channel);
     let id = lease
         .lease_grant(LeaseGrantRequest { ttl, id: 0 })
@@ -65,7 +65,7 @@ async fn start_worker(channel: Channel, ttl: i64) -> anyhow::Result<KeepAliveWor
     Ok(KeepAliveWorker { id, requests, responses })
 }
 
-pub async fn keepalive(common: &Common, channels: &[Channel], ttl: i64) -> anyhow::Result<Report> {
+pub async fn keepalive(common: &Common, channels: &[Conn], ttl: i64) -> anyhow::Result<Report> {
     let mut workers = Vec::with_capacity(common.clients);
     for i in 0..common.clients {
         workers.push(start_worker(channels[i % channels.len()].clone(), ttl).await?);

@@ -28,7 +28,7 @@ use report::Report;
 async fn run(args: Args) -> anyhow::Result<Report> {
     let common = args.common;
     common.validate()?;
-    let connect = || conn::connect_all(&common.endpoints, common.conns);
+    let connect = || conn::connect_all(&common);
     match args.workload {
         Workload::Put => kv::put(&common, &connect().await?).await,
         Workload::Range(r) => kv::range(&common, &connect().await?, r.consistency, r.prefill.enabled()).await,

@@ -13,9 +13,14 @@ use crate::proto::etcdserverpb::RangeRequest;
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
 const RETRY_EVERY: Duration = Duration::from_millis(10);
 
-async fn answers(endpoint: &str) -> bool {
+async fn answers(common: &Common, endpoint: &str) -> bool {
+    let one = Common {
+        endpoints: vec![endpoint.to_string()],
+        conns: 1,
+        ..common.clone()
+    };
     let attempt = async {
-        let channels = connect_all(&[endpoint.to_string()], 1).await.ok()?;
+        let channels = connect_all(&one).await.ok()?;
         let mut kv = KvClient::new(channels.into_iter().next()?);
         kv.range(RangeRequest {
             key: b"cairn-bench/ready".to_vec(),
@@ -33,7 +38,7 @@ pub async fn until_ready(common: &Common, timeout: Duration) -> anyhow::Result<R
     for endpoint in &common.endpoints {
         loop {
             attempts += 1;
-            if answers(endpoint).await {
+            if answers(common, endpoint).await {
                 break;
             }
             if start.elapsed() >= timeout {

@@ -6,12 +6,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::conn::Conn;
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 
 use super::args::{Common, WatchArgs};
 use super::driver::{run_workers, Budget, Worker};
@@ -32,7 +32,7 @@ const STAMP_BYTES: usize = 8;
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
 
 struct StampedPutWorker {
-    kv: KvClient<Channel>,
+    kv: KvClient<Conn>,
     keys: KeyGen,
     filler: Vec<u8>,
     epoch: Instant,
@@ -60,7 +60,7 @@ struct StreamResult {
 /// Opens one watch stream carrying `watchers` watchers on the prefix and
 /// returns once the server confirmed all of them.
 async fn open_stream(
-    channel: Channel,
+    channel: Conn,
     watchers: usize,
 ) -> anyhow::Result<(
     mpsc::Sender<WatchRequest>,
@@ -97,7 +97,7 @@ async fn open_stream(
     Ok((tx, stream))
 }
 
-pub async fn run(common: &Common, channels: &[Channel], args: &WatchArgs) -> anyhow::Result<Report> {
+pub async fn run(common: &Common, channels: &[Conn], args: &WatchArgs) -> anyhow::Result<Report> {
     if args.watchers == 0 {
         bail!("--watchers must be at least 1");
     }

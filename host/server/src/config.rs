@@ -140,6 +140,10 @@ pub struct ServerConfig {
     /// all).
     #[arg(long, env = "ETCD_HOST_WHITELIST", value_delimiter = ',', default_value = "*")]
     pub host_whitelist: Vec<String>,
+
+    /// TLS for clients and peers (etcd's security flags).
+    #[command(flatten)]
+    pub tls: crate::tls::TlsFlags,
 }
 
 /// Kubernetes serves consistent lists from its watch cache only from etcd

@@ -31,6 +31,7 @@ pub mod plugin;
 pub mod raft;
 pub mod server;
 pub mod storage;
+pub mod tls;
 pub mod txn;
 pub mod watch;
 

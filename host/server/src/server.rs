@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 use tonic::service::Routes;
 use tonic::transport::Server;
@@ -29,6 +28,7 @@ use crate::proto::etcdserverpb::{
 };
 use crate::proto::v3electionpb::election_server::ElectionServer;
 use crate::proto::v3lockpb::lock_server::LockServer;
+use crate::tls;
 
 /// How long open client requests may take to finish after SIGTERM.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -36,14 +36,17 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 /// gRPC framing on top of the request limit, as etcd allows.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
-/// Resolves `http://host:port` listen URLs to socket addresses.
-async fn resolve(urls: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
+/// Resolves `http://host:port` and `https://host:port` listen URLs to
+/// socket addresses, each with whether it serves TLS.
+async fn resolve(urls: &[String]) -> anyhow::Result<Vec<(SocketAddr, bool)>> {
     let mut addrs = Vec::new();
     for raw in urls {
         let url = url::Url::parse(raw).with_context(|| format!("invalid URL {raw:?}"))?;
-        if url.scheme() != "http" {
-            bail!("{raw}: only http:// URLs are supported so far (TLS is not built yet)");
-        }
+        let secure = match url.scheme() {
+            "http" => false,
+            "https" => true,
+            _ => bail!("{raw}: listen URLs must be http:// or https://"),
+        };
         let host = url.host_str().context("URL has no host")?;
         let port = url.port().context("URL has no port")?;
         let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
@@ -54,7 +57,7 @@ async fn resolve(urls: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
             .or(resolved.first())
             .copied()
             .with_context(|| format!("{raw} resolves to no address"))?;
-        addrs.push(addr);
+        addrs.push((addr, secure));
     }
     Ok(addrs)
 }
@@ -103,14 +106,15 @@ fn http_config(cfg: &ServerConfig) -> http::HttpConfig {
 
 /// Runs a member until `shutdown` resolves or Raft fails.
 pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let Started { member, raft_thread } = bootstrap::start(&cfg).await?;
+    let tls = tls::Setup::from_config(&cfg)?;
+    let Started { member, raft_thread } = bootstrap::start(&cfg, tls.dialer.clone()).await?;
     let node = member.node().clone();
     let lease_clock = tokio::spawn(lease_clock::run(member.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
-    for addr in resolve(&cfg.listen_peer_urls).await? {
+    for (addr, secure) in resolve(&cfg.listen_peer_urls).await? {
         let listener = TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
-        tracing::info!(%addr, "serving peer traffic");
+        tracing::info!(%addr, tls = secure, "serving peer traffic");
         let router = Server::builder().add_service(
             PeerServer::new(PeerService::new(
                 node.clone(),
@@ -121,7 +125,7 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
         );
         let router = router.add_service(LeasePeerServer::new(LeasePeerService::new(member.clone())));
         let mut stop = stop_rx.clone();
-        let served = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        let served = router.serve_with_incoming_shutdown(tls::accept(listener, tls.peer.clone().filter(|_| secure)), async move {
             let _ = stop.wait_for(|s| *s).await;
         });
         servers.push(tokio::spawn(async move {
@@ -138,18 +142,11 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
     let grpc = client_grpc_service(&cfg, &member);
     let surface = http::HttpSurface::new(member.clone(), grpc.clone(), http_config(&cfg));
     let http_router = http::client_router(surface.clone());
-    for addr in resolve(&cfg.listen_client_urls).await? {
+    for (addr, secure) in resolve(&cfg.listen_client_urls).await? {
         let listener = TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
-        tracing::info!(%addr, "serving client requests");
+        tracing::info!(%addr, tls = secure, "serving client requests");
         let mut stop = stop_rx.clone();
-        // Nagle's algorithm would hold back a response's trailing frames
-        // until the client's delayed ACK (tens of ms); etcd disables it too.
-        let incoming = TcpListenerStream::new(listener).map(|conn| {
-            conn.and_then(|stream| {
-                stream.set_nodelay(true)?;
-                Ok(AuthorityRepair::new(stream))
-            })
-        });
+        let incoming = tls::accept(listener, tls.client.clone().filter(|_| secure)).map(|conn| conn.map(AuthorityRepair::new));
         servers.push(tokio::spawn(http::serve::serve(
             incoming,
             grpc.clone(),
@@ -159,7 +156,10 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
             },
         )));
     }
-    for addr in resolve(&cfg.listen_metrics_urls).await? {
+    for (addr, secure) in resolve(&cfg.listen_metrics_urls).await? {
+        if secure {
+            bail!("--listen-metrics-urls: only http:// URLs are served so far");
+        }
         let listener = TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
         tracing::info!(%addr, "serving metrics");
         let mut stop = stop_rx.clone();

@@ -148,7 +148,7 @@ impl Cluster for ClusterService {
             Err(Error::NotLeader) => {
                 let leader = self.member.node().status().leader();
                 let url = self.member.membership().table.peer_url(leader).ok_or(Error::NoLeader)?;
-                crate::peer::learner_ready_at_leader(&url, id).await?;
+                crate::peer::learner_ready_at_leader(self.member.peer_dialer(), &url, id).await?;
             }
             other => other?,
         }

@@ -17,6 +17,7 @@ use crate::peer::{self, PeerActivity, Transport};
 use crate::proto::cairnpb::{peer_client::PeerClient, raft_request::Request, MemberAttributes, MemberSet, MembersRequest};
 use crate::raft::{LogLimits, Node};
 use crate::storage::Database;
+use crate::tls::PeerDialer;
 
 /// How long one member named in `--initial-cluster` may take to answer.
 const FETCH_MEMBERS_TIMEOUT: Duration = Duration::from_secs(5);
@@ -40,11 +41,11 @@ pub struct Started {
 }
 
 /// Opens the data directory and starts the member's Raft loop.
-pub async fn start(cfg: &ServerConfig) -> anyhow::Result<Started> {
+pub async fn start(cfg: &ServerConfig, peer_dialer: PeerDialer) -> anyhow::Result<Started> {
     let limits = Limits::from_config(cfg)?;
     let data_dir = cfg.data_dir();
     let database = Database::open(&data_dir).with_context(|| format!("opening data dir {}", data_dir.display()))?;
-    let (membership, raft_start) = open_membership(cfg, database.clone()).await?;
+    let (membership, raft_start) = open_membership(cfg, database.clone(), &peer_dialer).await?;
     crate::failpoint::crash_point("after-identity-persisted");
     let store = Arc::new(MvccStore::open(database.clone())?);
     let waiters = Arc::new(Waiters::default());
@@ -64,8 +65,17 @@ pub async fn start(cfg: &ServerConfig) -> anyhow::Result<Started> {
     let activity = Arc::new(PeerActivity::default());
     let transport_activity = activity.clone();
     let dumps = database.dump_dir();
+    let transport_dialer = peer_dialer.clone();
     let (node, raft_thread) = Node::start(local_id, database.clone(), &voters, log_limits, applier, |handle| {
-        Box::new(Transport::new(local_id, cluster_id, table, transport_activity, handle, dumps))
+        Box::new(Transport::new(
+            local_id,
+            cluster_id,
+            table,
+            transport_activity,
+            handle,
+            dumps,
+            transport_dialer,
+        ))
     })?;
     tracing::info!(
         name = %cfg.name,
@@ -87,6 +97,7 @@ pub async fn start(cfg: &ServerConfig) -> anyhow::Result<Started> {
         watch_hub,
         leases,
         plugins,
+        peer_dialer,
     });
     Ok(Started { member, raft_thread })
 }
@@ -94,7 +105,7 @@ pub async fn start(cfg: &ServerConfig) -> anyhow::Result<Started> {
 /// Establishes who this member is: from disk when it has run before, from
 /// the flags for a new cluster, or by asking the running cluster's members
 /// when joining one (`--initial-cluster-state existing`).
-async fn open_membership(cfg: &ServerConfig, database: Arc<Database>) -> anyhow::Result<(Membership, RaftStart)> {
+async fn open_membership(cfg: &ServerConfig, database: Arc<Database>, dialer: &PeerDialer) -> anyhow::Result<(Membership, RaftStart)> {
     let membership = |cluster_id, local_id, table| Membership {
         cluster_id,
         local_id,
@@ -121,7 +132,7 @@ async fn open_membership(cfg: &ServerConfig, database: Arc<Database>) -> anyhow:
             (set, initial.local_id, RaftStart::NewCluster(voters))
         }
         ClusterState::Existing => {
-            let set = fetch_members(&initial, cfg).await?;
+            let set = fetch_members(&initial, cfg, dialer).await?;
             let own = membership::sorted(&cfg.initial_advertise_peer_urls);
             let me = set
                 .members
@@ -143,11 +154,11 @@ async fn open_membership(cfg: &ServerConfig, database: Arc<Database>) -> anyhow:
 
 /// Asks the members named in `--initial-cluster` for the member list, for a
 /// member joining a running cluster.
-async fn fetch_members(initial: &InitialCluster, cfg: &ServerConfig) -> anyhow::Result<MemberSet> {
+async fn fetch_members(initial: &InitialCluster, cfg: &ServerConfig, dialer: &PeerDialer) -> anyhow::Result<MemberSet> {
     let mut last_error = String::from("no other member in --initial-cluster");
     for member in initial.members.iter().filter(|m| m.name != cfg.name) {
         for url in &member.peer_urls {
-            let channel = match peer::connect(url).await {
+            let channel = match peer::connect(dialer, url).await {
                 Ok(c) => c,
                 Err(e) => {
                     last_error = format!("{url}: {e}");

@@ -202,7 +202,7 @@ impl LeaseRouter {
         let channel = match cached {
             Some(c) => c,
             None => {
-                let c = crate::peer::connect(&url).await.map_err(|e| {
+                let c = crate::peer::connect(&self.member.peer_dialer, &url).await.map_err(|e| {
                     tracing::debug!(%url, error = %e, "cannot reach the leader's peer service");
                     Error::Timeout
                 })?;

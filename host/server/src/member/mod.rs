@@ -73,6 +73,8 @@ pub struct Member {
     watch_hub: Arc<WatchHub>,
     leases: Arc<LeaseTable>,
     plugins: Arc<Plugins>,
+    /// How to reach the other members (TLS for `https://` peer URLs).
+    peer_dialer: crate::tls::PeerDialer,
 }
 
 impl Member {
@@ -93,6 +95,10 @@ impl Member {
     }
 
     /// Connections to the other members, as the peer transport keeps them.
+    pub fn peer_dialer(&self) -> &crate::tls::PeerDialer {
+        &self.peer_dialer
+    }
+
     pub fn activity(&self) -> &PeerActivity {
         &self.activity
     }

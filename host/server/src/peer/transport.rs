@@ -19,6 +19,7 @@ use crate::membership::MemberTable;
 use crate::proto::cairnpb::{peer_client::PeerClient, MembersRequest, RaftBatch, SnapshotChunk};
 use crate::raft::snapshot::{outgoing_path, DumpRef};
 use crate::raft::{MessageSink, NodeHandle};
+use crate::tls::PeerDialer;
 
 /// Messages waiting for one peer; beyond this they are dropped.
 const QUEUE_LEN: usize = 4096;
@@ -45,6 +46,7 @@ struct Shared {
     activity: Arc<PeerActivity>,
     /// Where the snapshot builder leaves the dumps to send.
     dumps: PathBuf,
+    dialer: PeerDialer,
 }
 
 pub struct Transport {
@@ -64,6 +66,7 @@ impl Transport {
         activity: Arc<PeerActivity>,
         node: NodeHandle,
         dumps: PathBuf,
+        dialer: PeerDialer,
     ) -> Transport {
         Transport {
             shared: Arc::new(Shared {
@@ -73,6 +76,7 @@ impl Transport {
                 node,
                 activity,
                 dumps,
+                dialer,
             }),
             runtime: tokio::runtime::Handle::current(),
             peers: HashMap::new(),
@@ -135,7 +139,7 @@ async fn run_peer(shared: Arc<Shared>, to: u64, mut queue: mpsc::Receiver<Messag
             shared.activity.deactivate(to);
             return;
         };
-        match connect(&url).await {
+        match connect(&shared.dialer, &url).await {
             Ok(channel) => {
                 let mut client = PeerClient::new(channel).max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
                 match answers(&mut client).await {
@@ -252,7 +256,7 @@ async fn try_send_snapshot(shared: &Shared, message: &Message) -> anyhow::Result
     let (tx, rx) = mpsc::channel(SNAPSHOT_CHUNKS_AHEAD);
     tx.send(chunk(message.write_to_bytes()?)).await?;
     let reader = tokio::task::spawn_blocking(move || read_chunks(file, |data| tx.blocking_send(chunk(data)).is_ok()));
-    let channel = connect(&url).await?;
+    let channel = connect(&shared.dialer, &url).await?;
     let mut client = PeerClient::new(channel).max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
     // No deadline for the whole transfer, which grows with the data set: a
     // dead peer is noticed by the connection's keep-alive.
