@@ -86,16 +86,18 @@ impl MvccStore {
             compact_rev: AtomicI64::new(scheduled),
             compactor,
         };
-        store.count_keys()?;
+        store.count_keys();
         Ok(store)
     }
 
-    /// Sets the key-count gauge, which writes then keep up to date.
-    fn count_keys(&self) -> Result<()> {
+    /// Sets the key-count gauge, which writes then keep up to date. Only a
+    /// metric: a store it cannot read opens as it did without it.
+    fn count_keys(&self) {
         let mut keys = 0;
-        self.for_each_live(|_| keys += 1)?;
-        crate::metrics::metrics().keys_total.set(keys);
-        Ok(())
+        match self.for_each_live(|_| keys += 1) {
+            Ok(()) => crate::metrics::metrics().keys_total.set(keys),
+            Err(e) => tracing::warn!(error = %e, "counting keys for etcd_debugging_mvcc_keys_total failed"),
+        }
     }
 
     /// Re-reads the revisions after a snapshot replaced the data on disk.
@@ -105,7 +107,8 @@ impl MvccStore {
         self.current_rev.store(current, Ordering::SeqCst);
         self.compact_rev.store(scheduled, Ordering::SeqCst);
         self.compactor.reset(finished, scheduled);
-        self.count_keys()
+        self.count_keys();
+        Ok(())
     }
 
     /// Blocks until the background compaction has caught up.
