@@ -17,6 +17,11 @@ if [ "${CAIRN_SKIP_ETCD:-}" != 1 ]; then
   [ -x /usr/bin/etcd ] || need+=(etcd-server)
   [ -x /usr/bin/etcdctl ] || need+=(etcd-client)
 fi
+# The HTTP surface's tests: a real Prometheus text parser for /metrics, and
+# python-etcd3gw, a client of etcd's JSON gateway.
+/usr/bin/python3 -c 'import prometheus_client.parser' >/dev/null 2>&1 || need+=(python3-prometheus-client)
+/usr/bin/python3 -c 'import etcd3gw' >/dev/null 2>&1 || need+=(python3-etcd3gw)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"

@@ -129,9 +129,47 @@ pub struct ServerConfig {
     )]
     pub watch_progress_notify_interval: Duration,
 
+    /// The etcd version this server reports (`/version`,
+    /// `Maintenance.Status`), which clients such as Kubernetes use to decide
+    /// what they may rely on.
+    #[arg(long, env = "CAIRN_EMULATED_ETCD_VERSION", default_value = DEFAULT_EMULATED_ETCD_VERSION)]
+    pub emulated_etcd_version: String,
+
+    /// URLs of extra plain-HTTP listeners serving only /metrics, /health,
+    /// /livez and /readyz.
+    #[arg(long, env = "ETCD_LISTEN_METRICS_URLS", value_delimiter = ',')]
+    pub listen_metrics_urls: Vec<String>,
+
+    /// How much the metrics tell: basic, or extensive (adds gRPC latency
+    /// histograms).
+    #[arg(long, env = "ETCD_METRICS", value_enum, default_value = "basic")]
+    pub metrics: MetricsLevel,
+
+    /// Origins allowed for CORS on the HTTP endpoints (comma-separated; `*`
+    /// allows all).
+    #[arg(long, env = "ETCD_CORS", value_delimiter = ',', default_value = "*")]
+    pub cors: Vec<String>,
+
+    /// Hosts HTTP requests may be addressed to (comma-separated; `*` allows
+    /// all).
+    #[arg(long, env = "ETCD_HOST_WHITELIST", value_delimiter = ',', default_value = "*")]
+    pub host_whitelist: Vec<String>,
+
     /// TLS for clients and peers (etcd's security flags).
     #[command(flatten)]
     pub tls: crate::tls::TlsFlags,
+}
+
+/// Kubernetes serves consistent lists from its watch cache only from etcd
+/// versions with working progress requests (3.4.31+ on the 3.4 line, see
+/// docs/compatibility.md); Cairn serves the 3.4 API, so it reports the last
+/// 3.4 release.
+pub const DEFAULT_EMULATED_ETCD_VERSION: &str = "3.4.34";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MetricsLevel {
+    Basic,
+    Extensive,
 }
 
 impl ServerConfig {

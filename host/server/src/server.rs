@@ -3,17 +3,22 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
+use tonic::service::Routes;
 use tonic::transport::Server;
+use tower_layer::Layer;
 
 use crate::api;
 use crate::authority_repair::AuthorityRepair;
-use crate::config::ServerConfig;
+use crate::config::{MetricsLevel, ServerConfig};
+use crate::http;
 use crate::member::bootstrap::{self, Started};
-use crate::member::lease_clock;
+use crate::member::{lease_clock, Member};
+use crate::metrics::GrpcMetricsLayer;
 use crate::peer::{self, LeasePeerService, PeerService};
 use crate::proto::cairnpb::lease_peer_server::LeasePeerServer;
 use crate::proto::cairnpb::{peer_server::PeerServer, plugins_server::PluginsServer};
@@ -57,6 +62,48 @@ async fn resolve(urls: &[String]) -> anyhow::Result<Vec<(SocketAddr, bool)>> {
     Ok(addrs)
 }
 
+/// The client listener's gRPC services, each with its message limits,
+/// behind the learner gate and the gRPC metrics.
+fn client_grpc_service(cfg: &ServerConfig, member: &Arc<Member>) -> http::GrpcService {
+    let max_recv = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let mut routes = Routes::builder();
+    routes
+        .add_service(
+            KvServer::new(api::KvService::new(member.clone()))
+                .max_decoding_message_size(max_recv)
+                .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(
+            MaintenanceServer::new(api::MaintenanceService::new(member.clone()).with_version(cfg.emulated_etcd_version.clone()))
+                .max_decoding_message_size(max_recv),
+        )
+        .add_service(ClusterServer::new(api::ClusterService::new(member.clone())).max_decoding_message_size(max_recv))
+        .add_service(WatchServer::new(
+            api::WatchService::new(member.clone()).with_progress_notify_interval(cfg.watch_progress_notify_interval),
+        ))
+        .add_service(LeaseServer::new(api::LeaseService::new(member.clone())))
+        .add_service(AuthServer::new(api::AuthService::new(member.clone())))
+        .add_service(LockServer::new(api::LockService::new(member.clone())))
+        .add_service(ElectionServer::new(api::ElectionService::new(member.clone())))
+        .add_service(
+            PluginsServer::new(api::PluginService::new(member.clone()))
+                .max_decoding_message_size(cfg.max_plugin_bytes + GRPC_OVERHEAD_BYTES),
+        );
+    let gated = api::LearnerGateLayer::new(member.membership().clone()).layer(routes.routes().prepare());
+    GrpcMetricsLayer::new(cfg.metrics == MetricsLevel::Extensive).layer(gated)
+}
+
+fn http_config(cfg: &ServerConfig) -> http::HttpConfig {
+    // JSON carries bytes as base64, a third larger than on the wire.
+    let max_recv = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    http::HttpConfig {
+        etcd_version: cfg.emulated_etcd_version.clone(),
+        cors: cfg.cors.clone(),
+        host_whitelist: cfg.host_whitelist.clone(),
+        max_body_bytes: max_recv / 3 * 4 + GRPC_OVERHEAD_BYTES,
+    }
+}
+
 /// Runs a member until `shutdown` resolves or Raft fails.
 pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let tls = tls::Setup::from_config(&cfg)?;
@@ -78,47 +125,53 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
         );
         let router = router.add_service(LeasePeerServer::new(LeasePeerService::new(member.clone())));
         let mut stop = stop_rx.clone();
-        servers.push(tokio::spawn(router.serve_with_incoming_shutdown(
-            tls::accept(listener, tls.peer.clone().filter(|_| secure)),
-            async move {
-                let _ = stop.wait_for(|s| *s).await;
-            },
-        )));
+        let served = router.serve_with_incoming_shutdown(tls::accept(listener, tls.peer.clone().filter(|_| secure)), async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
+        servers.push(tokio::spawn(async move {
+            if let Err(e) = served.await {
+                tracing::warn!(error = %e, "the peer listener failed");
+            }
+        }));
     }
     let publisher = tokio::spawn(bootstrap::publish_attributes(
         member.clone(),
         cfg.name.clone(),
         cfg.advertise_client_urls.clone(),
     ));
+    let grpc = client_grpc_service(&cfg, &member);
+    let surface = http::HttpSurface::new(member.clone(), grpc.clone(), http_config(&cfg));
+    let http_router = http::client_router(surface.clone());
     for (addr, secure) in resolve(&cfg.listen_client_urls).await? {
         let listener = TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
         tracing::info!(%addr, tls = secure, "serving client requests");
-        let max_recv = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
-        let router = Server::builder()
-            .layer(api::LearnerGateLayer::new(member.membership().clone()))
-            .add_service(
-                KvServer::new(api::KvService::new(member.clone()))
-                    .max_decoding_message_size(max_recv)
-                    .max_encoding_message_size(usize::MAX),
-            )
-            .add_service(MaintenanceServer::new(api::MaintenanceService::new(member.clone())).max_decoding_message_size(max_recv))
-            .add_service(ClusterServer::new(api::ClusterService::new(member.clone())).max_decoding_message_size(max_recv))
-            .add_service(WatchServer::new(
-                api::WatchService::new(member.clone()).with_progress_notify_interval(cfg.watch_progress_notify_interval),
-            ))
-            .add_service(LeaseServer::new(api::LeaseService::new(member.clone())))
-            .add_service(AuthServer::new(api::AuthService::new(member.clone())))
-            .add_service(LockServer::new(api::LockService::new(member.clone())))
-            .add_service(ElectionServer::new(api::ElectionService::new(member.clone())))
-            .add_service(
-                PluginsServer::new(api::PluginService::new(member.clone()))
-                    .max_decoding_message_size(cfg.max_plugin_bytes + GRPC_OVERHEAD_BYTES),
-            );
         let mut stop = stop_rx.clone();
         let incoming = tls::accept(listener, tls.client.clone().filter(|_| secure)).map(|conn| conn.map(AuthorityRepair::new));
-        servers.push(tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })));
+        servers.push(tokio::spawn(http::serve::serve(
+            incoming,
+            grpc.clone(),
+            http_router.clone(),
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        )));
+    }
+    for (addr, secure) in resolve(&cfg.listen_metrics_urls).await? {
+        if secure {
+            bail!("--listen-metrics-urls: only http:// URLs are served so far");
+        }
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
+        tracing::info!(%addr, "serving metrics");
+        let mut stop = stop_rx.clone();
+        let router = http::metrics_router(surface.clone());
+        servers.push(tokio::spawn(async move {
+            let served = axum::serve(listener, router).with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            });
+            if let Err(e) = served.await {
+                tracing::warn!(error = %e, "the metrics listener failed");
+            }
+        }));
     }
 
     let raft_done = tokio::task::spawn_blocking(move || raft_thread.join());

@@ -51,6 +51,7 @@ impl Kv for KvService {
     async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
         let caller = self.member.authorize(&request).await?;
         let r = request.into_inner();
+        crate::metrics::metrics().range_total.inc();
         if !r.serializable && self.member.membership().is_local_learner() {
             return Err(Error::NotSupportedForLearner.into());
         }
@@ -85,6 +86,7 @@ impl Kv for KvService {
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let caller = self.member.authorize(&request).await?;
         let r = request.into_inner();
+        crate::metrics::metrics().txn_total.inc();
         txn::validate_txn(&r, self.member.limits().max_txn_ops)?;
         if txn::is_read_only(&r) {
             self.member.read_barrier(is_serializable(&r)).await?;

@@ -20,11 +20,21 @@ use crate::proto::etcdserverpb::{
 
 pub struct MaintenanceService {
     member: Arc<Member>,
+    version: String,
 }
 
 impl MaintenanceService {
     pub fn new(member: Arc<Member>) -> Self {
-        MaintenanceService { member }
+        MaintenanceService {
+            member,
+            version: ETCD_API_VERSION.to_string(),
+        }
+    }
+
+    /// Reports `version` as the etcd version (`--emulated-etcd-version`).
+    pub fn with_version(mut self, version: String) -> Self {
+        self.version = version;
+        self
     }
 
     /// The root role, for the calls etcd 3.4 already reserved to it
@@ -79,7 +89,7 @@ impl Maintenance for MaintenanceService {
         let raft = member.node().status();
         Ok(Response::new(StatusResponse {
             header: Some(member.current_header()),
-            version: ETCD_API_VERSION.to_string(),
+            version: self.version.clone(),
             db_size: member.database().size_bytes() as i64,
             leader: raft.leader(),
             raft_index: raft.commit_index(),

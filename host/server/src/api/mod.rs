@@ -18,7 +18,7 @@ pub use auth::AuthService;
 pub use cluster::ClusterService;
 pub use election::ElectionService;
 pub use kv::KvService;
-pub use learner_gate::LearnerGateLayer;
+pub use learner_gate::{LearnerGate, LearnerGateLayer};
 pub use lease::LeaseService;
 pub use lock::LockService;
 pub use maintenance::MaintenanceService;

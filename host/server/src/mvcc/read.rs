@@ -80,12 +80,24 @@ impl MvccStore {
             tracing::info!(rev = scheduled, "resuming interrupted compaction");
         }
         let compactor = Compactor::start(engine.clone(), finished, scheduled)?;
-        Ok(MvccStore {
+        let store = MvccStore {
             engine,
             current_rev: AtomicI64::new(current),
             compact_rev: AtomicI64::new(scheduled),
             compactor,
-        })
+        };
+        store.count_keys();
+        Ok(store)
+    }
+
+    /// Sets the key-count gauge, which writes then keep up to date. Only a
+    /// metric: a store it cannot read opens as it did without it.
+    fn count_keys(&self) {
+        let mut keys = 0;
+        match self.for_each_live(|_| keys += 1) {
+            Ok(()) => crate::metrics::metrics().keys_total.set(keys),
+            Err(e) => tracing::warn!(error = %e, "counting keys for etcd_debugging_mvcc_keys_total failed"),
+        }
     }
 
     /// Re-reads the revisions after a snapshot replaced the data on disk.
@@ -95,6 +107,7 @@ impl MvccStore {
         self.current_rev.store(current, Ordering::SeqCst);
         self.compact_rev.store(scheduled, Ordering::SeqCst);
         self.compactor.reset(finished, scheduled);
+        self.count_keys();
         Ok(())
     }
 

@@ -136,6 +136,11 @@ impl<'a> WriteTxn<'a> {
             Some(prev) => (prev.create_revision, prev.version + 1),
             None => (rev.main, 1),
         };
+        let m = crate::metrics::metrics();
+        m.put_total.inc();
+        if prev.is_none() {
+            m.keys_total.inc();
+        }
         let kv = KeyValue {
             key: key.to_vec(),
             create_revision,
@@ -166,6 +171,9 @@ impl<'a> WriteTxn<'a> {
     pub fn delete_range(&mut self, range: &KeyRange) -> Result<(i64, i64)> {
         let prevs = self.range_merged(range, 0, 0, false)?.kvs;
         let count = prevs.len() as i64;
+        let m = crate::metrics::metrics();
+        m.delete_total.inc();
+        m.keys_total.sub(count);
         let engine = self.store.engine.clone();
         for prev in prevs {
             let key = prev.key.clone();

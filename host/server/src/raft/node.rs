@@ -164,6 +164,17 @@ impl NodeHandle {
     /// Hands `data` to Raft (a follower forwards it to the leader). Success
     /// means the entry was accepted for replication, not that it committed.
     pub async fn propose(&self, data: Vec<u8>) -> Result<()> {
+        let pending = &crate::metrics::metrics().proposals_pending;
+        pending.inc();
+        let result = self.propose_entry(data).await;
+        pending.dec();
+        if result.is_err() {
+            crate::metrics::metrics().proposals_failed.inc();
+        }
+        result
+    }
+
+    async fn propose_entry(&self, data: Vec<u8>) -> Result<()> {
         self.wait_leader().await?;
         let _room = self.proposal_room().await?;
         let (ack, rx) = oneshot::channel();
@@ -578,7 +589,11 @@ impl Node {
         if dirty {
             // The fsync that makes proposals durable before anyone is told
             // they committed.
+            let started = std::time::Instant::now();
             self.engine.write(batch, ready.must_sync())?;
+            if ready.must_sync() {
+                crate::metrics::metrics().wal_fsync_seconds.observe(started.elapsed().as_secs_f64());
+            }
             self.raw.mut_store().commit_staged();
         }
         if !ready.persisted_messages().is_empty() {
@@ -695,7 +710,10 @@ impl Node {
 
     fn publish_status(&self) {
         let raft = &self.raw.raft;
-        self.status.leader.store(raft.leader_id, Ordering::Relaxed);
+        let previous = self.status.leader.swap(raft.leader_id, Ordering::Relaxed);
+        if previous != raft.leader_id && raft.leader_id != 0 {
+            crate::metrics::metrics().leader_changes.inc();
+        }
         self.status.term.store(raft.term, Ordering::Relaxed);
         self.status.commit.store(raft.raft_log.committed, Ordering::Relaxed);
         self.status.last_index.store(raft.raft_log.last_index(), Ordering::Relaxed);
@@ -749,7 +767,15 @@ impl<S: StateMachine> ApplyLoop<S> {
         for entry in entries {
             match entry {
                 Committed::Normal { index, data } => {
+                    let started = std::time::Instant::now();
                     self.state_machine.apply(index, &data)?;
+                    let took = started.elapsed();
+                    let m = crate::metrics::metrics();
+                    // The apply is the backend's commit of this entry.
+                    m.backend_commit_seconds.observe(took.as_secs_f64());
+                    if took > crate::metrics::SLOW_APPLY {
+                        m.slow_apply.inc();
+                    }
                     last = Some(index);
                 }
                 Committed::ConfChange { index, cc, conf_state } => {
