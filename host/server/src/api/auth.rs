@@ -92,6 +92,19 @@ impl Auth for AuthService {
         Ok(Response::new(pb::AuthDisableResponse { header: self.header() }))
     }
 
+    /// Answered from this member's state behind a linearizable barrier, which
+    /// sees every change committed before the call, as etcd's answer through
+    /// Raft does; it needs no permission.
+    async fn auth_status(&self, _: Request<pb::AuthStatusRequest>) -> Result<Response<pb::AuthStatusResponse>, Status> {
+        self.member.read_barrier(false).await?;
+        let auth = self.member.auth();
+        Ok(Response::new(pb::AuthStatusResponse {
+            header: self.header(),
+            enabled: auth.is_enabled(),
+            auth_revision: auth.revision(),
+        }))
+    }
+
     async fn authenticate(&self, request: Request<pb::AuthenticateRequest>) -> Result<Response<pb::AuthenticateResponse>, Status> {
         let token = self.log_in(request.into_inner()).await?;
         Ok(Response::new(pb::AuthenticateResponse {

@@ -154,6 +154,10 @@ fn auth_routes() -> Router<Arc<HttpSurface>> {
             unary::<pb::AuthDisableRequest, pb::AuthDisableResponse>("/etcdserverpb.Auth/AuthDisable"),
         )
         .route(
+            "/auth/status",
+            unary::<pb::AuthStatusRequest, pb::AuthStatusResponse>("/etcdserverpb.Auth/AuthStatus"),
+        )
+        .route(
             "/auth/authenticate",
             unary::<pb::AuthenticateRequest, pb::AuthenticateResponse>("/etcdserverpb.Auth/Authenticate"),
         )
