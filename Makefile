@@ -7,7 +7,7 @@ BIN := $(CARGO_TARGET_DIR)/debug
 # The end-to-end tests kill members at named crash points (host/server/src/failpoint.rs).
 TEST_FEATURES := --features cairn/failpoints
 
-.PHONY: run test deps build check fmt clean-data bench plugins plugin-tests
+.PHONY: run test deps build check fmt clean-data bench bench-large plugins plugin-tests
 
 deps:
 	@./scripts/install-deps.sh
@@ -48,6 +48,11 @@ clean-data:
 # BENCH_ARGS="--quick" for a short run, "--members 3" for 3-member clusters.
 bench: deps
 	./scripts/bench-compare.sh $(BENCH_ARGS)
+
+# More data than memory, each member in a memory cgroup (root; writes
+# gigabytes, docs/benchmarks.md). BENCH_ARGS="--quick" for 2 GiB under 256 MiB.
+bench-large: deps
+	./scripts/bench-large.sh $(BENCH_ARGS)
 
 # Every plugin of plugins/ (reference plugins and the host tests' fixtures)
 # as a component at $(PLUGIN_DIR)/<name>.wasm (docs/plugins.md). Plugins are

@@ -22,6 +22,10 @@ fi
 /usr/bin/python3 -c 'import prometheus_client.parser' >/dev/null 2>&1 || need+=(python3-prometheus-client)
 /usr/bin/python3 -c 'import etcd3gw' >/dev/null 2>&1 || need+=(python3-etcd3gw)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# The deployment files' tests (tests/deploy.rs): PyYAML parses the compose
+# file and the StatefulSet, systemd-analyze verifies the unit.
+/usr/bin/python3 -c 'import yaml' >/dev/null 2>&1 || need+=(python3-yaml)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 # Key pairs for the JWT tests (tests/auth.rs) and bench-compare's --tls CA.
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # pip, for the pinned PyPI packages below (etcd3 for the TLS tests, and the

@@ -13,8 +13,16 @@ pub enum ClusterState {
 }
 
 #[derive(Parser, Clone, Debug)]
-#[command(name = "cairn", version, about = "Cairn: an etcd v3 compatible, Raft-replicated key-value store")]
+#[command(
+    name = "cairn",
+    disable_version_flag = true,
+    about = "Cairn: an etcd v3 compatible, Raft-replicated key-value store"
+)]
 pub struct ServerConfig {
+    /// Print Cairn's version and the etcd version and API it serves, then exit.
+    #[arg(short = 'V', long)]
+    pub version: bool,
+
     /// Human-readable name for this member.
     #[arg(long, env = "ETCD_NAME", default_value = "default")]
     pub name: String,
@@ -173,6 +181,22 @@ pub enum MetricsLevel {
 }
 
 impl ServerConfig {
+    /// What `--version` prints. The `etcd Version:` and `API version:` lines
+    /// have the form `etcd --version` and `etcdctl version` print, because
+    /// deployment scripts grep them to decide which flags and upgrade steps
+    /// apply; they give the version this member reports to clients
+    /// (`--emulated-etcd-version`), so the two answers always agree.
+    pub fn version_text(&self) -> String {
+        format!(
+            "cairn Version: {}\netcd Version: {}\nAPI version: {}\nOS/Arch: {}/{}\n",
+            env!("CARGO_PKG_VERSION"),
+            self.emulated_etcd_version,
+            api_version(&self.emulated_etcd_version),
+            std::env::consts::OS,
+            std::env::consts::ARCH,
+        )
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.data_dir
             .clone()
@@ -188,6 +212,12 @@ impl ServerConfig {
                 .join(",")
         })
     }
+}
+
+/// The API version of an etcd release, "major.minor", as `etcdctl version`
+/// prints it.
+pub fn api_version(release: &str) -> String {
+    release.splitn(3, '.').take(2).collect::<Vec<_>>().join(".")
 }
 
 /// Parses a duration as Go's `time.ParseDuration` writes them ("10m",
@@ -240,6 +270,20 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn version_names_cairn_and_the_etcd_release_and_api_it_serves() {
+        let cfg = ServerConfig::parse_from(["cairn", "--version"]);
+        assert!(cfg.version);
+        let text = cfg.version_text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], format!("cairn Version: {}", env!("CARGO_PKG_VERSION")));
+        assert_eq!(lines[1], format!("etcd Version: {DEFAULT_EMULATED_ETCD_VERSION}"));
+        assert_eq!(lines[2], "API version: 3.4");
+        let cfg = ServerConfig::parse_from(["cairn", "--emulated-etcd-version", "3.5.17", "-V"]);
+        assert!(cfg.version_text().contains("etcd Version: 3.5.17\nAPI version: 3.5\n"));
+        assert_eq!(api_version("3"), "3");
+    }
 
     #[test]
     fn go_durations() {

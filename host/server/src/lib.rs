@@ -30,6 +30,7 @@ pub mod mvcc;
 pub mod peer;
 pub mod plugin;
 pub mod raft;
+pub mod sd_notify;
 pub mod server;
 pub mod storage;
 pub mod tls;

@@ -7,6 +7,10 @@ use cairn::config::ServerConfig;
 
 fn main() -> anyhow::Result<()> {
     let cfg = ServerConfig::parse();
+    if cfg.version {
+        print!("{}", cfg.version_text());
+        return Ok(());
+    }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("{},raft=warn", cfg.log_level)));
     tracing_subscriber::fmt()
         .with_env_filter(filter)

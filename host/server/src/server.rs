@@ -28,6 +28,7 @@ use crate::proto::etcdserverpb::{
 };
 use crate::proto::v3electionpb::election_server::ElectionServer;
 use crate::proto::v3lockpb::lock_server::LockServer;
+use crate::sd_notify;
 use crate::tls;
 
 /// How long open client requests may take to finish after SIGTERM.
@@ -134,11 +135,6 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
             }
         }));
     }
-    let publisher = tokio::spawn(bootstrap::publish_attributes(
-        member.clone(),
-        cfg.name.clone(),
-        cfg.advertise_client_urls.clone(),
-    ));
     let grpc = client_grpc_service(&cfg, &member);
     let surface = http::HttpSurface::new(member.clone(), grpc.clone(), http_config(&cfg));
     let http_router = http::client_router(surface.clone());
@@ -174,6 +170,17 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
         }));
     }
 
+    // Spawned once every listener is bound: publishing needs a leader and
+    // a commit, so when it is done the member serves clients, and only then
+    // is systemd told it is ready.
+    let publisher = tokio::spawn({
+        let (member, name, urls) = (member.clone(), cfg.name.clone(), cfg.advertise_client_urls.clone());
+        async move {
+            bootstrap::publish_attributes(member, name, urls).await;
+            sd_notify::notify(sd_notify::READY);
+        }
+    });
+
     let raft_done = tokio::task::spawn_blocking(move || raft_thread.join());
     tokio::pin!(raft_done);
     let removed = member.membership().table.clone();
@@ -188,6 +195,7 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
         }
         joined = &mut raft_done => Some(joined),
     };
+    sd_notify::notify(sd_notify::STOPPING);
     publisher.abort();
     let _ = stop_tx.send(true);
     // In-flight requests get a moment to finish; clients that keep idle

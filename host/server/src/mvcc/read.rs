@@ -1,8 +1,11 @@
 //! The store handle and its read path.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use parking_lot::Mutex;
 
 use rocksdb::{DBRawIteratorWithThreadMode, ReadOptions, WriteBatch, DB};
 
@@ -67,6 +70,43 @@ pub struct MvccStore {
     pub(super) current_rev: AtomicI64,
     pub(super) compact_rev: AtomicI64,
     compactor: Compactor,
+    key_count: KeyCount,
+}
+
+/// The background count of live keys behind the key-count gauge.
+#[derive(Default)]
+struct KeyCount {
+    /// Bumped by every (re)count and when the store closes: a count that was
+    /// overtaken stops, and must not add its stale total.
+    generation: Arc<AtomicU64>,
+    /// Held while the gauge is reset or a finished count added to it.
+    gauge: Arc<Mutex<()>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl KeyCount {
+    /// Stops the running count, if any, and returns the next generation.
+    fn restart(&self) -> u64 {
+        let generation = {
+            let _gauge = self.gauge.lock();
+            crate::metrics::metrics().keys_total.set(0);
+            self.generation.fetch_add(1, Ordering::SeqCst) + 1
+        };
+        if let Some(thread) = self.thread.lock().take() {
+            let _ = thread.join();
+        }
+        generation
+    }
+}
+
+impl Drop for MvccStore {
+    fn drop(&mut self) {
+        // The count holds the database open: it must end with the store.
+        self.key_count.generation.fetch_add(1, Ordering::SeqCst);
+        if let Some(thread) = self.key_count.thread.lock().take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl MvccStore {
@@ -85,18 +125,45 @@ impl MvccStore {
             current_rev: AtomicI64::new(current),
             compact_rev: AtomicI64::new(scheduled),
             compactor,
+            key_count: KeyCount::default(),
         };
         store.count_keys();
         Ok(store)
     }
 
-    /// Sets the key-count gauge, which writes then keep up to date. Only a
-    /// metric: a store it cannot read opens as it did without it.
+    /// Sets the key-count gauge, which writes keep up to date. Counting
+    /// reads every key with its value, so it runs beside the member rather
+    /// than before it serves: a restart with more data than memory must not
+    /// read all of it first. Writes applied meanwhile move the gauge from
+    /// zero; the count of the keys live at the current revision is added
+    /// when done. Only a metric: a failed count is logged.
     fn count_keys(&self) {
-        let mut keys = 0;
-        match self.for_each_live(|_| keys += 1) {
-            Ok(()) => crate::metrics::metrics().keys_total.set(keys),
-            Err(e) => tracing::warn!(error = %e, "counting keys for etcd_debugging_mvcc_keys_total failed"),
+        let generation = self.key_count.restart();
+        let (engine, at) = (self.engine.clone(), self.current_revision());
+        let (latest, gauge) = (self.key_count.generation.clone(), self.key_count.gauge.clone());
+        let counting = std::thread::Builder::new().name("mvcc-count-keys".into()).spawn(move || {
+            let mut opts = ReadOptions::default();
+            // A pass over everything once must not evict what clients read.
+            opts.fill_cache(false);
+            let mut keys = 0;
+            let everything = KeyRange::new(&[0], &[0]);
+            let counted = scan(engine.db(), engine.cf(CF_KV_INDEX), opts, &everything, at, |_| {
+                keys += 1;
+                Ok(latest.load(Ordering::Relaxed) == generation)
+            });
+            match counted {
+                Ok(()) => {
+                    let _gauge = gauge.lock();
+                    if latest.load(Ordering::SeqCst) == generation {
+                        crate::metrics::metrics().keys_total.add(keys);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "counting keys for etcd_debugging_mvcc_keys_total failed"),
+            }
+        });
+        match counting {
+            Ok(thread) => *self.key_count.thread.lock() = Some(thread),
+            Err(e) => tracing::warn!(error = %e, "cannot start counting keys for etcd_debugging_mvcc_keys_total"),
         }
     }
 

@@ -7,8 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rocksdb::{BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteBufferManager, WriteOptions, DB};
 
+use super::memory::MemoryBudget;
 use super::schema::{CF_META, COLUMN_FAMILIES};
 use crate::error::{Error, Result};
 
@@ -23,8 +24,20 @@ pub struct Database {
 impl Database {
     pub fn open(dir: &Path) -> Result<Arc<Database>> {
         std::fs::create_dir_all(dir)?;
-        let cache = Cache::new_lru_cache(256 << 20);
+        let (budget, available) = MemoryBudget::detect();
+        tracing::info!(
+            ?available,
+            block_cache = budget.block_cache,
+            memtables = budget.memtables,
+            "RocksDB memory"
+        );
+        // Memtables are charged to the cache, so one capacity bounds both.
+        let cache = Cache::new_lru_cache((budget.block_cache + budget.memtables) as usize);
+        // Writers stall while memtables are over budget, until flushes free
+        // them: under a memory limit, slower writes rather than a kill.
+        let memtables = WriteBufferManager::new_write_buffer_manager_with_cache(budget.memtables as usize, true, cache.clone());
         let mut opts = Options::default();
+        opts.set_write_buffer_manager(&memtables);
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_max_background_jobs(2);
