@@ -6,6 +6,7 @@
 mod cluster_test;
 mod log_store;
 mod node;
+mod read_gate;
 pub(crate) mod snapshot;
 mod snapshot_builder;
 
