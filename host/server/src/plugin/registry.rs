@@ -125,7 +125,7 @@ impl Plugins {
     /// Opens the registry stored in `engine`.
     pub fn open(engine: &Database) -> Result<Arc<Plugins>> {
         let runtime_error = Error::PluginEngine;
-        let meter: runtime::FuelMeter = Arc::new(|plugin, hook, fuel| {
+        let meter: runtime::FuelMeter = Arc::new(|plugin: &str, hook: Hook, fuel: u64| {
             crate::metrics::metrics().plugins.fuel(plugin, &hook.to_string(), fuel);
         });
         let plugins = Plugins {
