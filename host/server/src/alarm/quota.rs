@@ -153,7 +153,8 @@ mod tests {
             failure: vec![op_put(put("c", 100))],
             ..Default::default()
         };
-        assert_eq!(cost(&Request::Txn(txn)), 256 + 101);
+        // The costlier branch: two puts beat one larger put.
+        assert_eq!(cost(&Request::Txn(txn)), 2 * (256 + 2));
         let read_only = TxnRequest::default();
         assert_eq!(cost(&Request::Txn(read_only)), 0);
     }
