@@ -155,9 +155,77 @@ pub struct ServerConfig {
     #[arg(long, env = "ETCD_HOST_WHITELIST", value_delimiter = ',', default_value = "*")]
     pub host_whitelist: Vec<String>,
 
+    /// Bytes the backend may hold before the NOSPACE alarm stops writes
+    /// (0: etcd's default of 2 GiB; negative: no quota).
+    #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0, allow_negative_numbers = true)]
+    pub quota_backend_bytes: i64,
+
+    /// Compare this member's state hash with its peers' before serving
+    /// clients, and refuse to start on a mismatch.
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub experimental_initial_corrupt_check: bool,
+
+    /// How often the leader compares the members' state hashes (a Go
+    /// duration; 0 turns the check off).
+    #[arg(
+        long = "experimental-corrupt-check-time",
+        env = "ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME",
+        default_value = "0s",
+        value_parser = parse_go_duration
+    )]
+    pub corrupt_check_time: Duration,
+
+    /// etcd 3.6's feature gates, `Name=bool,...`.
+    #[arg(long, env = "ETCD_FEATURE_GATES", default_value = "", value_parser = parse_feature_gates)]
+    pub feature_gates: FeatureGates,
+
     /// TLS for clients and peers (etcd's security flags).
     #[command(flatten)]
     pub tls: crate::tls::TlsFlags,
+}
+
+/// `--feature-gates` as given: each gate's name and setting, in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FeatureGates(pub Vec<(String, bool)>);
+
+/// The gates Cairn acts on; others are accepted and ignored with a warning.
+pub const KNOWN_FEATURE_GATES: &[&str] = &["InitialCorruptCheck"];
+
+impl FeatureGates {
+    /// The last setting of gate `name`, if given.
+    pub fn get(&self, name: &str) -> Option<bool> {
+        self.0.iter().rev().find(|(n, _)| n == name).map(|(_, on)| *on)
+    }
+
+    /// The gates given that Cairn does not act on.
+    pub fn ignored(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(n, _)| n.as_str()).filter(|n| !KNOWN_FEATURE_GATES.contains(n))
+    }
+}
+
+/// Parses `Name=bool,...` as Kubernetes' feature gates do (Go's booleans:
+/// 1, t, true, 0, f, false in any of their usual cases).
+pub fn parse_feature_gates(text: &str) -> Result<FeatureGates, String> {
+    let mut gates = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (name, value) = item
+            .split_once('=')
+            .ok_or_else(|| format!("missing bool value for feature gate {item:?}"))?;
+        let on = match value.trim() {
+            "1" | "t" | "T" | "true" | "TRUE" | "True" => true,
+            "0" | "f" | "F" | "false" | "FALSE" | "False" => false,
+            other => return Err(format!("invalid value of {name}={other}: not a bool")),
+        };
+        gates.push((name.trim().to_string(), on));
+    }
+    Ok(FeatureGates(gates))
 }
 
 /// Kubernetes serves consistent lists from its watch cache only from etcd
@@ -177,6 +245,15 @@ impl ServerConfig {
         self.data_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("{}.etcd", self.name)))
+    }
+
+    /// Whether to check the state against the peers' before serving:
+    /// `--experimental-initial-corrupt-check`, or etcd 3.6's
+    /// `--feature-gates=InitialCorruptCheck=true`, which wins when given.
+    pub fn initial_corrupt_check(&self) -> bool {
+        self.feature_gates
+            .get("InitialCorruptCheck")
+            .unwrap_or(self.experimental_initial_corrupt_check)
     }
 
     pub fn initial_cluster(&self) -> String {
@@ -261,5 +338,27 @@ mod tests {
         for bad in ["", "10", "1x", "s", ".s", "1..2s", "-", "ms10"] {
             assert!(parse_go_duration(bad).is_err(), "{bad} parsed");
         }
+    }
+
+    #[test]
+    fn feature_gates_and_the_initial_corrupt_check() {
+        let parse = |args: &[&str]| ServerConfig::try_parse_from([&["cairn"], args].concat()).unwrap();
+        assert!(!parse(&[]).initial_corrupt_check());
+        assert!(parse(&["--experimental-initial-corrupt-check"]).initial_corrupt_check());
+        assert!(parse(&["--experimental-initial-corrupt-check=true"]).initial_corrupt_check());
+        let gated = parse(&["--feature-gates=InitialCorruptCheck=true,StopGRPCServiceOnDefrag=false"]);
+        assert!(gated.initial_corrupt_check());
+        assert_eq!(gated.feature_gates.ignored().collect::<Vec<_>>(), vec!["StopGRPCServiceOnDefrag"]);
+        let off = parse(&["--experimental-initial-corrupt-check", "--feature-gates=InitialCorruptCheck=false"]);
+        assert!(!off.initial_corrupt_check());
+        for bad in ["InitialCorruptCheck", "InitialCorruptCheck=yes"] {
+            assert!(parse_feature_gates(bad).is_err(), "{bad} parsed");
+        }
+        assert_eq!(parse(&["--quota-backend-bytes=-1"]).quota_backend_bytes, -1);
+        assert_eq!(parse(&[]).quota_backend_bytes, 0);
+        assert_eq!(
+            parse(&["--experimental-corrupt-check-time=2s"]).corrupt_check_time,
+            Duration::from_secs(2)
+        );
     }
 }

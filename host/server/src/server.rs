@@ -17,10 +17,11 @@ use crate::authority_repair::AuthorityRepair;
 use crate::config::{MetricsLevel, ServerConfig};
 use crate::http;
 use crate::member::bootstrap::{self, Started};
-use crate::member::{lease_clock, Member};
+use crate::member::{alarms, corrupt, lease_clock, Member};
 use crate::metrics::GrpcMetricsLayer;
-use crate::peer::{self, LeasePeerService, PeerService};
+use crate::peer::{self, LeasePeerService, PeerService, StatePeerService};
 use crate::proto::cairnpb::lease_peer_server::LeasePeerServer;
+use crate::proto::cairnpb::state_peer_server::StatePeerServer;
 use crate::proto::cairnpb::{peer_server::PeerServer, plugins_server::PluginsServer};
 use crate::proto::etcdserverpb::{
     auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
@@ -123,7 +124,9 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
             ))
             .max_decoding_message_size(peer::MAX_PEER_MESSAGE_BYTES),
         );
-        let router = router.add_service(LeasePeerServer::new(LeasePeerService::new(member.clone())));
+        let router = router
+            .add_service(LeasePeerServer::new(LeasePeerService::new(member.clone())))
+            .add_service(StatePeerServer::new(StatePeerService::new(member.clone())));
         let mut stop = stop_rx.clone();
         let served = router.serve_with_incoming_shutdown(tls::accept(listener, tls.peer.clone().filter(|_| secure)), async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -139,6 +142,17 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
         cfg.name.clone(),
         cfg.advertise_client_urls.clone(),
     ));
+    for gate in cfg.feature_gates.ignored() {
+        tracing::warn!(gate, "ignoring a feature gate Cairn does not implement");
+    }
+    if cfg.initial_corrupt_check() {
+        // As etcd: after the peer listeners are up (the peers check us too),
+        // before any client is served.
+        corrupt::check_initial(&member).await?;
+    }
+    let space_watch = tokio::spawn(alarms::watch_space(member.clone()));
+    let corrupt_monitor =
+        (!cfg.corrupt_check_time.is_zero()).then(|| tokio::spawn(corrupt::monitor(member.clone(), cfg.corrupt_check_time)));
     let grpc = client_grpc_service(&cfg, &member);
     let surface = http::HttpSurface::new(member.clone(), grpc.clone(), http_config(&cfg));
     let http_router = http::client_router(surface.clone());
@@ -201,6 +215,10 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
         aborts.iter().for_each(|a| a.abort());
     }
     lease_clock.abort();
+    space_watch.abort();
+    if let Some(monitor) = corrupt_monitor {
+        monitor.abort();
+    }
     node.stop();
     let joined = match raft_result {
         Some(j) => j,

@@ -128,7 +128,7 @@ async fn render_metrics(State(surface): State<Arc<HttpSurface>>) -> Response {
     m.proposals_applied.set(raft.applied_index() as i64);
     m.db_total_size.set(member.database().size_bytes() as i64);
     m.db_total_size_in_use.set(member.database().size_in_use_bytes() as i64);
-    m.quota_backend_bytes.set(crate::metrics::DEFAULT_QUOTA_BACKEND_BYTES);
+    m.quota_backend_bytes.set(member.space().quota().gauge());
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
