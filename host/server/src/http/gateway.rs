@@ -37,6 +37,10 @@ use crate::proto::{v3electionpb as election, v3lockpb as lock};
 
 /// A gRPC message's frame header: compression flag and length.
 const FRAME_HEADER: usize = 5;
+/// HTTP headers forwarded as gRPC metadata, lowercased as `http` keeps names.
+const GRPC_METADATA_PREFIX: &str = "grpc-metadata-";
+/// Metadata the in-process call sets itself, which a client may not override.
+const RESERVED_METADATA: &[&str] = &["content-type", "te"];
 
 /// The gateway's routes, mounted under `/v3` and `/v3beta`.
 pub fn routes() -> Router<Arc<HttpSurface>> {
@@ -362,8 +366,23 @@ async fn call(surface: &HttpSurface, grpc_path: &'static str, parts: &http::requ
     let headers = request.headers_mut();
     headers.insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
     headers.insert(header::TE, http::HeaderValue::from_static("trailers"));
-    if let Some(token) = parts.headers.get(header::AUTHORIZATION) {
-        headers.insert("token", token.clone());
+    // As grpc-gateway: `Grpc-Metadata-<name>` headers become metadata;
+    // etcd reads the token from `token` metadata first and falls back to
+    // the `Authorization` header.
+    for (name, value) in &parts.headers {
+        let Some(key) = name.as_str().strip_prefix(GRPC_METADATA_PREFIX) else {
+            continue;
+        };
+        if let Ok(key) = http::HeaderName::from_bytes(key.as_bytes()) {
+            if !key.as_str().starts_with("grpc-") && !RESERVED_METADATA.contains(&key.as_str()) {
+                headers.append(key, value.clone());
+            }
+        }
+    }
+    if !headers.contains_key("token") {
+        if let Some(token) = parts.headers.get(header::AUTHORIZATION) {
+            headers.insert("token", token.clone());
+        }
     }
     let extensions = request.extensions_mut();
     if let Some(identity) = parts.extensions.get::<ClientIdentity>() {
