@@ -101,6 +101,7 @@ fn http_config(cfg: &ServerConfig) -> http::HttpConfig {
         cors: cfg.cors.clone(),
         host_whitelist: cfg.host_whitelist.clone(),
         max_body_bytes: max_recv / 3 * 4 + GRPC_OVERHEAD_BYTES,
+        max_message_bytes: max_recv,
     }
 }
 

@@ -14,7 +14,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::Router;
 
 use crate::api::LearnerGate;
@@ -37,6 +37,10 @@ pub struct HttpConfig {
     pub host_whitelist: Vec<String>,
     /// The largest gateway request body read.
     pub max_body_bytes: usize,
+    /// The largest request message a gateway call carries: etcd's gRPC
+    /// server limit (`--max-request-bytes` plus gRPC's allowance), which
+    /// its gateway's calls meet as any client's.
+    pub max_message_bytes: usize,
 }
 
 pub struct HttpSurface {
@@ -76,6 +80,11 @@ pub fn client_router(surface: Arc<HttpSurface>) -> Router {
         .merge(monitoring_routes())
         .nest("/v3", gateway.clone())
         .nest("/v3beta", gateway)
+        // The gateway's own root, which axum's nesting leaves out.
+        .route("/v3/", any(gateway::not_found))
+        .route("/v3beta/", any(gateway::not_found))
+        // Unlike `/v3`, etcd registers no `/v3beta/` subtree to redirect to.
+        .route("/v3beta", any(not_found))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(clean_paths))
         .layer(axum::middleware::from_fn_with_state(surface.clone(), cors_and_hosts))
