@@ -115,17 +115,45 @@ fn hostile_bodies_and_paths_match_etcd() {
         ("a string", r#""str""#.into(), Compare::ErrorShape),
         ("null is all defaults", "null".into(), Compare::Json),
         ("trailing garbage after the object", "{}x".into(), Compare::Json),
-        ("two objects: the first counts", format!(r#"{{"key":"{foo}"}}{{"key":"YmFy"}}"#), Compare::Json),
+        (
+            "two objects: the first counts",
+            format!(r#"{{"key":"{foo}"}}{{"key":"YmFy"}}"#),
+            Compare::Json,
+        ),
         ("key as a number", r#"{"key":5}"#.into(), Compare::ErrorShape),
         ("key as an array", r#"{"key":["a"]}"#.into(), Compare::ErrorShape),
-        ("limit as a word", format!(r#"{{"key":"{foo}","limit":"abc"}}"#), Compare::ErrorShape),
+        (
+            "limit as a word",
+            format!(r#"{{"key":"{foo}","limit":"abc"}}"#),
+            Compare::ErrorShape,
+        ),
         ("limit as a bool", format!(r#"{{"key":"{foo}","limit":true}}"#), Compare::ErrorShape),
         ("limit fractional", format!(r#"{{"key":"{foo}","limit":1.5}}"#), Compare::ErrorShape),
-        ("limit past int64", format!(r#"{{"key":"{foo}","limit":"99999999999999999999"}}"#), Compare::ErrorShape),
-        ("keys_only as a word", format!(r#"{{"key":"{foo}","keys_only":"yes"}}"#), Compare::ErrorShape),
-        ("unknown enum name", format!(r#"{{"key":"{foo}","sort_order":"SIDEWAYS"}}"#), Compare::ErrorShape),
-        ("unknown fields are skipped", r#"{"nope":1,"also":{"x":[1,2]}}"#.into(), Compare::Json),
-        ("deep nesting", format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)), Compare::ErrorShape),
+        (
+            "limit past int64",
+            format!(r#"{{"key":"{foo}","limit":"99999999999999999999"}}"#),
+            Compare::ErrorShape,
+        ),
+        (
+            "keys_only as a word",
+            format!(r#"{{"key":"{foo}","keys_only":"yes"}}"#),
+            Compare::ErrorShape,
+        ),
+        (
+            "unknown enum name",
+            format!(r#"{{"key":"{foo}","sort_order":"SIDEWAYS"}}"#),
+            Compare::ErrorShape,
+        ),
+        (
+            "unknown fields are skipped",
+            r#"{"nope":1,"also":{"x":[1,2]}}"#.into(),
+            Compare::Json,
+        ),
+        (
+            "deep nesting",
+            format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)),
+            Compare::ErrorShape,
+        ),
         ("invalid UTF-8", "{\"key\":\"\u{fffd}\"}".into(), Compare::ErrorShape),
     ];
     for (what, body, how) in &range_cases {
@@ -163,7 +191,11 @@ fn hostile_bodies_and_paths_match_etcd() {
         &Request::post("/v3/kv/put", put_body(3_000_000).as_bytes()),
         Compare::ErrorShape,
     );
-    p.same("nothing stored by the refused puts", &Request::post("/v3/kv/range", br#"{"key":"YmlnAA=="}"#), Compare::Json);
+    p.same(
+        "nothing stored by the refused puts",
+        &Request::post("/v3/kv/range", br#"{"key":"YmlnAA=="}"#),
+        Compare::Json,
+    );
     let text_plain = ["-H".to_string(), "Content-Type: text/plain".to_string()];
     p.same(
         "a JSON body sent as text/plain",
@@ -190,7 +222,11 @@ fn hostile_bodies_and_paths_match_etcd() {
     ] {
         p.same(&format!("unknown path {path}"), &Request::post(path, b"{}"), Compare::Verbatim);
     }
-    p.same("a query string is ignored", &Request::post("/v3/kv/range?x=1", b"{}"), Compare::Json);
+    p.same(
+        "a query string is ignored",
+        &Request::post("/v3/kv/range?x=1", b"{}"),
+        Compare::Json,
+    );
     // Go's HTTP mux redirects to the clean path; curl does not follow.
     let path_as_is = ["--path-as-is".to_string(), "-D".to_string(), "/dev/stderr".to_string()];
     for (method, path) in [
@@ -220,7 +256,12 @@ fn hostile_bodies_and_paths_match_etcd() {
     }
     p.assert_no_differences();
     // Still serving, over both protocols.
-    let (status, _) = post_json(&p.cairn.endpoint(), "/v3/kv/put", &json!({"key": b64("after"), "value": b64("1")}), &[]);
+    let (status, _) = post_json(
+        &p.cairn.endpoint(),
+        "/v3/kv/put",
+        &json!({"key": b64("after"), "value": b64("1")}),
+        &[],
+    );
     assert_eq!(status, 200);
     let got = etcdctl(&p.cairn.endpoint(), &["get", "after", "--print-value-only"]);
     assert_eq!(got.assert_ok().stdout.trim(), "1");
@@ -267,8 +308,14 @@ fn auth_over_gateway_matches_etcd() {
         p.same(path, &Request::post(path, text.as_bytes()), Compare::Json);
     }
     p.assert_no_differences();
-    let root = (token(&p.etcd.endpoint(), "root", "rootpw"), token(&p.cairn.endpoint(), "root", "rootpw"));
-    let alice = (token(&p.etcd.endpoint(), "alice", "alicepw"), token(&p.cairn.endpoint(), "alice", "alicepw"));
+    let root = (
+        token(&p.etcd.endpoint(), "root", "rootpw"),
+        token(&p.cairn.endpoint(), "root", "rootpw"),
+    );
+    let alice = (
+        token(&p.etcd.endpoint(), "alice", "alicepw"),
+        token(&p.cairn.endpoint(), "alice", "alicepw"),
+    );
     // Each side's own token in the same place.
     let both = |what: &str, path: &str, body: Value, tokens: Option<(&str, &String, &String)>, how: Compare| {
         let text = body.to_string();
@@ -314,10 +361,22 @@ fn auth_over_gateway_matches_etcd() {
         Compare::Json,
     );
     both("alice may not list users", "/v3/auth/user/list", json!({}), alice_h, Compare::Json);
-    both("alice grants a lease", "/v3/lease/grant", json!({"TTL": 30}), alice_h, Compare::Json);
+    both(
+        "alice grants a lease",
+        "/v3/lease/grant",
+        json!({"TTL": 30}),
+        alice_h,
+        Compare::Json,
+    );
     both("a lock without a token", "/v3/lock/lock", json!({"name": foo}), None, Compare::Json);
     // etcd 3.4 lists members to anyone; cairn, as etcd 3.6, to users only.
-    both("member list with a token", "/v3/cluster/member/list", json!({}), alice_h, Compare::ErrorShape);
+    both(
+        "member list with a token",
+        "/v3/cluster/member/list",
+        json!({}),
+        alice_h,
+        Compare::ErrorShape,
+    );
     let garbage = "garbage.1".to_string();
     both(
         "an unknown token",
@@ -411,7 +470,8 @@ fn slow_clients_do_not_starve_the_server() {
     assert_eq!(closed_early, 0, "slow connections closed before any timeout");
     // Meanwhile the server answers everyone else, old and new connections.
     for i in 0..5 {
-        rt.block_on(early.put(format!("k{i}"), "v", None)).expect("gRPC put on an existing connection");
+        rt.block_on(early.put(format!("k{i}"), "v", None))
+            .expect("gRPC put on an existing connection");
         let got = etcdctl(&server.endpoint(), &["get", &format!("k{i}"), "--print-value-only"]);
         assert_eq!(got.assert_ok().stdout.trim(), "v");
         let (status, _) = exchange(&server.endpoint(), &Request::get("/health"));
@@ -448,7 +508,8 @@ fn connection_limit_holds_and_recovers() {
     assert!(flood.len() >= 4100, "only {} connections opened", flood.len());
     // The connection opened before keeps working at the limit.
     for i in 0..3 {
-        rt.block_on(early.put(format!("during{i}"), "v", None)).expect("gRPC on an existing connection at the limit");
+        rt.block_on(early.put(format!("during{i}"), "v", None))
+            .expect("gRPC on an existing connection at the limit");
     }
     // Once the idle ones time out the server accepts new clients again.
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -468,7 +529,12 @@ fn connection_limit_holds_and_recovers() {
 fn tls_args(pki: &Pki, client: Option<&CertFiles>) -> Vec<String> {
     let mut args = vec!["--cacert".to_string(), pki.ca_file().display().to_string()];
     if let Some(c) = client {
-        args.extend(["--cert".into(), c.cert.display().to_string(), "--key".into(), c.key.display().to_string()]);
+        args.extend([
+            "--cert".into(),
+            c.cert.display().to_string(),
+            "--key".into(),
+            c.key.display().to_string(),
+        ]);
     }
     args
 }

@@ -150,7 +150,16 @@ postgresql:
     /// Runs one SQL statement over TCP; the trimmed unaligned output.
     fn sql(&self, statement: &str) -> Result<String, String> {
         let out = Command::new(pg_bin_dir().join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &self.pg_port.to_string(), "-U", "postgres", "-d", "postgres"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.pg_port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+            ])
             .args(["-v", "ON_ERROR_STOP=1", "-At", "-c", statement])
             .env("PGCONNECT_TIMEOUT", "5")
             .output()
@@ -229,9 +238,7 @@ fn roles(node: &PgNode) -> Option<(String, Vec<String>)> {
         return None;
     }
     let members = cluster["members"].as_array()?;
-    let leader = members
-        .iter()
-        .find(|m| m["role"] == "leader" && m["state"] == "running")?["name"]
+    let leader = members.iter().find(|m| m["role"] == "leader" && m["state"] == "running")?["name"]
         .as_str()?
         .to_string();
     let streaming = members
@@ -262,10 +269,7 @@ fn leader_replica_failover(endpoints: &[String]) {
     });
     // The leader sees its replica connected and streaming.
     wait_for("pg_stat_replication to show the replica", &[&first, &second], || {
-        first
-            .sql("select state from pg_stat_replication")
-            .ok()
-            .filter(|s| s == "streaming")
+        first.sql("select state from pg_stat_replication").ok().filter(|s| s == "streaming")
     });
     first
         .sql("create table t (x int); insert into t values (42)")
@@ -288,9 +292,7 @@ fn leader_replica_failover(endpoints: &[String]) {
         second.sql("select pg_is_in_recovery()").ok().filter(|r| r == "f")
     });
     assert_eq!(second.sql("select x from t").as_deref(), Ok("42"), "the row survives");
-    second
-        .sql("insert into t values (43)")
-        .expect("the promoted node takes writes");
+    second.sql("insert into t values (43)").expect("the promoted node takes writes");
     let got = etcdctl(&endpoints[0], &["get", &leader_key, "--print-value-only"]);
     assert_eq!(got.assert_ok().stdout.trim(), second.name, "{got:?}");
     let (status, body) = second.rest("/primary").expect("REST API");

@@ -95,11 +95,7 @@ impl Gateway {
 
     /// One JSON request; the parsed JSON reply of a 2xx answer.
     pub async fn post(&self, path: &str, body: Value) -> Result<Value, tonic::Status> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| tonic::Status::cancelled("closed"))?;
+        let _permit = self.permits.acquire().await.map_err(|_| tonic::Status::cancelled("closed"))?;
         let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let (mut sender, host) = match pooled {
             Some((s, host)) if !s.is_closed() => (s, host),
@@ -120,8 +116,8 @@ impl Gateway {
         let status = response.status();
         let bytes = response.into_body().collect().await.map_err(io)?.to_bytes();
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).push((sender, host));
-        let reply: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| tonic::Status::internal(format!("HTTP {status}: the reply is not JSON: {e}")))?;
+        let reply: Value =
+            serde_json::from_slice(&bytes).map_err(|e| tonic::Status::internal(format!("HTTP {status}: the reply is not JSON: {e}")))?;
         if !status.is_success() {
             let message = reply["error"].as_str().unwrap_or("").to_string();
             return Err(tonic::Status::unknown(format!("HTTP {status}: {message}")));

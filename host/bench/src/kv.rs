@@ -9,8 +9,8 @@ use crate::conn::Conn;
 use serde_json::Value;
 
 use super::args::{Common, Consistency};
-use super::gateway::{b64, Gateway};
 use super::driver::{merge, run_workers, Budget, ClientResult, Worker};
+use super::gateway::{b64, Gateway};
 use super::keys::{KeyGen, ValueGen};
 use super::report::{record, Report};
 use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
@@ -156,7 +156,12 @@ impl Worker for GatewayRangeWorker {
 
 /// `prefill`: the gRPC connections to write the key space with first (only
 /// the measured reads go through the gateway).
-pub async fn gateway_range(common: &Common, prefill: Option<&[Conn]>, gateway: Arc<Gateway>, consistency: Consistency) -> anyhow::Result<Report> {
+pub async fn gateway_range(
+    common: &Common,
+    prefill: Option<&[Conn]>,
+    gateway: Arc<Gateway>,
+    consistency: Consistency,
+) -> anyhow::Result<Report> {
     if let Some(channels) = prefill {
         fill(common, channels, MAX_TXN_OPS).await?;
     }

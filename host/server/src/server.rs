@@ -165,9 +165,13 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
         tracing::info!(%addr, tls = secure, "serving metrics");
         let mut stop = stop_rx.clone();
         let router = http::metrics_router(surface.clone());
-        servers.push(tokio::spawn(http::serve::serve(tls::accept(listener, server_tls), router, async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })));
+        servers.push(tokio::spawn(http::serve::serve(
+            tls::accept(listener, server_tls),
+            router,
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        )));
     }
 
     let raft_done = tokio::task::spawn_blocking(move || raft_thread.join());

@@ -498,7 +498,11 @@ async fn call_unary<Req: Inbound, Resp: Outbound>(surface: &HttpSurface, grpc_pa
 
 /// Newline-separated (or simply consecutive) JSON requests read off an HTTP
 /// body, as gRPC frames. None may exceed `max_bytes`.
-fn request_frames<Req: Inbound>(body: AxumBody, max_bytes: usize, max_message: usize) -> impl Stream<Item = Result<Frame<Bytes>, Status>> + Send + 'static {
+fn request_frames<Req: Inbound>(
+    body: AxumBody,
+    max_bytes: usize,
+    max_message: usize,
+) -> impl Stream<Item = Result<Frame<Bytes>, Status>> + Send + 'static {
     struct Reading {
         data: axum::body::BodyDataStream,
         buf: BytesMut,

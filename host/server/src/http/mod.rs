@@ -124,11 +124,7 @@ fn clean_path(path: &str) -> String {
 /// their clean form and `/v3` to its subtree `/v3/`, permanently.
 async fn clean_paths(request: Request, next: Next) -> Response {
     let path = request.uri().path();
-    let target = if path == "/v3" {
-        "/v3/".to_string()
-    } else {
-        clean_path(path)
-    };
+    let target = if path == "/v3" { "/v3/".to_string() } else { clean_path(path) };
     if target == path {
         return next.run(request).await;
     }
@@ -140,7 +136,11 @@ async fn clean_paths(request: Request, next: Next) -> Response {
         return next.run(request).await;
     };
     let mut response = if matches!(*request.method(), Method::GET | Method::HEAD) {
-        let escaped = location.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&#34;");
+        let escaped = location
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&#34;");
         (
             [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
             format!("<a href=\"{escaped}\">Moved Permanently</a>.\n\n"),

@@ -99,10 +99,7 @@ where
         .max_concurrent_streams(None)
         .keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT);
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
     let (closing_tx, closing) = tokio::sync::watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(incoming);
