@@ -265,7 +265,7 @@ fn leader_replica_failover(endpoints: &[String]) {
     });
     let second = PgNode::start(root.path(), 1, &hosts, &bin_dir);
     wait_for("a streaming replica", &[&first, &second], || {
-        roles(&first).filter(|(leader, replicas)| *leader == leader_name && replicas == &[second.name.clone()])
+        roles(&first).filter(|(leader, replicas)| *leader == leader_name && replicas.as_slice() == std::slice::from_ref(&second.name))
     });
     // The leader sees its replica connected and streaming.
     wait_for("pg_stat_replication to show the replica", &[&first, &second], || {
