@@ -555,7 +555,16 @@ fn https_metrics_listener_as_etcd() {
         flags.truncate(flags.len() - 2);
         let with_cert = tls_args(&pki, Some(&client_cert));
         let without_cert = tls_args(&pki, None);
-        let (status, metrics) = exchange(&url, &Request::get("/metrics").with_args(&with_cert));
+        // The metrics listener may come up just after the client port the
+        // harness waited for.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (status, metrics) = loop {
+            match curl(&url, &Request::get("/metrics").with_args(&with_cert)) {
+                Ok(answer) => break answer,
+                Err(e) if Instant::now() > deadline => panic!("{kind:?}: {url} never answered: {e:?}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        };
         assert_eq!(status, 200, "{kind:?}");
         assert!(metrics.contains("etcd_server_has_leader 1"), "{kind:?}: {metrics}");
         let health = exchange(&url, &Request::get("/health").with_args(&with_cert));

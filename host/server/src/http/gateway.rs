@@ -254,11 +254,13 @@ fn streaming<Req: Inbound, Resp: Outbound>(grpc_path: &'static str) -> MethodRou
 }
 
 /// grpc-gateway's answer to a path it has no route for.
-pub(crate) async fn not_found() -> Response {
+pub(crate) async fn not_found(request: Request) -> Response {
+    super::drain(request).await;
     plain(StatusCode::NOT_FOUND, "Not Found\n")
 }
 
-async fn method_not_allowed() -> Response {
+async fn method_not_allowed(request: Request) -> Response {
+    super::drain(request).await;
     plain(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n")
 }
 

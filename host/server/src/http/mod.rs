@@ -163,8 +163,17 @@ fn monitoring_routes() -> Router<Arc<HttpSurface>> {
 }
 
 /// Go's `http.NotFound`, which etcd answers unknown paths with.
-async fn not_found() -> Response {
+async fn not_found(request: Request) -> Response {
+    drain(request).await;
     plain(StatusCode::NOT_FOUND, "404 page not found\n")
+}
+
+/// Reads (a bounded part of) a request body that will not be used before
+/// answering: over HTTP/2 a stream answered with its body unread is reset,
+/// which some clients (curl) report as an error instead of the answer.
+pub(crate) async fn drain(request: Request) {
+    const DRAIN_BYTES: usize = 64 * 1024;
+    let _ = axum::body::to_bytes(request.into_body(), DRAIN_BYTES).await;
 }
 
 pub(crate) fn plain(status: StatusCode, body: impl Into<String>) -> Response {
