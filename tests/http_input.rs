@@ -462,6 +462,19 @@ fn slow_clients_do_not_starve_the_server() {
     let mut early = rt
         .block_on(etcd_client::Client::connect([server.endpoint()], None))
         .expect("connect");
+    // A gateway watch, whose response streams for longer than any of the
+    // timeouts below: they bound requests being sent, not answers.
+    let mut watch = std::process::Command::new("curl")
+        .args(["-s", "-N", "--max-time", "150", "-X", "POST", "--data-binary"])
+        .arg(json!({"create_request": {"key": b64("watched")}}).to_string())
+        .arg(format!("{}/v3/watch", server.endpoint()))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("curl");
+    let mut watch_lines = std::io::BufReader::new(watch.stdout.take().expect("stdout"));
+    let mut created = String::new();
+    std::io::BufRead::read_line(&mut watch_lines, &mut created).expect("watch created");
+    assert!(created.contains(r#""created":true"#), "{created}");
     // Slow-loris: headers a byte at a time; and connections that say nothing.
     let mut slow: Vec<TcpStream> = (0..200).map(|_| TcpStream::connect(addr).expect("connect")).collect();
     let silent: Vec<TcpStream> = (0..200).map(|_| TcpStream::connect(addr).expect("connect")).collect();
@@ -486,6 +499,13 @@ fn slow_clients_do_not_starve_the_server() {
     assert_eq!(slow_closed, slow.len(), "slow-loris connections still open");
     assert_eq!(silent_closed, silent.len(), "silent connections still open");
     rt.block_on(early.put("after", "v", None)).expect("gRPC after the flood");
+    // The watch opened before it all is still there, past every timeout.
+    rt.block_on(early.put("watched", "v", None)).expect("put");
+    let mut event = String::new();
+    std::io::BufRead::read_line(&mut watch_lines, &mut event).expect("watch event");
+    assert!(event.contains(&b64("watched")) && event.contains("events"), "{event:?}");
+    let _ = watch.kill();
+    let _ = watch.wait();
 }
 
 #[test]
