@@ -508,8 +508,27 @@ fn slow_clients_do_not_starve_the_server() {
     let _ = watch.wait();
 }
 
+/// Raises this process's open-file limit (which the server started next
+/// inherits) to what the flood below needs, as far as the hard limit allows.
+fn raise_open_files(want: u64) -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit with a valid rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 0;
+        }
+        if limit.rlim_cur < want {
+            limit.rlim_cur = want.min(limit.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+    limit.rlim_cur
+}
+
 #[test]
 fn connection_limit_holds_and_recovers() {
+    let open_files = raise_open_files(10_000);
+    assert!(open_files >= 5000, "the open-file limit ({open_files}) is too low for this test");
     let server = Server::start(Kind::Cairn);
     let addr = server.client_addr();
     let rt = harness::runtime();
