@@ -26,6 +26,7 @@ pub mod convert;
 pub mod diff;
 pub mod etcdctl;
 pub mod metrics;
+pub mod http;
 pub mod normalize;
 pub mod plugins;
 pub mod proxy;

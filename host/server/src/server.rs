@@ -102,6 +102,7 @@ fn http_config(cfg: &ServerConfig) -> http::HttpConfig {
         cors: cfg.cors.clone(),
         host_whitelist: cfg.host_whitelist.clone(),
         max_body_bytes: max_recv / 3 * 4 + GRPC_OVERHEAD_BYTES,
+        max_message_bytes: max_recv,
     }
 }
 
@@ -163,29 +164,28 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
         let incoming = tls::accept(listener, tls.client.clone().filter(|_| secure)).map(|conn| conn.map(AuthorityRepair::new));
         servers.push(tokio::spawn(http::serve::serve(
             incoming,
-            grpc.clone(),
-            http_router.clone(),
+            http::serve::split(grpc.clone(), http_router.clone()),
             async move {
                 let _ = stop.wait_for(|s| *s).await;
             },
         )));
     }
+    // As etcd, an https:// metrics URL is served with the client TLS
+    // configuration (--cert-file, --key-file, --client-cert-auth, …).
     for (addr, secure) in resolve(&cfg.listen_metrics_urls).await? {
-        if secure {
-            bail!("--listen-metrics-urls: only http:// URLs are served so far");
-        }
+        // Setup refuses an https:// URL without client TLS flags.
+        let server_tls = tls.client.clone().filter(|_| secure);
         let listener = TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
-        tracing::info!(%addr, "serving metrics");
+        tracing::info!(%addr, tls = secure, "serving metrics");
         let mut stop = stop_rx.clone();
         let router = http::metrics_router(surface.clone());
-        servers.push(tokio::spawn(async move {
-            let served = axum::serve(listener, router).with_graceful_shutdown(async move {
+        servers.push(tokio::spawn(http::serve::serve(
+            tls::accept(listener, server_tls),
+            router,
+            async move {
                 let _ = stop.wait_for(|s| *s).await;
-            });
-            if let Err(e) = served.await {
-                tracing::warn!(error = %e, "the metrics listener failed");
-            }
-        }));
+            },
+        )));
     }
 
     let raft_done = tokio::task::spawn_blocking(move || raft_thread.join());
