@@ -61,6 +61,11 @@ impl Member {
         self.dir.path().join("data")
     }
 
+    /// The `--initial-cluster` the member starts with.
+    pub fn initial_cluster(&self) -> &str {
+        &self.initial_cluster
+    }
+
     fn log_path(&self) -> PathBuf {
         self.dir.path().join("server.log")
     }

@@ -22,6 +22,7 @@ pub mod backup;
 pub mod client_identity;
 pub mod config;
 pub mod error;
+pub mod etcd_format;
 pub mod failpoint;
 pub mod http;
 pub mod lease;
