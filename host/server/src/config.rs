@@ -121,13 +121,26 @@ pub struct ServerConfig {
 
     /// How often a watch that asked for progress notifications and saw no
     /// events gets one (a Go duration; at least 100ms).
+    /// (`--watch-progress-notify-interval` is etcd 3.6's spelling.)
     #[arg(
         long = "experimental-watch-progress-notify-interval",
+        visible_alias = "watch-progress-notify-interval",
         env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL",
         default_value = "10m",
         value_parser = parse_go_duration
     )]
     pub watch_progress_notify_interval: Duration,
+
+    /// Check this member's data against the other members' before serving
+    /// (etcd 3.6: `--feature-gates=InitialCorruptCheck=true`).
+    #[arg(long, env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", default_value_t = false,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub experimental_initial_corrupt_check: bool,
+
+    /// etcd 3.6's feature gates, `Name=bool,...` (see docs/compatibility.md
+    /// for what each does in Cairn).
+    #[arg(long, env = "ETCD_FEATURE_GATES", default_value = "", value_parser = crate::feature_gates::FeatureGates::parse)]
+    pub feature_gates: crate::feature_gates::FeatureGates,
 
     /// The etcd version this server reports (`/version`,
     /// `Maintenance.Status`), which clients such as Kubernetes use to decide
@@ -177,6 +190,21 @@ impl ServerConfig {
         self.data_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("{}.etcd", self.name)))
+    }
+
+    /// Folds the feature gates into the settings they stand for; returns
+    /// the gates that are accepted but have no effect, to be warned about.
+    pub fn resolve_feature_gates(&mut self) -> Result<Vec<String>, String> {
+        use crate::feature_gates::INITIAL_CORRUPT_CHECK;
+        if let Some(on) = self.feature_gates.get(INITIAL_CORRUPT_CHECK) {
+            if self.experimental_initial_corrupt_check && !on {
+                return Err(format!(
+                    "--experimental-initial-corrupt-check=true conflicts with --feature-gates={INITIAL_CORRUPT_CHECK}=false"
+                ));
+            }
+            self.experimental_initial_corrupt_check = on;
+        }
+        Ok(self.feature_gates.ignored())
     }
 
     pub fn initial_cluster(&self) -> String {
@@ -240,6 +268,22 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn etcd_36_spellings() {
+        let parse = |args: &[&str]| ServerConfig::try_parse_from(std::iter::once("cairn").chain(args.iter().copied()));
+        let mut cfg = parse(&["--watch-progress-notify-interval=5s", "--feature-gates=InitialCorruptCheck=true"]).unwrap();
+        assert_eq!(cfg.watch_progress_notify_interval, Duration::from_secs(5));
+        assert_eq!(cfg.resolve_feature_gates(), Ok(vec![]));
+        assert!(cfg.experimental_initial_corrupt_check);
+        let mut cfg = parse(&[
+            "--experimental-initial-corrupt-check=true",
+            "--feature-gates=InitialCorruptCheck=false",
+        ])
+        .unwrap();
+        assert!(cfg.resolve_feature_gates().is_err());
+        assert!(parse(&["--feature-gates=InitialCorruptCheck"]).is_err());
+    }
 
     #[test]
     fn go_durations() {

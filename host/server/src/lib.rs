@@ -21,6 +21,7 @@ pub mod client_identity;
 pub mod config;
 pub mod error;
 pub mod failpoint;
+pub mod feature_gates;
 pub mod http;
 pub mod lease;
 pub mod member;

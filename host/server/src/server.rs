@@ -89,7 +89,8 @@ fn client_grpc_service(cfg: &ServerConfig, member: &Arc<Member>) -> http::GrpcSe
             PluginsServer::new(api::PluginService::new(member.clone()))
                 .max_decoding_message_size(cfg.max_plugin_bytes + GRPC_OVERHEAD_BYTES),
         );
-    let gated = api::LearnerGateLayer::new(member.membership().clone()).layer(routes.routes().prepare());
+    let routes = api::LeaderGateLayer::new(member.clone()).layer(routes.routes().prepare());
+    let gated = api::LearnerGateLayer::new(member.membership().clone()).layer(routes);
     GrpcMetricsLayer::new(cfg.metrics == MetricsLevel::Extensive).layer(gated)
 }
 
