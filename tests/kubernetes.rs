@@ -241,7 +241,8 @@ fn feature_gates_are_checked_at_start() {
                 let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut err));
                 return Err((status, err));
             }
-            if harness::etcdctl_timeout(&client, &["endpoint", "health"], None, Duration::from_secs(10)).status == Some(0) {
+            let probe = ["endpoint", "health", "--dial-timeout=1s", "--command-timeout=3s"];
+            if harness::etcdctl_timeout(&client, &probe, None, Duration::from_secs(10)).status == Some(0) {
                 let _ = child.kill();
                 let mut err = String::new();
                 use std::io::Read;

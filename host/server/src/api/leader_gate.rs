@@ -170,8 +170,9 @@ impl http_body::Body for LeaderBound {
         if this.lost.as_mut().poll(cx).is_ready() {
             this.inner = None;
             let status = Status::from(Error::NoLeader);
-            return Poll::Ready(Some(match status.to_header_map() {
-                Ok(trailers) => Ok(Frame::trailers(trailers)),
+            let mut trailers = http::HeaderMap::new();
+            return Poll::Ready(Some(match status.add_header(&mut trailers) {
+                Ok(()) => Ok(Frame::trailers(trailers)),
                 Err(status) => Err(status),
             }));
         }
