@@ -180,6 +180,6 @@ impl http_body::Body for LeaderBound {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(|b| http_body::Body::is_end_stream(b))
+        self.inner.as_ref().is_none_or(http_body::Body::is_end_stream)
     }
 }
