@@ -121,13 +121,26 @@ pub struct ServerConfig {
 
     /// How often a watch that asked for progress notifications and saw no
     /// events gets one (a Go duration; at least 100ms).
+    /// (`--watch-progress-notify-interval` is etcd 3.6's spelling.)
     #[arg(
         long = "experimental-watch-progress-notify-interval",
+        visible_alias = "watch-progress-notify-interval",
         env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL",
         default_value = "10m",
         value_parser = parse_go_duration
     )]
     pub watch_progress_notify_interval: Duration,
+
+    /// Check this member's data against the other members' before serving
+    /// (etcd 3.6: `--feature-gates=InitialCorruptCheck=true`).
+    #[arg(long, env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", default_value_t = false,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub experimental_initial_corrupt_check: bool,
+
+    /// etcd 3.6's feature gates, `Name=bool,...` (see docs/compatibility.md
+    /// for what each does in Cairn).
+    #[arg(long, env = "ETCD_FEATURE_GATES", default_value = "", value_parser = crate::feature_gates::FeatureGates::parse)]
+    pub feature_gates: crate::feature_gates::FeatureGates,
 
     /// The etcd version this server reports (`/version`,
     /// `Maintenance.Status`), which clients such as Kubernetes use to decide
@@ -160,18 +173,6 @@ pub struct ServerConfig {
     #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0, allow_negative_numbers = true)]
     pub quota_backend_bytes: i64,
 
-    /// Compare this member's state hash with its peers' before serving
-    /// clients, and refuse to start on a mismatch.
-    #[arg(
-        long,
-        env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK",
-        default_value_t = false,
-        action = clap::ArgAction::Set,
-        num_args = 0..=1,
-        default_missing_value = "true"
-    )]
-    pub experimental_initial_corrupt_check: bool,
-
     /// How often the leader compares the members' state hashes (a Go
     /// duration; 0 turns the check off).
     #[arg(
@@ -182,50 +183,9 @@ pub struct ServerConfig {
     )]
     pub corrupt_check_time: Duration,
 
-    /// etcd 3.6's feature gates, `Name=bool,...`.
-    #[arg(long, env = "ETCD_FEATURE_GATES", default_value = "", value_parser = parse_feature_gates)]
-    pub feature_gates: FeatureGates,
-
     /// TLS for clients and peers (etcd's security flags).
     #[command(flatten)]
     pub tls: crate::tls::TlsFlags,
-}
-
-/// `--feature-gates` as given: each gate's name and setting, in order.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct FeatureGates(pub Vec<(String, bool)>);
-
-/// The gates Cairn acts on; others are accepted and ignored with a warning.
-pub const KNOWN_FEATURE_GATES: &[&str] = &["InitialCorruptCheck"];
-
-impl FeatureGates {
-    /// The last setting of gate `name`, if given.
-    pub fn get(&self, name: &str) -> Option<bool> {
-        self.0.iter().rev().find(|(n, _)| n == name).map(|(_, on)| *on)
-    }
-
-    /// The gates given that Cairn does not act on.
-    pub fn ignored(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(|(n, _)| n.as_str()).filter(|n| !KNOWN_FEATURE_GATES.contains(n))
-    }
-}
-
-/// Parses `Name=bool,...` as Kubernetes' feature gates do (Go's booleans:
-/// 1, t, true, 0, f, false in any of their usual cases).
-pub fn parse_feature_gates(text: &str) -> Result<FeatureGates, String> {
-    let mut gates = Vec::new();
-    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-        let (name, value) = item
-            .split_once('=')
-            .ok_or_else(|| format!("missing bool value for feature gate {item:?}"))?;
-        let on = match value.trim() {
-            "1" | "t" | "T" | "true" | "TRUE" | "True" => true,
-            "0" | "f" | "F" | "false" | "FALSE" | "False" => false,
-            other => return Err(format!("invalid value of {name}={other}: not a bool")),
-        };
-        gates.push((name.trim().to_string(), on));
-    }
-    Ok(FeatureGates(gates))
 }
 
 /// Kubernetes serves consistent lists from its watch cache only from etcd
@@ -247,13 +207,25 @@ impl ServerConfig {
             .unwrap_or_else(|| PathBuf::from(format!("{}.etcd", self.name)))
     }
 
-    /// Whether to check the state against the peers' before serving:
-    /// `--experimental-initial-corrupt-check`, or etcd 3.6's
-    /// `--feature-gates=InitialCorruptCheck=true`, which wins when given.
+    /// Folds the feature gates into the settings they stand for; returns
+    /// the gates that are accepted but have no effect, to be warned about.
+    pub fn resolve_feature_gates(&mut self) -> Result<Vec<String>, String> {
+        use crate::feature_gates::INITIAL_CORRUPT_CHECK;
+        if let Some(on) = self.feature_gates.get(INITIAL_CORRUPT_CHECK) {
+            if self.experimental_initial_corrupt_check && !on {
+                return Err(format!(
+                    "--experimental-initial-corrupt-check=true conflicts with --feature-gates={INITIAL_CORRUPT_CHECK}=false"
+                ));
+            }
+            self.experimental_initial_corrupt_check = on;
+        }
+        Ok(self.feature_gates.ignored())
+    }
+
+    /// Whether to check the state against the peers' before serving; the
+    /// feature gate is folded in by `resolve_feature_gates`.
     pub fn initial_corrupt_check(&self) -> bool {
-        self.feature_gates
-            .get("InitialCorruptCheck")
-            .unwrap_or(self.experimental_initial_corrupt_check)
+        self.experimental_initial_corrupt_check
     }
 
     pub fn initial_cluster(&self) -> String {
@@ -319,6 +291,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn etcd_36_spellings() {
+        let parse = |args: &[&str]| ServerConfig::try_parse_from(std::iter::once("cairn").chain(args.iter().copied()));
+        let mut cfg = parse(&["--watch-progress-notify-interval=5s", "--feature-gates=InitialCorruptCheck=true"]).unwrap();
+        assert_eq!(cfg.watch_progress_notify_interval, Duration::from_secs(5));
+        assert_eq!(cfg.resolve_feature_gates(), Ok(vec![]));
+        assert!(cfg.experimental_initial_corrupt_check);
+        let mut cfg = parse(&[
+            "--experimental-initial-corrupt-check=true",
+            "--feature-gates=InitialCorruptCheck=false",
+        ])
+        .unwrap();
+        assert!(cfg.resolve_feature_gates().is_err());
+        assert!(parse(&["--feature-gates=InitialCorruptCheck"]).is_err());
+    }
+
+    #[test]
     fn go_durations() {
         let ms = Duration::from_millis;
         for (text, want) in [
@@ -342,22 +330,23 @@ mod tests {
 
     #[test]
     fn feature_gates_and_the_initial_corrupt_check() {
-        let parse = |args: &[&str]| ServerConfig::try_parse_from([&["cairn"], args].concat()).unwrap();
-        assert!(!parse(&[]).initial_corrupt_check());
-        assert!(parse(&["--experimental-initial-corrupt-check"]).initial_corrupt_check());
-        assert!(parse(&["--experimental-initial-corrupt-check=true"]).initial_corrupt_check());
-        let gated = parse(&["--feature-gates=InitialCorruptCheck=true,StopGRPCServiceOnDefrag=false"]);
-        assert!(gated.initial_corrupt_check());
-        assert_eq!(gated.feature_gates.ignored().collect::<Vec<_>>(), vec!["StopGRPCServiceOnDefrag"]);
-        let off = parse(&["--experimental-initial-corrupt-check", "--feature-gates=InitialCorruptCheck=false"]);
-        assert!(!off.initial_corrupt_check());
+        let parse = |args: &[&str]| {
+            let mut cfg = ServerConfig::try_parse_from([&["cairn"], args].concat()).unwrap();
+            cfg.resolve_feature_gates().map(|_| cfg)
+        };
+        let on = |args: &[&str]| parse(args).unwrap().initial_corrupt_check();
+        assert!(!on(&[]));
+        assert!(on(&["--experimental-initial-corrupt-check"]));
+        assert!(on(&["--experimental-initial-corrupt-check=true"]));
+        assert!(on(&["--feature-gates=InitialCorruptCheck=true,StopGRPCServiceOnDefrag=false"]));
+        assert!(parse(&["--experimental-initial-corrupt-check", "--feature-gates=InitialCorruptCheck=false"]).is_err());
         for bad in ["InitialCorruptCheck", "InitialCorruptCheck=yes"] {
-            assert!(parse_feature_gates(bad).is_err(), "{bad} parsed");
+            assert!(crate::feature_gates::FeatureGates::parse(bad).is_err(), "{bad} parsed");
         }
-        assert_eq!(parse(&["--quota-backend-bytes=-1"]).quota_backend_bytes, -1);
-        assert_eq!(parse(&[]).quota_backend_bytes, 0);
+        assert_eq!(parse(&["--quota-backend-bytes=-1"]).unwrap().quota_backend_bytes, -1);
+        assert_eq!(parse(&[]).unwrap().quota_backend_bytes, 0);
         assert_eq!(
-            parse(&["--experimental-corrupt-check-time=2s"]).corrupt_check_time,
+            parse(&["--experimental-corrupt-check-time=2s"]).unwrap().corrupt_check_time,
             Duration::from_secs(2)
         );
     }

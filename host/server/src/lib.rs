@@ -24,6 +24,7 @@ pub mod config;
 pub mod error;
 pub mod etcd_format;
 pub mod failpoint;
+pub mod feature_gates;
 pub mod http;
 pub mod lease;
 pub mod member;

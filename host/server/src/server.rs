@@ -90,7 +90,8 @@ fn client_grpc_service(cfg: &ServerConfig, member: &Arc<Member>) -> http::GrpcSe
             PluginsServer::new(api::PluginService::new(member.clone()))
                 .max_decoding_message_size(cfg.max_plugin_bytes + GRPC_OVERHEAD_BYTES),
         );
-    let gated = api::LearnerGateLayer::new(member.membership().clone()).layer(routes.routes().prepare());
+    let routes = api::LeaderGateLayer::new(member.clone()).layer(routes.routes().prepare());
+    let gated = api::LearnerGateLayer::new(member.membership().clone()).layer(routes);
     GrpcMetricsLayer::new(cfg.metrics == MetricsLevel::Extensive).layer(gated)
 }
 
@@ -143,9 +144,6 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
         cfg.name.clone(),
         cfg.advertise_client_urls.clone(),
     ));
-    for gate in cfg.feature_gates.ignored() {
-        tracing::warn!(gate, "ignoring a feature gate Cairn does not implement");
-    }
     if cfg.initial_corrupt_check() {
         // As etcd: after the peer listeners are up (the peers check us too),
         // before any client is served.

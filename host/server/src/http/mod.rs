@@ -17,13 +17,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
 
-use crate::api::LearnerGate;
+use crate::api::{LeaderGate, LearnerGate};
 use crate::member::Member;
 use crate::metrics::{metrics, GrpcMetrics};
 
 /// The client listener's gRPC services with the layers every call passes,
 /// whether it arrives over the wire or through the gateway.
-pub type GrpcService = GrpcMetrics<LearnerGate<tonic::service::Routes>>;
+pub type GrpcService = GrpcMetrics<LearnerGate<LeaderGate<tonic::service::Routes>>>;
 
 /// What the HTTP edge is configured with.
 #[derive(Clone, Debug)]

@@ -11,4 +11,4 @@ pub(crate) mod snapshot;
 mod snapshot_builder;
 
 pub use log_store::LogStore;
-pub use node::{LogLimits, MessageSink, Node, NodeHandle, RaftStatus, StateMachine};
+pub use node::{LogLimits, MessageSink, Node, NodeHandle, RaftStatus, StateMachine, ELECTION_TIMEOUT};

@@ -27,6 +27,9 @@ use crate::storage::Database;
 const TICK: Duration = Duration::from_millis(100);
 const ELECTION_TICKS: usize = 10;
 const HEARTBEAT_TICKS: usize = 1;
+/// How long a follower waits to hear from a leader before it stands for
+/// election (at least; raft-rs randomises it up to twice that).
+pub const ELECTION_TIMEOUT: Duration = TICK.saturating_mul(ELECTION_TICKS as u32);
 /// A ReadIndex request unanswered for this many ticks is asked again: Raft
 /// drops them silently while a new leader has not yet committed in its term.
 const READ_RETRY_TICKS: u32 = 5;
