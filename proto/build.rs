@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "mvccpb/kv.proto",
         "authpb/auth.proto",
+        "leasepb/lease.proto",
         "etcdserverpb/rpc.proto",
         "v3lockpb/v3lock.proto",
         "v3electionpb/v3election.proto",

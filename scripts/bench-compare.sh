@@ -10,7 +10,11 @@
 #
 # Usage: scripts/bench-compare.sh [--quick] [--members 1|3] [--rounds R]
 #          [--profile release|dev-opt|dev] [--workloads put,range-l,...]
-#          [--keys N] [--skip-memory] [--out DIR] [--tls] [--auth]
+#          [--keys N] [--skip-memory] [--out DIR] [--tls] [--auth] [--gateway]
+# --gateway measures etcd's JSON gateway instead (puts and ranges as JSON
+# over HTTP/1.1 keep-alive connections, cairn-bench --gateway), with the
+# official etcd 3.5.1 (ETCD35_BIN, default where scripts/install-deps.sh
+# puts it) as a third system beside etcd 3.4 and Cairn; no memory run.
 # Environment: ETCD_BIN (default /usr/bin/etcd), CAIRN_BIN and BENCH_BIN to
 # use prebuilt binaries instead of building, CARGO_TARGET_DIR as for cargo.
 # Profiles: dev-opt (default), the dev profile (dependencies at opt-level 2)
@@ -32,6 +36,7 @@ SKIP_MEMORY=0
 OUT=""
 TLS=0
 AUTH=0
+GATEWAY=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
@@ -44,7 +49,8 @@ while [ $# -gt 0 ]; do
     --out) OUT="$2"; shift ;;
     --tls) TLS=1 ;;
     --auth) AUTH=1 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    --gateway) GATEWAY=1 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
@@ -62,6 +68,15 @@ KEY_SIZE=${KEY_SIZE:-32}
 VAL_SIZE=${VAL_SIZE:-256}
 ETCD_BIN=${ETCD_BIN:-/usr/bin/etcd}
 ETCDCTL_BIN=${ETCDCTL_BIN:-/usr/bin/etcdctl}
+ETCD35_BIN=${ETCD35_BIN:-${CAIRN_ETCD35_DIR:-$HOME/.cache/cairn-tools/etcd-3.5.1}/etcd}
+SYSTEMS="etcd cairn"
+if [ "$GATEWAY" = 1 ]; then
+  SYSTEMS="etcd etcd35 cairn"
+  [ "$WORKLOADS" = "put,range-l,range-s,txn,mixed,watch,lease-keepalive" ] && WORKLOADS="gateway-put,gateway-range-l,gateway-range-s"
+  SKIP_MEMORY=1
+  # HTTP/1.1 carries one request at a time: a connection per client.
+  CONNS=${GATEWAY_CONNS:-$CLIENTS}
+fi
 
 # --- binaries --------------------------------------------------------------
 if [ -z "${CAIRN_BIN:-}" ] || [ -z "${BENCH_BIN:-}" ]; then
@@ -81,7 +96,9 @@ if [ -z "${CAIRN_BIN:-}" ] || [ -z "${BENCH_BIN:-}" ]; then
   CAIRN_BIN=${CAIRN_BIN:-$TARGET_DIR/$PROFILE_DIR/cairn}
   BENCH_BIN=${BENCH_BIN:-$TARGET_DIR/$PROFILE_DIR/cairn-bench}
 fi
-for b in "$ETCD_BIN" "$CAIRN_BIN" "$BENCH_BIN"; do
+bins=("$ETCD_BIN" "$CAIRN_BIN" "$BENCH_BIN")
+[ "$GATEWAY" = 1 ] && bins+=("$ETCD35_BIN")
+for b in "${bins[@]}"; do
   [ -x "$b" ] || { echo "missing binary: $b" >&2; exit 1; }
 done
 
@@ -139,8 +156,8 @@ enable_auth() {
 # --- clusters --------------------------------------------------------------
 # Member i of a system listens for clients on BASE+2i and for peers on
 # BASE+2i+1; etcd and cairn get disjoint bases so both can run at once.
-base_port() { case "$1" in etcd) echo 24000 ;; cairn) echo 25000 ;; esac; }
-bin_of() { case "$1" in etcd) echo "$ETCD_BIN" ;; cairn) echo "$CAIRN_BIN" ;; esac; }
+base_port() { case "$1" in etcd) echo 24000 ;; cairn) echo 25000 ;; etcd35) echo 26000 ;; esac; }
+bin_of() { case "$1" in etcd) echo "$ETCD_BIN" ;; cairn) echo "$CAIRN_BIN" ;; etcd35) echo "$ETCD35_BIN" ;; esac; }
 
 endpoints() {
   local base; base=$(base_port "$1")
@@ -217,6 +234,9 @@ workload_args() {
     mixed) echo "--total $TOTAL --key-space $KEY_SPACE mixed --read-ratio 0.9 --no-prefill" ;;
     watch) echo "--total $((TOTAL / 10)) --clients 10 --key-space 1000 watch --watchers 100 --streams 10" ;;
     lease-keepalive) echo "--total $TOTAL lease-keepalive" ;;
+    gateway-put) echo "--gateway --total $TOTAL --key-space 100000 put" ;;
+    gateway-range-l) echo "--gateway --total $TOTAL --key-space $KEY_SPACE range --consistency l --no-prefill" ;;
+    gateway-range-s) echo "--gateway --total $TOTAL --key-space $KEY_SPACE range --consistency s --no-prefill" ;;
     *) echo "unknown workload $1" >&2; return 1 ;;
   esac
 }
@@ -224,14 +244,15 @@ workload_args() {
 echo "## Machine" >&2
 echo "nproc=$(nproc) mem=$(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) disk=$(df -h --output=source,fstype "$WORK" | tail -1)" >&2
 echo "etcd: $("$ETCD_BIN" --version | head -1); cairn: $CAIRN_BIN; bench: $BENCH_BIN" >&2
-echo "members=$MEMBERS rounds=$ROUNDS total=$TOTAL conns=$CONNS clients=$CLIENTS key-size=$KEY_SIZE val-size=$VAL_SIZE tls=$TLS auth=$AUTH" >&2
+[ "$GATEWAY" = 1 ] && echo "etcd35: $("$ETCD35_BIN" --version | head -1)" >&2
+echo "members=$MEMBERS rounds=$ROUNDS total=$TOTAL conns=$CONNS clients=$CLIENTS key-size=$KEY_SIZE val-size=$VAL_SIZE tls=$TLS auth=$AUTH gateway=$GATEWAY" >&2
 
 # --- workloads -------------------------------------------------------------
 RESULTS="$OUT/workloads.jsonl"
 : >"$RESULTS"
 declare -A UP SYS_PIDS
 RUN_PIDS=()
-for sys in etcd cairn; do
+for sys in $SYSTEMS; do
   start_cluster "$sys" run
   RUN_PIDS+=("${CLUSTER_PIDS[@]}")
   SYS_PIDS[$sys]="${CLUSTER_PIDS[*]}"
@@ -250,7 +271,11 @@ idx=0
 for ((round = 1; round <= ROUNDS; round++)); do
   for w in "${WL[@]}"; do
     idx=$((idx + 1))
-    if (( idx % 2 )); then order="etcd cairn"; else order="cairn etcd"; fi
+    # Which system goes first rotates with every workload.
+    read -r -a sys_list <<<"$SYSTEMS"
+    n=${#sys_list[@]}
+    order=""
+    for ((k = 0; k < n; k++)); do order+=" ${sys_list[$(((idx + k) % n))]}"; done
     for sys in $order; do
       if [ "${UP[$sys]}" != 1 ]; then
         [ "$round" = 1 ] && echo "{\"system\":\"$sys\",\"round\":1,\"name\":\"$w\",\"failed\":\"$sys cluster did not become ready\"}" >>"$RESULTS"
@@ -279,7 +304,7 @@ MEMORY="$OUT/memory.jsonl"
 # The memory clusters run without auth.
 BENCH_USER=()
 if [ "$SKIP_MEMORY" = 0 ]; then
-  for sys in etcd cairn; do
+  for sys in $SYSTEMS; do
     start_cluster "$sys" mem
     if ! wait_ready "$sys" >/dev/null 2>&1; then
       echo "$sys did not become ready for the memory run" >&2

@@ -61,6 +61,17 @@ def main():
         ec, cc = med(cpu, (name, "etcd")), med(cpu, (name, "cairn"))
         print(f"| {name} | {fmt(et)}{e_note} | {fmt(ct)}{c_note} | {ratio(ct, et)} | {fmt(ep, 2)} | {fmt(cp, 2)} | {ratio(cp, ep)} "
               f"| {fmt(ec)} | {fmt(cc)} | {ratio(cc, ec)} |")
+    if any(system == "etcd35" for (_, system) in list(tput) + list(failures)):
+        print("\n### The same workloads against etcd 3.5.1 (same run)\n")
+        print("| workload | etcd 3.5 req/s | cairn req/s | cairn/etcd 3.5 | etcd 3.5 p99 ms | cairn p99 ms | cairn/etcd 3.5 p99 "
+              "| etcd 3.5 CPU ms/1k req | cairn/etcd 3.5 CPU |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for name in order:
+            et, ct = med(tput, (name, "etcd35")), med(tput, (name, "cairn"))
+            ep, cp = med(p99, (name, "etcd35")), med(p99, (name, "cairn"))
+            ec, cc = med(cpu, (name, "etcd35")), med(cpu, (name, "cairn"))
+            print(f"| {name} | {fmt(et)} | {fmt(ct)} | {ratio(ct, et)} | {fmt(ep, 2)} | {fmt(cp, 2)} | {ratio(cp, ep)} "
+                  f"| {fmt(ec)} | {ratio(cc, ec)} |")
     for (name, system), why in failures.items():
         print(f"\n- {name} on {system} failed: {why}")
 

@@ -32,6 +32,10 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # etcd 3.5.1 wheel).
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+# tests/patroni.rs: Debian's PostgreSQL server (its package creates the
+# `postgres` user the nodes run as), and setpriv to switch to it.
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
+command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
@@ -50,6 +54,21 @@ if [ "${CAIRN_SKIP_PYTHON:-}" != 1 ] && ! PYTHONPATH=$CAIRN_PYTHON_DIR python3 -
   echo "installing Python etcd3 into $CAIRN_PYTHON_DIR"
   python3 -m pip install --quiet --disable-pip-version-check --target "$CAIRN_PYTHON_DIR" \
     etcd3==0.12.0 protobuf==3.20.3 grpcio==1.62.2 tenacity==8.2.3 six==1.16.0
+fi
+
+# Patroni with its etcd3 DCS (a client of etcd's JSON gateway) and the
+# psycopg2 it drives PostgreSQL with, every package pinned, for
+# tests/patroni.rs; run by Debian's /usr/bin/python3 as the postgres user, so
+# in a directory of its own that user can read.
+CAIRN_PATRONI_DIR=/opt/cairn-patroni
+if [ "${CAIRN_SKIP_PYTHON:-}" != 1 ] && ! PYTHONPATH=$CAIRN_PATRONI_DIR /usr/bin/python3 -c 'import patroni.dcs.etcd3, psycopg2' >/dev/null 2>&1; then
+  echo "installing Patroni into $CAIRN_PATRONI_DIR"
+  python3 -m pip install --quiet --disable-pip-version-check --no-deps --target "$CAIRN_PATRONI_DIR" \
+    patroni==4.1.5 psycopg2-binary==2.9.13 python-etcd==0.4.5 urllib3==2.8.0 dnspython==2.9.2 \
+    PyYAML==6.0.4 click==8.5.1 prettytable==3.19.0 wcwidth==0.9.5 python-dateutil==4.0.0 tzdata==2026.6 \
+    psutil==7.2.2 ydiff==1.4.2 py-consul==1.8.0 requests==2.34.2 certifi==2026.10.19.post1 \
+    charset-normalizer==3.5.3 idna==3.21
+  chmod -R a+rX "$CAIRN_PATRONI_DIR"
 fi
 
 # The official etcd 3.5.1 binaries (etcd, etcdctl, etcdutl), a second

@@ -101,7 +101,7 @@ fn snapshot_saved_under_writes_restores_into_a_new_cluster() {
     let ep = restored.members[0].endpoint();
     let rev = revision(&ep);
     assert!(
-        status.starts_with(&format!("revision {rev}, ")),
+        status.starts_with(&format!("etcd snapshot: revision {rev}, ")),
         "status {status:?}, restored at {rev}"
     );
     assert!(rev > before.len() as i64, "backup revision {rev} predates acknowledged writes");

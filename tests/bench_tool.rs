@@ -187,3 +187,66 @@ async fn watch_and_lease_counts_against_etcd() {
     let mut client = connect(&ep).await;
     assert!(client.leases().await.unwrap().leases().is_empty(), "the tool revokes its leases");
 }
+
+/// `--gateway`: puts and ranges as JSON over HTTP/1.1, against cairn and
+/// against etcd 3.4's gateway; the counts must be what each server did.
+#[tokio::test]
+async fn gateway_mode_counts_match_the_server() {
+    for kind in [Kind::Etcd, Kind::Cairn] {
+        let srv = Server::start(kind);
+        let ep = srv.endpoint();
+        let mut client = connect(&ep).await;
+        let put = bench(
+            &ep,
+            &[
+                "--gateway",
+                "--total",
+                "60",
+                "--clients",
+                "4",
+                "--conns",
+                "2",
+                "--key-space",
+                "60",
+                "--key-size",
+                "6",
+                "--sequential-keys",
+                "put",
+            ],
+        );
+        assert_eq!(put["workload"], "gateway-put", "{kind:?}");
+        assert_all_ok(&put, 60);
+        let all = client
+            .get("", Some(GetOptions::new().with_all_keys().with_count_only()))
+            .await
+            .unwrap();
+        assert_eq!(all.count(), 60, "{kind:?}: distinct keys written through the gateway");
+        let rev = all.header().unwrap().revision();
+        // Each read must find its key: a miss counts as an error.
+        let range = bench(
+            &ep,
+            &[
+                "--gateway",
+                "--total",
+                "40",
+                "--clients",
+                "4",
+                "--conns",
+                "4",
+                "--key-space",
+                "60",
+                "--key-size",
+                "6",
+                "range",
+                "--no-prefill",
+            ],
+        );
+        assert_eq!(range["workload"], "gateway-range-l", "{kind:?}");
+        assert_all_ok(&range, 40);
+        let after = client
+            .get("", Some(GetOptions::new().with_all_keys().with_count_only()))
+            .await
+            .unwrap();
+        assert_eq!(after.header().unwrap().revision(), rev, "{kind:?}: reads must not write");
+    }
+}

@@ -680,3 +680,68 @@ fn plugin_test_runs_a_component_locally() {
     assert_eq!(out.status, Some(2), "{out:?}");
     assert!(out.stderr.contains("does not implement the admission world"), "{out:?}");
 }
+
+#[test]
+fn plugin_metrics_count_calls_denials_failures_and_fuel() {
+    use harness::metrics::{sample, scrape};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let c = Cluster::start(1);
+    let ep = c.endpoints()[0].clone();
+    let limit = write_component(
+        dir.path(),
+        "limit",
+        &admission_component(Admission::Quota {
+            prefix: "q/",
+            prefix_end: "q0",
+            max: 1,
+        }),
+    );
+    install(&ep, "limit", &limit, "admission", "q/", &[]).assert_ok();
+    let trap = write_component(dir.path(), "trap", &admission_component(Admission::Trap));
+    install(&ep, "trap", &trap, "admission", "t/", &[]).assert_ok();
+    wait_listed(&ep, "trap ");
+    let labels = |plugin| [("plugin", plugin), ("hook", "admission")];
+    // Labelled series appear with their first sample, so none may be
+    // there yet: the counts below compare with what was.
+    let before = scrape(&ep);
+
+    etcdctl(&ep, &["put", "q/first", "v"]).assert_ok();
+    put_error(&ep, "q/second", "v");
+    put_error(&ep, "t/k", "v");
+
+    let after = scrape(&ep);
+    for family in [
+        "cairn_plugin_calls",
+        "cairn_plugin_denials",
+        "cairn_plugin_failures",
+        "cairn_plugin_fuel_consumed",
+        "cairn_plugin_call_duration_seconds",
+    ] {
+        assert!(after.contains_key(family), "{family} is not exposed");
+    }
+    let moved =
+        |family: &str, name: &str, labels: &[(&str, &str)]| sample(&after, family, name, labels) - sample(&before, family, name, labels);
+    assert_eq!(moved("cairn_plugin_calls", "cairn_plugin_calls_total", &labels("limit")), 2.0);
+    assert_eq!(moved("cairn_plugin_denials", "cairn_plugin_denials_total", &labels("limit")), 1.0);
+    assert_eq!(moved("cairn_plugin_failures", "cairn_plugin_failures_total", &labels("limit")), 0.0);
+    assert!(moved("cairn_plugin_fuel_consumed", "cairn_plugin_fuel_consumed_total", &labels("limit")) > 0.0);
+    assert_eq!(
+        moved(
+            "cairn_plugin_call_duration_seconds",
+            "cairn_plugin_call_duration_seconds_count",
+            &labels("limit")
+        ),
+        2.0
+    );
+    assert_eq!(moved("cairn_plugin_calls", "cairn_plugin_calls_total", &labels("trap")), 1.0);
+    assert_eq!(
+        moved(
+            "cairn_plugin_failures",
+            "cairn_plugin_failures_total",
+            &[("plugin", "trap"), ("hook", "admission"), ("kind", "trap")]
+        ),
+        1.0
+    );
+    // A failure under the `fail` policy denies too.
+    assert_eq!(moved("cairn_plugin_denials", "cairn_plugin_denials_total", &labels("trap")), 1.0);
+}

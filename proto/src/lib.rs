@@ -13,6 +13,11 @@ pub mod authpb {
     include!(concat!(env!("OUT_DIR"), "/authpb.serde.rs"));
 }
 
+/// etcd's backend record of a lease, for etcd snapshot files.
+pub mod leasepb {
+    tonic::include_proto!("leasepb");
+}
+
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.serde.rs"));

@@ -61,6 +61,11 @@ impl Member {
         self.dir.path().join("data")
     }
 
+    /// The `--initial-cluster` the member starts with.
+    pub fn initial_cluster(&self) -> &str {
+        &self.initial_cluster
+    }
+
     fn log_path(&self) -> PathBuf {
         self.dir.path().join("server.log")
     }
@@ -249,6 +254,34 @@ impl Cluster {
         }
         cluster.wait_members_published();
         cluster
+    }
+
+    /// Starts `n` cairn members with `env` in the environment of the last
+    /// one, which is started only once the others serve (so that, at first,
+    /// it does not lead): for one member made to misbehave by a failpoint.
+    pub fn start_with_last_env(n: usize, extra_args: &[&str], env: &[(&str, &str)]) -> Cluster {
+        let mut cluster = Cluster::unstarted(Kind::Cairn, "http", n, extra_args);
+        let last = n - 1;
+        cluster.members[last].env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        for i in 0..last {
+            cluster.members[i].spawn();
+        }
+        for i in 0..last {
+            cluster.wait_ready(i);
+        }
+        cluster.members[last].spawn();
+        cluster.wait_ready(last);
+        cluster.wait_members_published();
+        cluster
+    }
+
+    /// Starts stopped member `i` again with `extra_args` added to its
+    /// flags from now on, without waiting for it to serve.
+    pub fn spawn_with_args(&mut self, i: usize, extra_args: &[&str]) {
+        let m = &mut self.members[i];
+        m.kill9();
+        m.extra_args.extend(extra_args.iter().map(|a| a.to_string()));
+        m.spawn();
     }
 
     /// The members of a new cluster, configured but not started.

@@ -25,6 +25,8 @@ pub mod component_text;
 pub mod convert;
 pub mod diff;
 pub mod etcdctl;
+pub mod http;
+pub mod metrics;
 pub mod normalize;
 pub mod plugins;
 pub mod proxy;

@@ -106,6 +106,22 @@ impl Server {
     /// for etcdctl: `--cacert`, `--cert`, `--key`...) the client URL is
     /// `https://` and readiness is probed with those flags.
     pub fn start_tls(kind: Kind, extra_args: &[&str], etcdctl_flags: Option<Vec<String>>) -> Server {
+        let mut s = Server::unstarted(kind, extra_args, etcdctl_flags);
+        s.launch();
+        s
+    }
+
+    /// Starts a server after `prepare` has filled its data dir (a restored
+    /// backup, say); its readiness probe logs in as `probe_user`.
+    pub fn start_prepared(kind: Kind, probe_user: Option<&str>, prepare: impl FnOnce(&Server)) -> Server {
+        let mut s = Server::unstarted(kind, &[], None);
+        s.probe_user = probe_user.map(str::to_string);
+        prepare(&s);
+        s.launch();
+        s
+    }
+
+    fn unstarted(kind: Kind, extra_args: &[&str], etcdctl_flags: Option<Vec<String>>) -> Server {
         crate::require_etcdctl(); // readiness probing uses etcdctl
         let bin = kind.binary();
         let dir = tempfile::Builder::new()
@@ -116,7 +132,7 @@ impl Server {
             })
             .tempdir()
             .expect("create tempdir");
-        let mut s = Server {
+        Server {
             kind,
             bin,
             name: MEMBER_NAME.to_string(),
@@ -129,9 +145,7 @@ impl Server {
             scheme: if etcdctl_flags.is_some() { "https" } else { "http" },
             etcdctl_flags: etcdctl_flags.unwrap_or_default(),
             probe_user: None,
-        };
-        s.launch();
-        s
+        }
     }
 
     /// Makes the readiness probe log in as `user:password` (needed once auth

@@ -58,6 +58,11 @@ pub struct Common {
     /// Private key of --cert.
     #[arg(long, global = true, requires = "cert")]
     pub key: Option<std::path::PathBuf>,
+    /// Send puts and ranges as JSON over HTTP/1.1 to etcd's gateway
+    /// (`/v3/kv/put`, `/v3/kv/range`) instead of gRPC; --conns keep-alive
+    /// connections, one request in flight on each.
+    #[arg(long, global = true)]
+    pub gateway: bool,
     /// `name:password` to authenticate with once; every request then carries the token, as etcdctl's --user.
     #[arg(long, global = true)]
     pub user: Option<String>,

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::args::{Common, Consistency};
 use super::driver::{merge, run_workers, Budget, ClientResult, Worker};
+use super::gateway::{b64, Gateway};
 use super::keys::{KeyGen, ValueGen};
 use super::report::{record, Report};
 use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
@@ -101,6 +102,80 @@ pub async fn range(common: &Common, channels: &[Conn], consistency: Consistency,
     let name = match consistency {
         Consistency::L => "range-l",
         Consistency::S => "range-s",
+    };
+    run_workers(name, common, workers, Budget::from_common(common)).await
+}
+
+/// A put through the JSON gateway.
+struct GatewayPutWorker {
+    gateway: Arc<Gateway>,
+    keys: KeyGen,
+    values: ValueGen,
+}
+
+impl Worker for GatewayPutWorker {
+    async fn step(&mut self) -> Result<(), tonic::Status> {
+        let body = serde_json::json!({"key": b64(&self.keys.next_key()), "value": b64(&self.values.fresh())});
+        self.gateway.post("/v3/kv/put", body).await.map(|_| ())
+    }
+}
+
+pub async fn gateway_put(common: &Common, gateway: Arc<Gateway>) -> anyhow::Result<Report> {
+    let keys = keygen(common)?;
+    let workers = (0..common.clients)
+        .map(|i| GatewayPutWorker {
+            gateway: gateway.clone(),
+            keys: keys.for_client(seed(i)),
+            values: ValueGen::new(common.val_size, seed(i)),
+        })
+        .collect();
+    run_workers("gateway-put", common, workers, Budget::from_common(common)).await
+}
+
+/// A single-key range through the JSON gateway; the reply must hold the
+/// key, so a prefilled key space is read, not missed.
+struct GatewayRangeWorker {
+    gateway: Arc<Gateway>,
+    keys: KeyGen,
+    serializable: bool,
+}
+
+impl Worker for GatewayRangeWorker {
+    async fn step(&mut self) -> Result<(), tonic::Status> {
+        let mut body = serde_json::json!({"key": b64(&self.keys.next_key())});
+        if self.serializable {
+            body["serializable"] = Value::Bool(true);
+        }
+        let reply = self.gateway.post("/v3/kv/range", body).await?;
+        match reply["kvs"].as_array() {
+            Some(kvs) if kvs.len() == 1 => Ok(()),
+            _ => Err(tonic::Status::not_found(format!("range found no key: {reply}"))),
+        }
+    }
+}
+
+/// `prefill`: the gRPC connections to write the key space with first (only
+/// the measured reads go through the gateway).
+pub async fn gateway_range(
+    common: &Common,
+    prefill: Option<&[Conn]>,
+    gateway: Arc<Gateway>,
+    consistency: Consistency,
+) -> anyhow::Result<Report> {
+    if let Some(channels) = prefill {
+        fill(common, channels, MAX_TXN_OPS).await?;
+    }
+    let keys = keygen(common)?;
+    let workers = (0..common.clients)
+        .map(|i| GatewayRangeWorker {
+            gateway: gateway.clone(),
+            keys: keys.for_client(seed(i)),
+            serializable: consistency == Consistency::S,
+        })
+        .collect();
+    let name = match consistency {
+        Consistency::L => "gateway-range-l",
+        Consistency::S => "gateway-range-s",
     };
     run_workers(name, common, workers, Budget::from_common(common)).await
 }

@@ -5,11 +5,13 @@
 //!
 //! Every workload is closed-loop: `--clients` tasks each keep one request in
 //! flight, multiplexed over `--conns` HTTP/2 connections, until `--total`
-//! requests were issued or `--duration` elapsed.
+//! requests were issued or `--duration` elapsed. With `--gateway`, puts and
+//! ranges go through etcd's JSON gateway over HTTP/1.1 instead.
 
 mod args;
 mod conn;
 mod driver;
+mod gateway;
 mod keys;
 mod kv;
 mod lease;
@@ -29,6 +31,17 @@ async fn run(args: Args) -> anyhow::Result<Report> {
     let common = args.common;
     common.validate()?;
     let connect = || conn::connect_all(&common);
+    if common.gateway {
+        let gateway = gateway::Gateway::connect(&common).await?;
+        return match args.workload {
+            Workload::Put => kv::gateway_put(&common, gateway).await,
+            Workload::Range(r) => {
+                let prefill = if r.prefill.enabled() { Some(connect().await?) } else { None };
+                kv::gateway_range(&common, prefill.as_deref(), gateway, r.consistency).await
+            }
+            _ => anyhow::bail!("--gateway measures put and range only"),
+        };
+    }
     match args.workload {
         Workload::Put => kv::put(&common, &connect().await?).await,
         Workload::Range(r) => kv::range(&common, &connect().await?, r.consistency, r.prefill.enabled()).await,

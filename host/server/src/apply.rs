@@ -11,7 +11,7 @@ mod chain;
 #[cfg(test)]
 mod tests;
 
-pub use chain::{AuthChecks, MvccApplier, PluginChecks, WriteApplier};
+pub use chain::{AlarmChecks, AuthChecks, MvccApplier, PluginChecks, WriteApplier};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,6 +21,7 @@ use prost::Message;
 use rocksdb::WriteBatch;
 use tokio::sync::oneshot;
 
+use crate::alarm::{AlarmStore, Space};
 use crate::auth::{AuthApplied, AuthOptions, AuthStore};
 use crate::error::{Error, Result};
 use crate::lease::LeaseTable;
@@ -29,8 +30,8 @@ use crate::mvcc::{KeyRange, MvccStore, WriteTxn};
 use crate::plugin::Plugins;
 use crate::proto::cairnpb::{raft_request::Request, Caller, PluginInfo, RaftRequest};
 use crate::proto::etcdserverpb::{
-    CompactionResponse, DeleteRangeResponse, LeaseCheckpointResponse, LeaseGrantResponse, LeaseRevokeResponse, PutResponse, ResponseHeader,
-    TxnResponse,
+    AlarmResponse, CompactionResponse, DeleteRangeResponse, LeaseCheckpointResponse, LeaseGrantResponse, LeaseRevokeResponse, PutRequest,
+    PutResponse, ResponseHeader, TxnResponse,
 };
 use crate::raft::StateMachine;
 use crate::storage::schema::META_APPLIED_INDEX;
@@ -53,6 +54,7 @@ pub enum Applied {
     /// A membership record was applied.
     Members,
     Auth(AuthApplied),
+    Alarm(AlarmResponse),
 }
 
 pub type ApplyResult = Result<Applied>;
@@ -91,6 +93,10 @@ pub struct Applier {
     members: Option<Arc<MemberTable>>,
     plugins: Arc<Plugins>,
     auth: Arc<AuthStore>,
+    alarms: Arc<AlarmStore>,
+    /// This member's quota, checked after writes that add data (`None`:
+    /// unchecked, as in tests of apply alone).
+    space: Option<Arc<Space>>,
     writes: Box<dyn WriteApplier>,
 }
 
@@ -101,7 +107,8 @@ impl Applier {
         let leases = Arc::new(LeaseTable::open(&engine, &store)?);
         let plugins = Plugins::open(&engine)?;
         let auth = Arc::new(AuthStore::open(&engine, &AuthOptions::default()).map_err(|e| Error::Corrupt(format!("auth: {e:#}")))?);
-        let writes = chain::writes(auth.clone(), leases.clone(), plugins.clone(), store.clone());
+        let alarms = Arc::new(AlarmStore::open(&engine)?);
+        let writes = chain::writes(alarms.clone(), auth.clone(), leases.clone(), plugins.clone(), store.clone());
         Ok(Applier {
             engine,
             store,
@@ -112,6 +119,8 @@ impl Applier {
             members: None,
             plugins,
             auth,
+            alarms,
+            space: None,
             writes,
         })
     }
@@ -119,7 +128,13 @@ impl Applier {
     /// Uses `auth` (opened with this member's token settings) as the auth
     /// store apply keeps current.
     pub fn with_auth(mut self, auth: Arc<AuthStore>) -> Self {
-        self.writes = chain::writes(auth.clone(), self.leases.clone(), self.plugins.clone(), self.store.clone());
+        self.writes = chain::writes(
+            self.alarms.clone(),
+            auth.clone(),
+            self.leases.clone(),
+            self.plugins.clone(),
+            self.store.clone(),
+        );
         self.auth = auth;
         self
     }
@@ -127,6 +142,24 @@ impl Applier {
     /// The member's auth store, kept current by apply.
     pub fn auth(&self) -> Arc<AuthStore> {
         self.auth.clone()
+    }
+
+    /// Checks `space` after every applied write that adds data.
+    pub fn with_space(mut self, space: Arc<Space>) -> Self {
+        self.space = Some(space);
+        self
+    }
+
+    /// The cluster's alarms, kept current by apply.
+    pub fn alarms(&self) -> Arc<AlarmStore> {
+        self.alarms.clone()
+    }
+
+    /// After a write that added data: lets the quota notice a full state.
+    fn check_space(&self) {
+        if let Some(space) = &self.space {
+            space.check_applied();
+        }
     }
 
     /// The member's lease table, kept current by apply.
@@ -171,6 +204,7 @@ impl Applier {
             Request::DeleteRange(r) => self.write(Write::DeleteRange(r), caller, mark_applied),
             Request::Txn(r) => self.write(Write::Txn(r), caller, mark_applied),
             Request::Compaction(r) => {
+                chain::check_alarms(&self.alarms, false)?;
                 self.auth.check_applied_admin(caller)?;
                 self.store.compact(r.revision, mark_applied)?;
                 Ok(Applied::Compaction(CompactionResponse {
@@ -181,10 +215,12 @@ impl Applier {
                 }))
             }
             Request::LeaseGrant(r) => {
+                chain::check_alarms(&self.alarms, true)?;
                 let mut batch = WriteBatch::default();
                 let ttl = self.leases.grant(r.id, r.ttl, &self.engine, &mut batch)?;
                 mark_applied(&mut batch);
                 self.engine.write(batch, false)?;
+                self.check_space();
                 Ok(Applied::LeaseGrant(LeaseGrantResponse {
                     header: self.header(),
                     id: r.id,
@@ -193,6 +229,7 @@ impl Applier {
                 }))
             }
             Request::LeaseRevoke(r) => {
+                chain::check_alarms(&self.alarms, false)?;
                 self.auth.check_lease_keys(caller, r.id, &self.leases)?;
                 // All attached keys go in one revision, with the lease.
                 let keys = self.leases.keys_of(r.id)?;
@@ -255,15 +292,32 @@ impl Applier {
             | Request::AuthRoleDelete(_)
             | Request::AuthRoleGrantPermission(_)
             | Request::AuthRoleRevokePermission(_) => Ok(Applied::Auth(self.auth.apply(&self.engine, request, caller, mark_applied)?)),
+            Request::Alarm(r) => Ok(Applied::Alarm(self.alarms.apply(&self.engine, r, mark_applied)?)),
         }
     }
 
     /// Plans a KV write on the state before it and runs it through the chain.
     fn write(&self, request: Write<'_>, caller: Option<&Caller>, mark_applied: impl FnOnce(&mut WriteBatch)) -> ApplyResult {
+        let altered;
+        let request = match request {
+            // A member whose state silently diverges, for the tests of the
+            // corruption check.
+            Write::Put(p) if crate::failpoint::is_set("apply-put-differently") => {
+                altered = PutRequest {
+                    value: [p.value.as_slice(), b"~"].concat(),
+                    ..p.clone()
+                };
+                Write::Put(&altered)
+            }
+            other => other,
+        };
         let mut txn = self.store.write_txn();
         let plan = WritePlan::new(&txn, request, &*self.leases)?;
         let response = self.writes.apply(&plan, caller, &mut txn)?;
         self.commit(txn, mark_applied)?;
+        if !matches!(request, Write::DeleteRange(_)) {
+            self.check_space();
+        }
         Ok(match response {
             WriteResponse::Put(r) => Applied::Put(r),
             WriteResponse::DeleteRange(r) => Applied::DeleteRange(r),
@@ -351,6 +405,7 @@ impl StateMachine for Applier {
         self.leases.reload(&self.engine, &self.store)?;
         self.plugins.reload(&self.engine)?;
         self.auth.reload(&self.engine)?;
+        self.alarms.reload(&self.engine)?;
         self.watch_hub.restored(self.store.current_revision());
         self.persist_applied(index)?;
         self.applied_index = index;

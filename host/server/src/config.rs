@@ -129,13 +129,26 @@ pub struct ServerConfig {
 
     /// How often a watch that asked for progress notifications and saw no
     /// events gets one (a Go duration; at least 100ms).
+    /// (`--watch-progress-notify-interval` is etcd 3.6's spelling.)
     #[arg(
         long = "experimental-watch-progress-notify-interval",
+        visible_alias = "watch-progress-notify-interval",
         env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL",
         default_value = "10m",
         value_parser = parse_go_duration
     )]
     pub watch_progress_notify_interval: Duration,
+
+    /// Check this member's data against the other members' before serving
+    /// (etcd 3.6: `--feature-gates=InitialCorruptCheck=true`).
+    #[arg(long, env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", default_value_t = false,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub experimental_initial_corrupt_check: bool,
+
+    /// etcd 3.6's feature gates, `Name=bool,...` (see docs/compatibility.md
+    /// for what each does in Cairn).
+    #[arg(long, env = "ETCD_FEATURE_GATES", default_value = "", value_parser = crate::feature_gates::FeatureGates::parse)]
+    pub feature_gates: crate::feature_gates::FeatureGates,
 
     /// The etcd version this server reports (`/version`,
     /// `Maintenance.Status`), which clients such as Kubernetes use to decide
@@ -162,6 +175,21 @@ pub struct ServerConfig {
     /// all).
     #[arg(long, env = "ETCD_HOST_WHITELIST", value_delimiter = ',', default_value = "*")]
     pub host_whitelist: Vec<String>,
+
+    /// Bytes the backend may hold before the NOSPACE alarm stops writes
+    /// (0: etcd's default of 2 GiB; negative: no quota).
+    #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0, allow_negative_numbers = true)]
+    pub quota_backend_bytes: i64,
+
+    /// How often the leader compares the members' state hashes (a Go
+    /// duration; 0 turns the check off).
+    #[arg(
+        long = "experimental-corrupt-check-time",
+        env = "ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME",
+        default_value = "0s",
+        value_parser = parse_go_duration
+    )]
+    pub corrupt_check_time: Duration,
 
     /// TLS for clients and peers (etcd's security flags).
     #[command(flatten)]
@@ -201,6 +229,27 @@ impl ServerConfig {
         self.data_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("{}.etcd", self.name)))
+    }
+
+    /// Folds the feature gates into the settings they stand for; returns
+    /// the gates that are accepted but have no effect, to be warned about.
+    pub fn resolve_feature_gates(&mut self) -> Result<Vec<String>, String> {
+        use crate::feature_gates::INITIAL_CORRUPT_CHECK;
+        if let Some(on) = self.feature_gates.get(INITIAL_CORRUPT_CHECK) {
+            if self.experimental_initial_corrupt_check && !on {
+                return Err(format!(
+                    "--experimental-initial-corrupt-check=true conflicts with --feature-gates={INITIAL_CORRUPT_CHECK}=false"
+                ));
+            }
+            self.experimental_initial_corrupt_check = on;
+        }
+        Ok(self.feature_gates.ignored())
+    }
+
+    /// Whether to check the state against the peers' before serving; the
+    /// feature gate is folded in by `resolve_feature_gates`.
+    pub fn initial_corrupt_check(&self) -> bool {
+        self.experimental_initial_corrupt_check
     }
 
     pub fn initial_cluster(&self) -> String {
@@ -286,6 +335,22 @@ mod tests {
     }
 
     #[test]
+    fn etcd_36_spellings() {
+        let parse = |args: &[&str]| ServerConfig::try_parse_from(std::iter::once("cairn").chain(args.iter().copied()));
+        let mut cfg = parse(&["--watch-progress-notify-interval=5s", "--feature-gates=InitialCorruptCheck=true"]).unwrap();
+        assert_eq!(cfg.watch_progress_notify_interval, Duration::from_secs(5));
+        assert_eq!(cfg.resolve_feature_gates(), Ok(vec![]));
+        assert!(cfg.experimental_initial_corrupt_check);
+        let mut cfg = parse(&[
+            "--experimental-initial-corrupt-check=true",
+            "--feature-gates=InitialCorruptCheck=false",
+        ])
+        .unwrap();
+        assert!(cfg.resolve_feature_gates().is_err());
+        assert!(parse(&["--feature-gates=InitialCorruptCheck"]).is_err());
+    }
+
+    #[test]
     fn go_durations() {
         let ms = Duration::from_millis;
         for (text, want) in [
@@ -305,5 +370,28 @@ mod tests {
         for bad in ["", "10", "1x", "s", ".s", "1..2s", "-", "ms10"] {
             assert!(parse_go_duration(bad).is_err(), "{bad} parsed");
         }
+    }
+
+    #[test]
+    fn feature_gates_and_the_initial_corrupt_check() {
+        let parse = |args: &[&str]| {
+            let mut cfg = ServerConfig::try_parse_from([&["cairn"], args].concat()).unwrap();
+            cfg.resolve_feature_gates().map(|_| cfg)
+        };
+        let on = |args: &[&str]| parse(args).unwrap().initial_corrupt_check();
+        assert!(!on(&[]));
+        assert!(on(&["--experimental-initial-corrupt-check"]));
+        assert!(on(&["--experimental-initial-corrupt-check=true"]));
+        assert!(on(&["--feature-gates=InitialCorruptCheck=true,StopGRPCServiceOnDefrag=false"]));
+        assert!(parse(&["--experimental-initial-corrupt-check", "--feature-gates=InitialCorruptCheck=false"]).is_err());
+        for bad in ["InitialCorruptCheck", "InitialCorruptCheck=yes"] {
+            assert!(crate::feature_gates::FeatureGates::parse(bad).is_err(), "{bad} parsed");
+        }
+        assert_eq!(parse(&["--quota-backend-bytes=-1"]).unwrap().quota_backend_bytes, -1);
+        assert_eq!(parse(&[]).unwrap().quota_backend_bytes, 0);
+        assert_eq!(
+            parse(&["--experimental-corrupt-check-time=2s"]).unwrap().corrupt_check_time,
+            Duration::from_secs(2)
+        );
     }
 }

@@ -69,6 +69,13 @@ pub enum Error {
     LeaderTransferTimeout,
     #[error("the member has been permanently removed from the cluster")]
     MemberRemoved,
+    /// The NOSPACE alarm is raised, or this member's state has no room for
+    /// the request.
+    #[error("mvcc: database space exceeded")]
+    NoSpace,
+    /// The CORRUPT alarm is raised: some member's state diverged.
+    #[error("corrupt cluster")]
+    CorruptCluster,
     #[error("{0} is not implemented yet")]
     Unimplemented(&'static str),
     #[error("plugin \"{plugin}\" denied the request: {reason}")]
@@ -174,6 +181,10 @@ impl Error {
             | Error::MemberNotFound
             | Error::MemberNotLearner
             | Error::TooManyLearners
+            // Decided by the replicated alarms (the API's own check of this
+            // member's size refuses before proposing).
+            | Error::NoSpace
+            | Error::CorruptCluster
             | Error::Unimplemented(_)
             | Error::PluginDenied { .. }
             | Error::PluginRejectedKey { .. }

@@ -7,11 +7,13 @@
 //! - [`txn`]: etcd's request semantics (ranges, puts, txns) over MVCC, and
 //!   the write plan every applied write is decided by.
 //! - [`apply`]: the state machine that applies committed requests.
+//! - [`alarm`]: the replicated alarms (NOSPACE, CORRUPT) and the quota.
 //! - [`raft`]: consensus, the Ready loop and the durable Raft log.
 //! - [`mvcc`]: revisions, history and compaction over RocksDB.
 //! - [`storage`]: the RocksDB instance they share, the schema of what it
 //!   holds, and the dump format snapshots and backups share.
 
+pub mod alarm;
 pub mod api;
 pub mod apply;
 pub mod auth;
@@ -20,7 +22,9 @@ pub mod backup;
 pub mod client_identity;
 pub mod config;
 pub mod error;
+pub mod etcd_format;
 pub mod failpoint;
+pub mod feature_gates;
 pub mod http;
 pub mod lease;
 pub mod member;

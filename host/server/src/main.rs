@@ -6,16 +6,20 @@ use tracing_subscriber::EnvFilter;
 use cairn::config::ServerConfig;
 
 fn main() -> anyhow::Result<()> {
-    let cfg = ServerConfig::parse();
+    let mut cfg = ServerConfig::parse();
     if cfg.version {
         print!("{}", cfg.version_text());
         return Ok(());
     }
+    let ignored_gates = cfg.resolve_feature_gates().map_err(anyhow::Error::msg)?;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("{},raft=warn", cfg.log_level)));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    for gate in ignored_gates {
+        tracing::warn!(%gate, "ignoring feature gate");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(cairn::server::run(cfg, shutdown_signal()))
 }

@@ -6,6 +6,8 @@
 //! [`metrics()`], whose counters are atomics. Gauges that only mirror state
 //! another part already keeps (leader, sizes, indexes) are set when scraped.
 
+mod plugins;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
@@ -24,10 +26,6 @@ use tower_layer::Layer;
 
 /// etcd counts an apply slower than this as slow.
 pub const SLOW_APPLY: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// What etcd reports as its backend quota when none is configured (2 GiB).
-/// Cairn enforces no quota yet; the gauge keeps dashboards' ratios meaningful.
-pub const DEFAULT_QUOTA_BACKEND_BYTES: i64 = 2 * 1024 * 1024 * 1024;
 
 pub struct Metrics {
     registry: Registry,
@@ -49,6 +47,7 @@ pub struct Metrics {
     pub txn_total: IntCounter,
     pub delete_total: IntCounter,
     pub slow_apply: IntCounter,
+    pub plugins: plugins::PluginMetrics,
     grpc_started: IntCounterVec,
     grpc_handled: IntCounterVec,
     grpc_handling_seconds: HistogramVec,
@@ -176,6 +175,7 @@ impl Metrics {
                 "etcd_server_slow_apply_total",
                 "The total number of slow apply requests (likely overloaded from slow disk).",
             ),
+            plugins: plugins::PluginMetrics::new(r),
             grpc_started,
             grpc_handled,
             grpc_handling_seconds,

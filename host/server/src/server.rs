@@ -17,10 +17,11 @@ use crate::authority_repair::AuthorityRepair;
 use crate::config::{MetricsLevel, ServerConfig};
 use crate::http;
 use crate::member::bootstrap::{self, Started};
-use crate::member::{lease_clock, Member};
+use crate::member::{alarms, corrupt, lease_clock, Member};
 use crate::metrics::GrpcMetricsLayer;
-use crate::peer::{self, LeasePeerService, PeerService};
+use crate::peer::{self, LeasePeerService, PeerService, StatePeerService};
 use crate::proto::cairnpb::lease_peer_server::LeasePeerServer;
+use crate::proto::cairnpb::state_peer_server::StatePeerServer;
 use crate::proto::cairnpb::{peer_server::PeerServer, plugins_server::PluginsServer};
 use crate::proto::etcdserverpb::{
     auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
@@ -90,7 +91,8 @@ fn client_grpc_service(cfg: &ServerConfig, member: &Arc<Member>) -> http::GrpcSe
             PluginsServer::new(api::PluginService::new(member.clone()))
                 .max_decoding_message_size(cfg.max_plugin_bytes + GRPC_OVERHEAD_BYTES),
         );
-    let gated = api::LearnerGateLayer::new(member.membership().clone()).layer(routes.routes().prepare());
+    let routes = api::LeaderGateLayer::new(member.clone()).layer(routes.routes().prepare());
+    let gated = api::LearnerGateLayer::new(member.membership().clone()).layer(routes);
     GrpcMetricsLayer::new(cfg.metrics == MetricsLevel::Extensive).layer(gated)
 }
 
@@ -102,6 +104,7 @@ fn http_config(cfg: &ServerConfig) -> http::HttpConfig {
         cors: cfg.cors.clone(),
         host_whitelist: cfg.host_whitelist.clone(),
         max_body_bytes: max_recv / 3 * 4 + GRPC_OVERHEAD_BYTES,
+        max_message_bytes: max_recv,
     }
 }
 
@@ -124,7 +127,9 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
             ))
             .max_decoding_message_size(peer::MAX_PEER_MESSAGE_BYTES),
         );
-        let router = router.add_service(LeasePeerServer::new(LeasePeerService::new(member.clone())));
+        let router = router
+            .add_service(LeasePeerServer::new(LeasePeerService::new(member.clone())))
+            .add_service(StatePeerServer::new(StatePeerService::new(member.clone())));
         let mut stop = stop_rx.clone();
         let served = router.serve_with_incoming_shutdown(tls::accept(listener, tls.peer.clone().filter(|_| secure)), async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -135,6 +140,14 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
             }
         }));
     }
+    if cfg.initial_corrupt_check() {
+        // As etcd: after the peer listeners are up (the peers check us too),
+        // before any client is served.
+        corrupt::check_initial(&member).await?;
+    }
+    let space_watch = tokio::spawn(alarms::watch_space(member.clone()));
+    let corrupt_monitor =
+        (!cfg.corrupt_check_time.is_zero()).then(|| tokio::spawn(corrupt::monitor(member.clone(), cfg.corrupt_check_time)));
     let grpc = client_grpc_service(&cfg, &member);
     let surface = http::HttpSurface::new(member.clone(), grpc.clone(), http_config(&cfg));
     let http_router = http::client_router(surface.clone());
@@ -145,29 +158,28 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
         let incoming = tls::accept(listener, tls.client.clone().filter(|_| secure)).map(|conn| conn.map(AuthorityRepair::new));
         servers.push(tokio::spawn(http::serve::serve(
             incoming,
-            grpc.clone(),
-            http_router.clone(),
+            http::serve::split(grpc.clone(), http_router.clone()),
             async move {
                 let _ = stop.wait_for(|s| *s).await;
             },
         )));
     }
+    // As etcd, an https:// metrics URL is served with the client TLS
+    // configuration (--cert-file, --key-file, --client-cert-auth, …).
     for (addr, secure) in resolve(&cfg.listen_metrics_urls).await? {
-        if secure {
-            bail!("--listen-metrics-urls: only http:// URLs are served so far");
-        }
+        // Setup refuses an https:// URL without client TLS flags.
+        let server_tls = tls.client.clone().filter(|_| secure);
         let listener = TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
-        tracing::info!(%addr, "serving metrics");
+        tracing::info!(%addr, tls = secure, "serving metrics");
         let mut stop = stop_rx.clone();
         let router = http::metrics_router(surface.clone());
-        servers.push(tokio::spawn(async move {
-            let served = axum::serve(listener, router).with_graceful_shutdown(async move {
+        servers.push(tokio::spawn(http::serve::serve(
+            tls::accept(listener, server_tls),
+            router,
+            async move {
                 let _ = stop.wait_for(|s| *s).await;
-            });
-            if let Err(e) = served.await {
-                tracing::warn!(error = %e, "the metrics listener failed");
-            }
-        }));
+            },
+        )));
     }
 
     // Spawned once every listener is bound: publishing needs a leader and
@@ -209,6 +221,10 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> anyho
         aborts.iter().for_each(|a| a.abort());
     }
     lease_clock.abort();
+    space_watch.abort();
+    if let Some(monitor) = corrupt_monitor {
+        monitor.abort();
+    }
     node.stop();
     let joined = match raft_result {
         Some(j) => j,

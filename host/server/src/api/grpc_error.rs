@@ -45,6 +45,8 @@ impl From<Error> for Status {
             | Error::TooManyLearners
             | Error::NotEnoughStartedMembers
             | Error::BadLeaderTransferee => (Code::FailedPrecondition, format!("etcdserver: {e}")),
+            Error::NoSpace => (Code::ResourceExhausted, format!("etcdserver: {e}")),
+            Error::CorruptCluster => (Code::DataLoss, format!("etcdserver: {e}")),
             Error::Unimplemented(what) => (Code::Unimplemented, format!("cairn: {what} is not implemented yet")),
             Error::PluginDenied { .. } | Error::PluginRejectedKey { .. } => (Code::FailedPrecondition, format!("cairn: {e}")),
             Error::PluginInvalid(_) => (Code::InvalidArgument, format!("cairn: {e}")),

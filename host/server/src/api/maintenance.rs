@@ -11,6 +11,7 @@ use super::ETCD_API_VERSION;
 use crate::auth::AuthInfo;
 use crate::error::Error;
 use crate::member::{self, Member};
+use crate::proto::cairnpb::raft_request::Request as Proposal;
 use crate::proto::etcdserverpb::alarm_request::AlarmAction;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
 use crate::proto::etcdserverpb::{
@@ -63,6 +64,12 @@ impl MaintenanceService {
     }
 }
 
+/// `Status.errors` as etcd fills it: no leader, then every raised alarm.
+fn status_errors(member: &Member, leader: u64) -> Vec<String> {
+    let no_leader = (leader == 0).then(|| format!("etcdserver: {}", Error::NoLeader));
+    no_leader.into_iter().chain(member.alarms().status_errors()).collect()
+}
+
 /// How long `MoveLeader` waits for the transferee to take over.
 const MOVE_LEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(7);
 
@@ -76,11 +83,10 @@ impl Maintenance for MaintenanceService {
         } else {
             self.require_root(&request)?;
         }
-        // Cairn raises no alarms: it has no backend size quota to exceed.
-        Ok(Response::new(AlarmResponse {
-            header: Some(self.member.current_header()),
-            alarms: Vec::new(),
-        }))
+        // Every action goes through Raft, a listing too, as etcd's do: the
+        // answer reflects every alarm raised before it.
+        let resp: AlarmResponse = self.member.propose(Proposal::Alarm(request.into_inner())).await?;
+        Ok(Response::new(resp))
     }
 
     async fn status(&self, request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
@@ -95,7 +101,7 @@ impl Maintenance for MaintenanceService {
             raft_index: raft.commit_index(),
             raft_term: raft.term(),
             raft_applied_index: raft.applied_index(),
-            errors: Vec::new(),
+            errors: status_errors(member, raft.leader()),
             db_size_in_use: member.database().size_in_use_bytes() as i64,
             is_learner: member
                 .membership()

@@ -11,10 +11,12 @@ use crate::error::Error;
 use crate::mvcc::{KeyRange, MvccStore, Reader};
 use crate::proto::cairnpb::{raft_request::Request, RaftRequest};
 use crate::proto::etcdserverpb::{
+    alarm_request::AlarmAction,
     compare::{CompareResult, CompareTarget, TargetUnion},
     request_op::Request as Op,
     response_op::Response,
-    CompactionRequest, Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest, PutRequest, RequestOp, TxnRequest,
+    AlarmRequest, AlarmType, CompactionRequest, Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest, PutRequest, RequestOp,
+    TxnRequest,
 };
 use crate::raft::StateMachine;
 use crate::storage::{Database, CF_KV_INDEX};
@@ -296,4 +298,62 @@ fn errors_classify_by_who_can_reach_them() {
     for e in local {
         assert!(!e.is_deterministic(), "{e:?}");
     }
+}
+
+fn alarm(action: AlarmAction, member_id: u64, alarm: AlarmType) -> Request {
+    Request::Alarm(AlarmRequest {
+        action: action as i32,
+        member_id,
+        alarm: alarm as i32,
+    })
+}
+
+#[test]
+fn raised_alarms_refuse_writes_alike_and_survive_a_reopen() {
+    let mut m = member();
+    m.apply(1, put("a", "1")).expect("put");
+    let Ok(Applied::Alarm(raised)) = m.apply(2, alarm(AlarmAction::Activate, 9, AlarmType::Nospace)) else {
+        panic!()
+    };
+    assert_eq!(raised.alarms.len(), 1);
+    // Under NOSPACE: what adds data is refused, what frees it is not.
+    assert!(matches!(m.apply(3, put("b", "1")), Err(Error::NoSpace)));
+    let txn_put = TxnRequest {
+        success: vec![put_op("c")],
+        ..Default::default()
+    };
+    assert!(matches!(m.apply(4, Request::Txn(txn_put.clone())), Err(Error::NoSpace)));
+    let grant = Request::LeaseGrant(LeaseGrantRequest { ttl: 60, id: 5 });
+    assert!(matches!(m.apply(5, grant.clone()), Err(Error::NoSpace)));
+    let delete = |key: &str| {
+        Request::DeleteRange(DeleteRangeRequest {
+            key: key.into(),
+            ..Default::default()
+        })
+    };
+    m.apply(6, delete("a")).expect("delete under NOSPACE");
+    m.apply(
+        7,
+        Request::Compaction(CompactionRequest {
+            revision: 2,
+            physical: false,
+        }),
+    )
+    .expect("compaction under NOSPACE");
+
+    // The alarm is state: a reopened member refuses alike.
+    let mut m = m.reopen();
+    assert!(matches!(m.apply(8, put("b", "1")), Err(Error::NoSpace)));
+    m.apply(9, alarm(AlarmAction::Activate, 9, AlarmType::Corrupt)).expect("corrupt");
+    assert!(matches!(m.apply(10, delete("x")), Err(Error::CorruptCluster)));
+    assert!(matches!(m.apply(11, put("b", "1")), Err(Error::CorruptCluster)));
+    m.apply(12, alarm(AlarmAction::Deactivate, 9, AlarmType::Corrupt)).expect("clear");
+    m.apply(13, alarm(AlarmAction::Deactivate, 9, AlarmType::Nospace)).expect("clear");
+    m.apply(14, Request::Txn(txn_put)).expect("txn once cleared");
+    m.apply(15, grant).expect("grant once cleared");
+    assert_eq!(m.value("c").as_deref(), Some(&b"t"[..]));
+    let Ok(Applied::Alarm(listed)) = m.apply(16, alarm(AlarmAction::Get, 0, AlarmType::None)) else {
+        panic!()
+    };
+    assert!(listed.alarms.is_empty());
 }

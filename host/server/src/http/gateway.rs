@@ -37,6 +37,10 @@ use crate::proto::{v3electionpb as election, v3lockpb as lock};
 
 /// A gRPC message's frame header: compression flag and length.
 const FRAME_HEADER: usize = 5;
+/// HTTP headers forwarded as gRPC metadata, lowercased as `http` keeps names.
+const GRPC_METADATA_PREFIX: &str = "grpc-metadata-";
+/// Metadata the in-process call sets itself, which a client may not override.
+const RESERVED_METADATA: &[&str] = &["content-type", "te"];
 
 /// The gateway's routes, mounted under `/v3` and `/v3beta`.
 pub fn routes() -> Router<Arc<HttpSurface>> {
@@ -250,11 +254,13 @@ fn streaming<Req: Inbound, Resp: Outbound>(grpc_path: &'static str) -> MethodRou
 }
 
 /// grpc-gateway's answer to a path it has no route for.
-async fn not_found() -> Response {
+pub(crate) async fn not_found(request: Request) -> Response {
+    super::drain(request).await;
     plain(StatusCode::NOT_FOUND, "Not Found\n")
 }
 
-async fn method_not_allowed() -> Response {
+async fn method_not_allowed(request: Request) -> Response {
+    super::drain(request).await;
     plain(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n")
 }
 
@@ -324,12 +330,24 @@ fn too_large() -> Status {
     Status::resource_exhausted("grpc: received message larger than max")
 }
 
-/// A request body as a message: empty means all defaults, as in etcd.
+/// grpc-go's refusal of a message over the server's limit, which etcd's
+/// gateway passes on.
+fn message_too_large(len: usize, max: usize) -> Status {
+    Status::resource_exhausted(format!("grpc: received message larger than max ({len} vs. {max})"))
+}
+
+/// A request body as a message. As etcd's gateway (Go's JSON decoder
+/// reading one value off the body): an empty body or `null` is all
+/// defaults, and whatever follows the first value is not read.
 fn parse<Req: Inbound>(body: &[u8]) -> Result<Req, Status> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Req::default());
     }
-    serde_json::from_slice(body).map_err(|e| Status::invalid_argument(json_error_text(&e)))
+    let mut values = serde_json::Deserializer::from_slice(body);
+    match <Option<Req> as serde::Deserialize>::deserialize(&mut values) {
+        Ok(message) => Ok(message.unwrap_or_default()),
+        Err(e) => Err(Status::invalid_argument(json_error_text(&e))),
+    }
 }
 
 /// serde_json's message without its " at line L column C" suffix, which
@@ -362,8 +380,23 @@ async fn call(surface: &HttpSurface, grpc_path: &'static str, parts: &http::requ
     let headers = request.headers_mut();
     headers.insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
     headers.insert(header::TE, http::HeaderValue::from_static("trailers"));
-    if let Some(token) = parts.headers.get(header::AUTHORIZATION) {
-        headers.insert("token", token.clone());
+    // As grpc-gateway: `Grpc-Metadata-<name>` headers become metadata;
+    // etcd reads the token from `token` metadata first and falls back to
+    // the `Authorization` header.
+    for (name, value) in &parts.headers {
+        let Some(key) = name.as_str().strip_prefix(GRPC_METADATA_PREFIX) else {
+            continue;
+        };
+        if let Ok(key) = http::HeaderName::from_bytes(key.as_bytes()) {
+            if !key.as_str().starts_with("grpc-") && !RESERVED_METADATA.contains(&key.as_str()) {
+                headers.append(key, value.clone());
+            }
+        }
+    }
+    if !headers.contains_key("token") {
+        if let Some(token) = parts.headers.get(header::AUTHORIZATION) {
+            headers.insert("token", token.clone());
+        }
     }
     let extensions = request.extensions_mut();
     if let Some(identity) = parts.extensions.get::<ClientIdentity>() {
@@ -440,6 +473,10 @@ async fn call_unary<Req: Inbound, Resp: Outbound>(surface: &HttpSurface, grpc_pa
         Ok(m) => m,
         Err(status) => return error_response(&status),
     };
+    let len = message.encoded_len();
+    if len > surface.config.max_message_bytes {
+        return error_response(&message_too_large(len, surface.config.max_message_bytes));
+    }
     let body = GrpcBody::new(Full::new(frame(&message)));
     let reply = match call(surface, grpc_path, &parts, body).await {
         // The call is over, and counted as handled, only with its trailers.
@@ -463,7 +500,11 @@ async fn call_unary<Req: Inbound, Resp: Outbound>(surface: &HttpSurface, grpc_pa
 
 /// Newline-separated (or simply consecutive) JSON requests read off an HTTP
 /// body, as gRPC frames. None may exceed `max_bytes`.
-fn request_frames<Req: Inbound>(body: AxumBody, max_bytes: usize) -> impl Stream<Item = Result<Frame<Bytes>, Status>> + Send + 'static {
+fn request_frames<Req: Inbound>(
+    body: AxumBody,
+    max_bytes: usize,
+    max_message: usize,
+) -> impl Stream<Item = Result<Frame<Bytes>, Status>> + Send + 'static {
     struct Reading {
         data: axum::body::BodyDataStream,
         buf: BytesMut,
@@ -486,6 +527,9 @@ fn request_frames<Req: Inbound>(body: AxumBody, max_bytes: usize) -> impl Stream
                         let used = values.byte_offset();
                         r.buf.advance(used);
                         return match serde_json::from_value::<Req>(value) {
+                            Ok(message) if message.encoded_len() > max_message => {
+                                Some((Err(message_too_large(message.encoded_len(), max_message)), None))
+                            }
                             Ok(message) => Some((Ok(Frame::data(frame(&message))), Some(r))),
                             Err(e) => Some((Err(Status::invalid_argument(json_error_text(&e))), None)),
                         };
@@ -510,7 +554,7 @@ fn request_frames<Req: Inbound>(body: AxumBody, max_bytes: usize) -> impl Stream
 
 async fn call_streaming<Req: Inbound, Resp: Outbound>(surface: &HttpSurface, grpc_path: &'static str, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let frames = request_frames::<Req>(body, surface.config.max_body_bytes);
+    let frames = request_frames::<Req>(body, surface.config.max_body_bytes, surface.config.max_message_bytes);
     let replies = match call(surface, grpc_path, &parts, GrpcBody::new(StreamBody::new(frames))).await {
         Ok(replies) => replies,
         Err(status) => return error_response(&status),
@@ -565,6 +609,10 @@ mod tests {
         assert!(!err.message().contains(" at line "), "{}", err.message());
         let err = parse::<pb::RangeRequest>(br#"{"key":"!!"}"#).expect_err("bad base64");
         assert_eq!(err.code(), Code::InvalidArgument);
+        let r: pb::RangeRequest = parse(b"null").expect("null parses");
+        assert_eq!(r, pb::RangeRequest::default());
+        let r: pb::RangeRequest = parse(br#"{"key":"YQ=="}{"key":"Yg=="} trailing"#).expect("first value");
+        assert_eq!(r.key, b"a");
     }
 
     #[test]

@@ -14,10 +14,10 @@ use super::{plain, HttpSurface};
 /// How long the linearizable check may take, as etcd's health handler.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(7);
 
-/// The alarms raised on this member, by etcd's names (`NOSPACE`,
-/// `CORRUPT`). Cairn raises none yet; alarms land here when they come.
-fn active_alarms(_surface: &HttpSurface) -> Vec<&'static str> {
-    Vec::new()
+/// The alarms raised in the cluster as this member applied them, by
+/// etcd's names (`NOSPACE`, `CORRUPT`).
+fn active_alarms(surface: &HttpSurface) -> Vec<&'static str> {
+    surface.member().alarms().raised_names()
 }
 
 async fn linearizable_read(surface: &HttpSurface) -> bool {
@@ -40,12 +40,25 @@ pub async fn health(State(surface): State<Arc<HttpSurface>>, Query(query): Query
     let serializable = query.iter().any(|(k, v)| k == "serializable" && v == "true");
     let alarmed = active_alarms(&surface).iter().any(|a| !excluded.contains(a));
     let healthy = !alarmed && has_leader(&surface) && (serializable || linearizable_read(&surface).await);
-    let (status, body) = if healthy {
-        (StatusCode::OK, r#"{"health":"true"}"#)
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, r#"{"health":"false"}"#)
-    };
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+    if healthy {
+        return (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            r#"{"health":"true"}"#,
+        )
+            .into_response();
+    }
+    // etcd answers an unhealthy member through Go's `http.Error`, which adds
+    // a newline and `nosniff`.
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        "{\"health\":\"false\"}\n",
+    )
+        .into_response()
 }
 
 /// One named check's outcome.

@@ -14,16 +14,16 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::Router;
 
-use crate::api::LearnerGate;
+use crate::api::{LeaderGate, LearnerGate};
 use crate::member::Member;
 use crate::metrics::{metrics, GrpcMetrics};
 
 /// The client listener's gRPC services with the layers every call passes,
 /// whether it arrives over the wire or through the gateway.
-pub type GrpcService = GrpcMetrics<LearnerGate<tonic::service::Routes>>;
+pub type GrpcService = GrpcMetrics<LearnerGate<LeaderGate<tonic::service::Routes>>>;
 
 /// What the HTTP edge is configured with.
 #[derive(Clone, Debug)]
@@ -37,6 +37,10 @@ pub struct HttpConfig {
     pub host_whitelist: Vec<String>,
     /// The largest gateway request body read.
     pub max_body_bytes: usize,
+    /// The largest request message a gateway call carries: etcd's gRPC
+    /// server limit (`--max-request-bytes` plus gRPC's allowance), which
+    /// its gateway's calls meet as any client's.
+    pub max_message_bytes: usize,
 }
 
 pub struct HttpSurface {
@@ -76,14 +80,78 @@ pub fn client_router(surface: Arc<HttpSurface>) -> Router {
         .merge(monitoring_routes())
         .nest("/v3", gateway.clone())
         .nest("/v3beta", gateway)
+        // The gateway's own root, which axum's nesting leaves out.
+        .route("/v3/", any(gateway::not_found))
+        .route("/v3beta/", any(gateway::not_found))
+        // Unlike `/v3`, etcd registers no `/v3beta/` subtree to redirect to.
+        .route("/v3beta", any(not_found))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(clean_paths))
         .layer(axum::middleware::from_fn_with_state(surface.clone(), cors_and_hosts))
         .with_state(surface)
 }
 
 /// What a `--listen-metrics-urls` listener serves.
 pub fn metrics_router(surface: Arc<HttpSurface>) -> Router {
-    monitoring_routes().fallback(not_found).with_state(surface)
+    monitoring_routes()
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(clean_paths))
+        .with_state(surface)
+}
+
+/// A path as Go's `path.Clean` leaves it (repeated slashes collapsed, `.`
+/// and `..` resolved), with its trailing slash kept as Go's HTTP mux keeps
+/// it.
+fn clean_path(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    let mut clean = format!("/{}", parts.join("/"));
+    if path.ends_with('/') && clean != "/" {
+        clean.push('/');
+    }
+    clean
+}
+
+/// Go's HTTP mux, which etcd serves HTTP with, redirects unclean paths to
+/// their clean form and `/v3` to its subtree `/v3/`, permanently.
+async fn clean_paths(request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let target = if path == "/v3" { "/v3/".to_string() } else { clean_path(path) };
+    if target == path {
+        return next.run(request).await;
+    }
+    let location = match request.uri().query() {
+        Some(q) => format!("{target}?{q}"),
+        None => target,
+    };
+    let Ok(value) = HeaderValue::from_str(&location) else {
+        return next.run(request).await;
+    };
+    let mut response = if matches!(*request.method(), Method::GET | Method::HEAD) {
+        let escaped = location
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&#34;");
+        (
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            format!("<a href=\"{escaped}\">Moved Permanently</a>.\n\n"),
+        )
+            .into_response()
+    } else {
+        ().into_response()
+    };
+    *response.status_mut() = StatusCode::MOVED_PERMANENTLY;
+    response.headers_mut().insert(header::LOCATION, value);
+    response
 }
 
 fn monitoring_routes() -> Router<Arc<HttpSurface>> {
@@ -95,8 +163,17 @@ fn monitoring_routes() -> Router<Arc<HttpSurface>> {
 }
 
 /// Go's `http.NotFound`, which etcd answers unknown paths with.
-async fn not_found() -> Response {
+async fn not_found(request: Request) -> Response {
+    drain(request).await;
     plain(StatusCode::NOT_FOUND, "404 page not found\n")
+}
+
+/// Reads (a bounded part of) a request body that will not be used before
+/// answering: over HTTP/2 a stream answered with its body unread is reset,
+/// which some clients (curl) report as an error instead of the answer.
+pub(crate) async fn drain(request: Request) {
+    const DRAIN_BYTES: usize = 64 * 1024;
+    let _ = axum::body::to_bytes(request.into_body(), DRAIN_BYTES).await;
 }
 
 pub(crate) fn plain(status: StatusCode, body: impl Into<String>) -> Response {
@@ -128,7 +205,7 @@ async fn render_metrics(State(surface): State<Arc<HttpSurface>>) -> Response {
     m.proposals_applied.set(raft.applied_index() as i64);
     m.db_total_size.set(member.database().size_bytes() as i64);
     m.db_total_size_in_use.set(member.database().size_in_use_bytes() as i64);
-    m.quota_backend_bytes.set(crate::metrics::DEFAULT_QUOTA_BACKEND_BYTES);
+    m.quota_backend_bytes.set(member.space().quota().gauge());
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
@@ -195,6 +272,16 @@ mod tests {
     fn cluster_version_is_major_minor_zero() {
         assert_eq!(cluster_version("3.4.34"), "3.4.0");
         assert_eq!(cluster_version("3.5.13"), "3.5.0");
+    }
+
+    #[test]
+    fn paths_clean_as_go() {
+        assert_eq!(clean_path("/v3/kv/range"), "/v3/kv/range");
+        assert_eq!(clean_path("//v3//kv/range"), "/v3/kv/range");
+        assert_eq!(clean_path("/v3/kv/../kv/./range"), "/v3/kv/range");
+        assert_eq!(clean_path("/health/"), "/health/");
+        assert_eq!(clean_path("/../.."), "/");
+        assert_eq!(clean_path("/"), "/");
     }
 
     #[test]

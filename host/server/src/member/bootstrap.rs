@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::{IdGenerator, Limits, Member, MembersApplied};
+use crate::alarm::{Quota, Space};
 use crate::apply::{Applier, Waiters};
 use crate::auth::{AuthOptions, AuthStore};
 use crate::config::{ClusterState, ServerConfig};
@@ -56,9 +57,12 @@ pub async fn start(cfg: &ServerConfig, peer_dialer: PeerDialer) -> anyhow::Resul
         bcrypt_cost: cfg.bcrypt_cost,
     };
     let auth = Arc::new(AuthStore::open(&database, &auth_options).context("setting up auth")?);
+    let space = Space::new(Quota::from_flag(cfg.quota_backend_bytes), database.clone());
     let applier = Applier::new(database.clone(), store.clone(), waiters.clone())?
         .with_members(membership.table.clone())
-        .with_auth(auth.clone());
+        .with_auth(auth.clone())
+        .with_space(space.clone());
+    let alarms = applier.alarms();
     let watch_hub = applier.watch_hub();
     let leases = applier.leases();
     let plugins = applier.plugins();
@@ -107,6 +111,8 @@ pub async fn start(cfg: &ServerConfig, peer_dialer: PeerDialer) -> anyhow::Resul
         leases,
         plugins,
         auth,
+        alarms,
+        space,
         peer_dialer,
     });
     Ok(Started { member, raft_thread })

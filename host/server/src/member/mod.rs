@@ -4,7 +4,9 @@
 //! linearizable barrier, runs the leader's lease clock and forwards lease
 //! renewals to the leader, and is assembled at start-up by [`bootstrap`].
 
+pub mod alarms;
 pub mod bootstrap;
+pub mod corrupt;
 pub mod lease_clock;
 pub mod lease_forward;
 mod limits;
@@ -18,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use prost::Message;
 use raft::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2};
 
+use crate::alarm::{quota, AlarmStore, Space};
 use crate::apply::Waiters;
 use crate::auth::{AuthInfo, AuthStore};
 use crate::error::{Error, Result};
@@ -75,6 +78,8 @@ pub struct Member {
     leases: Arc<LeaseTable>,
     plugins: Arc<Plugins>,
     auth: Arc<AuthStore>,
+    alarms: Arc<AlarmStore>,
+    space: Arc<Space>,
     /// How to reach the other members (TLS for `https://` peer URLs).
     peer_dialer: crate::tls::PeerDialer,
 }
@@ -119,6 +124,16 @@ impl Member {
 
     pub fn plugins(&self) -> &Arc<Plugins> {
         &self.plugins
+    }
+
+    /// The cluster's alarms, as this member applied them.
+    pub fn alarms(&self) -> &Arc<AlarmStore> {
+        &self.alarms
+    }
+
+    /// This member's backend quota and how full its state is.
+    pub fn space(&self) -> &Arc<Space> {
+        &self.space
     }
 
     /// Users, roles and tokens: who a request comes from and what it may
@@ -191,6 +206,7 @@ impl Member {
     /// Like [`Member::propose`], for a client's request: the entry carries
     /// `caller`, whose permissions apply checks (when auth is on).
     pub async fn propose_as<R: FromApplied>(&self, caller: &AuthInfo, request: Request) -> Result<R> {
+        self.check_quota(&request).await?;
         self.propose_entry(request, Some(caller.as_caller()), self.limits.max_request_bytes)
             .await
     }
@@ -198,7 +214,20 @@ impl Member {
     /// Like [`Member::propose_as`], for requests with a size limit of their
     /// own (plugin components).
     pub async fn propose_within<R: FromApplied>(&self, caller: &AuthInfo, request: Request, max_bytes: usize) -> Result<R> {
+        self.check_quota(&request).await?;
         self.propose_entry(request, Some(caller.as_caller()), max_bytes).await
+    }
+
+    /// etcd's check before proposing a client's write: one that this
+    /// member's state has no room for is refused, and NOSPACE is raised for
+    /// this member first (so that every member refuses such writes).
+    async fn check_quota(&self, request: &Request) -> Result<()> {
+        let cost = quota::cost(request);
+        if cost == 0 || self.space.admits(cost) {
+            return Ok(());
+        }
+        alarms::raise_own_nospace(self).await;
+        Err(Error::NoSpace)
     }
 
     async fn propose_entry<R: FromApplied>(&self, request: Request, caller: Option<Caller>, max_bytes: usize) -> Result<R> {

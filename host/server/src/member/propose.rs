@@ -7,8 +7,8 @@ use crate::apply::Applied;
 use crate::auth::AuthApplied;
 use crate::proto::cairnpb::PluginInfo;
 use crate::proto::etcdserverpb::{
-    CompactionResponse, DeleteRangeResponse, LeaseCheckpointResponse, LeaseGrantResponse, LeaseRevokeResponse, PutResponse, ResponseHeader,
-    TxnResponse,
+    AlarmResponse, CompactionResponse, DeleteRangeResponse, LeaseCheckpointResponse, LeaseGrantResponse, LeaseRevokeResponse, PutResponse,
+    ResponseHeader, TxnResponse,
 };
 
 /// A proposal's result, taken out of what apply returned.
@@ -61,6 +61,7 @@ with_header! {
     LeaseGrantResponse => LeaseGrant, "lease grant";
     LeaseRevokeResponse => LeaseRevoke, "lease revoke";
     LeaseCheckpointResponse => LeaseCheckpoint, "lease checkpoint";
+    AlarmResponse => Alarm, "alarm";
 }
 
 impl FromApplied for PluginInfo {

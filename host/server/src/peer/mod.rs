@@ -1,10 +1,11 @@
 //! Member-to-member communication over the peer URLs: Raft messages in
 //! batches on one stream per peer, snapshots (the Raft message, then its
 //! dump file in chunks, staged to disk by the receiver), the member list
-//! for members joining a running cluster, and lease requests forwarded to
-//! the leader.
+//! for members joining a running cluster, lease requests forwarded to
+//! the leader, and state hashes for the corruption check.
 
 mod activity;
+mod hash;
 mod lease;
 mod refusal;
 mod service;
@@ -20,6 +21,7 @@ use crate::proto::cairnpb::{peer_client::PeerClient, LearnerReadyRequest};
 use crate::tls::{Dial, PeerDialer};
 
 pub use activity::PeerActivity;
+pub use hash::{HashSource, StatePeerService};
 pub use lease::{LeaseAuthority, LeasePeerService};
 pub use refusal::PeerRefusal;
 pub use service::PeerService;

@@ -7,6 +7,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use parking_lot::Mutex;
 
@@ -17,6 +18,7 @@ use super::registry::{Binding, Plugins, Registry};
 use super::runtime::{Compiled, Failure, Runtime, StateView};
 use super::Hook;
 use crate::error::{Error, Result};
+use crate::metrics::metrics;
 use crate::mvcc::{KeyRange, MvccStore, RangeResult};
 use crate::proto::cairnpb::{PluginFailurePolicy, PluginMode};
 use crate::proto::mvccpb::{event::EventType, Event, KeyValue};
@@ -155,8 +157,8 @@ fn touches(range: &KeyRange, m: &Mutation) -> bool {
 }
 
 /// What one call means for the request: `Some(reason)` when it would deny.
-fn denial(bound: &Binding, outcome: std::result::Result<Verdict, Failure>) -> Option<String> {
-    record(bound, &outcome);
+fn denial(bound: &Binding, outcome: std::result::Result<Verdict, Failure>, started: Instant) -> Option<String> {
+    record(bound, &outcome, started);
     match outcome {
         Ok(Verdict::Allow) => None,
         Ok(Verdict::Warn(reason)) => {
@@ -174,17 +176,22 @@ fn denial(bound: &Binding, outcome: std::result::Result<Verdict, Failure>) -> Op
     }
 }
 
-/// Counts a call for `plugin list`.
-fn record<T>(bound: &Binding, outcome: &std::result::Result<T, Failure>) {
+/// Counts a call started at `started`, for `plugin list` and the metrics.
+fn record<T>(bound: &Binding, outcome: &std::result::Result<T, Failure>, started: Instant) {
     bound.stats.calls.fetch_add(1, Ordering::Relaxed);
     if outcome.is_err() {
         bound.stats.failures.fetch_add(1, Ordering::Relaxed);
     }
+    let failure = outcome.as_ref().err().map(Failure::kind);
+    metrics()
+        .plugins
+        .call(&bound.name, &bound.hook.to_string(), started.elapsed().as_secs_f64(), failure);
 }
 
 /// Whether a would-be denial stops the request, per the binding's mode.
 fn enforced(bound: &Binding, reason: &str) -> bool {
     bound.stats.denials.fetch_add(1, Ordering::Relaxed);
+    metrics().plugins.denial(&bound.name, &bound.hook.to_string());
     match bound.mode {
         PluginMode::Enforce => true,
         PluginMode::Warn => {
@@ -277,11 +284,12 @@ impl Plugins {
         bound: &Binding,
         call: impl FnOnce(&Runtime, &Compiled) -> std::result::Result<Verdict, Failure>,
     ) -> Option<String> {
+        let started = Instant::now();
         let outcome = match Plugins::compiled(&self.apply, bound) {
             Ok(c) => call(&self.apply, &c),
             Err(_) => Err(Failure::Instantiation),
         };
-        denial(bound, outcome).filter(|reason| enforced(bound, reason))
+        denial(bound, outcome, started).filter(|reason| enforced(bound, reason))
     }
 
     /// Passes each event through the watch bindings of its key, in name
@@ -305,11 +313,12 @@ impl Plugins {
                 continue;
             }
             let input = to_wit_event(&event);
+            let started = Instant::now();
             let outcome = match Plugins::compiled(&self.serve, bound) {
                 Ok(c) => self.serve.transform(&c, &bound.name, bound.limits, &bound.binding().config, &input),
                 Err(_) => Err(Failure::Instantiation),
             };
-            record(bound, &outcome);
+            record(bound, &outcome, started);
             let action = match outcome {
                 Ok(a) => a,
                 Err(failure) => match bound.policy {

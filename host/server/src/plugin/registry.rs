@@ -125,9 +125,16 @@ impl Plugins {
     /// Opens the registry stored in `engine`.
     pub fn open(engine: &Database) -> Result<Arc<Plugins>> {
         let runtime_error = Error::PluginEngine;
+        let meter: runtime::FuelMeter = Arc::new(|plugin: &str, hook: Hook, fuel: u64| {
+            crate::metrics::metrics().plugins.fuel(plugin, &hook.to_string(), fuel);
+        });
         let plugins = Plugins {
-            apply: Arc::new(Runtime::new(Allocation::Pooling).map_err(runtime_error)?),
-            serve: Arc::new(Runtime::new(Allocation::OnDemand).map_err(runtime_error)?),
+            apply: Arc::new(
+                Runtime::new(Allocation::Pooling)
+                    .map_err(runtime_error)?
+                    .with_fuel_meter(meter.clone()),
+            ),
+            serve: Arc::new(Runtime::new(Allocation::OnDemand).map_err(runtime_error)?.with_fuel_meter(meter)),
             registry: RwLock::new(Arc::new(Registry::default())),
         };
         plugins.reload(engine)?;

@@ -61,6 +61,20 @@ pub enum Failure {
     Instantiation,
 }
 
+impl Failure {
+    /// The failure's kind, as the metrics label it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Failure::OutOfFuel => "out_of_fuel",
+            Failure::MemoryLimitExceeded => "memory",
+            Failure::StackOverflow => "stack_overflow",
+            Failure::Trap(_) => "trap",
+            Failure::OutputTooLarge => "output_too_large",
+            Failure::Instantiation => "instantiation",
+        }
+    }
+}
+
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -229,6 +243,10 @@ pub enum Allocation {
 /// comes second waits for the first instead of compiling again.
 type CompileCell = Arc<OnceLock<Result<Compiled, CompileError>>>;
 
+/// Told the fuel each call burnt (plugin, hook, fuel), for the metrics:
+/// the runtime keeps no account of its own.
+pub type FuelMeter = Arc<dyn Fn(&str, Hook, u64) + Send + Sync>;
+
 /// One wasmtime engine with its linkers and compiled-component cache.
 pub struct Runtime {
     engine: Engine,
@@ -236,6 +254,7 @@ pub struct Runtime {
     validate: Linker<CallState>,
     watch: Linker<CallState>,
     cache: Mutex<HashMap<([u8; 32], Hook), CompileCell>>,
+    fuel_meter: Option<FuelMeter>,
 }
 
 /// The engine settings every member must share: they are part of the
@@ -289,7 +308,22 @@ impl Runtime {
             validate,
             watch,
             cache: Mutex::new(HashMap::new()),
+            fuel_meter: None,
         })
+    }
+
+    /// Reports every call's fuel to `meter`.
+    pub fn with_fuel_meter(mut self, meter: FuelMeter) -> Self {
+        self.fuel_meter = Some(meter);
+        self
+    }
+
+    /// Tells the meter what the call that ran in `store` burnt.
+    fn meter(&self, store: &Store<CallState>, plugin: &str, hook: Hook, limits: CallLimits) {
+        if let Some(meter) = &self.fuel_meter {
+            let left = store.get_fuel().unwrap_or(0);
+            meter(plugin, hook, limits.fuel.saturating_sub(left));
+        }
     }
 
     /// Compiles `wasm` for `hook`, or returns the cached result for the same
@@ -375,11 +409,16 @@ impl Runtime {
             return Err(Failure::Instantiation);
         };
         let mut store = self.store(plugin, limits, state);
-        let instance = pre.instantiate(&mut store).map_err(|e| classify(&store, &e, true))?;
-        let verdict = instance
-            .call_admit(&mut store, config, request)
-            .map_err(|e| classify(&store, &e, false))?;
-        check_verdict(verdict)
+        let verdict = pre
+            .instantiate(&mut store)
+            .map_err(|e| classify(&store, &e, true))
+            .and_then(|instance| {
+                instance
+                    .call_admit(&mut store, config, request)
+                    .map_err(|e| classify(&store, &e, false))
+            });
+        self.meter(&store, plugin, Hook::Admission, limits);
+        check_verdict(verdict?)
     }
 
     /// Runs a validate component's `validate` in a fresh instance.
@@ -396,11 +435,16 @@ impl Runtime {
             return Err(Failure::Instantiation);
         };
         let mut store = self.store(plugin, limits, state);
-        let instance = pre.instantiate(&mut store).map_err(|e| classify(&store, &e, true))?;
-        let verdict = instance
-            .call_validate(&mut store, config, entry)
-            .map_err(|e| classify(&store, &e, false))?;
-        check_verdict(verdict)
+        let verdict = pre
+            .instantiate(&mut store)
+            .map_err(|e| classify(&store, &e, true))
+            .and_then(|instance| {
+                instance
+                    .call_validate(&mut store, config, entry)
+                    .map_err(|e| classify(&store, &e, false))
+            });
+        self.meter(&store, plugin, Hook::Validate, limits);
+        check_verdict(verdict?)
     }
 
     /// Runs a watch component's `transform` in a fresh instance.
@@ -416,10 +460,16 @@ impl Runtime {
             return Err(Failure::Instantiation);
         };
         let mut store = self.store(plugin, limits, Arc::new(EmptyState));
-        let instance = pre.instantiate(&mut store).map_err(|e| classify(&store, &e, true))?;
-        let action = instance
-            .call_transform(&mut store, config, event)
-            .map_err(|e| classify(&store, &e, false))?;
+        let action = pre
+            .instantiate(&mut store)
+            .map_err(|e| classify(&store, &e, true))
+            .and_then(|instance| {
+                instance
+                    .call_transform(&mut store, config, event)
+                    .map_err(|e| classify(&store, &e, false))
+            });
+        self.meter(&store, plugin, Hook::Watch, limits);
+        let action = action?;
         if let WatchAction::Replace(e) = &action {
             if event_size(e) > MAX_REPLACED_EVENT_BYTES {
                 return Err(Failure::OutputTooLarge);

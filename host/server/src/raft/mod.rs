@@ -6,8 +6,9 @@
 mod cluster_test;
 mod log_store;
 mod node;
+mod read_gate;
 pub(crate) mod snapshot;
 mod snapshot_builder;
 
 pub use log_store::LogStore;
-pub use node::{LogLimits, MessageSink, Node, NodeHandle, RaftStatus, StateMachine};
+pub use node::{LogLimits, MessageSink, Node, NodeHandle, RaftStatus, StateMachine, ELECTION_TIMEOUT};

@@ -4,7 +4,7 @@
 //! (`advance_apply_to`), so ticks, heartbeats and the next fsync never wait
 //! for apply. Everything else talks to the loop through a [`NodeHandle`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use raft::{Config, RawNode, ReadOnlyOption, SnapshotStatus, StateRole};
 use rocksdb::WriteBatch;
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
+use super::read_gate::{read_gate, ReadRounds, ReadTickets};
 use super::LogStore;
 use crate::error::{Error, Result};
 use crate::storage::Database;
@@ -26,6 +27,9 @@ use crate::storage::Database;
 const TICK: Duration = Duration::from_millis(100);
 const ELECTION_TICKS: usize = 10;
 const HEARTBEAT_TICKS: usize = 1;
+/// How long a follower waits to hear from a leader before it stands for
+/// election (at least; raft-rs randomises it up to twice that).
+pub const ELECTION_TIMEOUT: Duration = TICK.saturating_mul(ELECTION_TICKS as u32);
 /// A ReadIndex request unanswered for this many ticks is asked again: Raft
 /// drops them silently while a new leader has not yet committed in its term.
 const READ_RETRY_TICKS: u32 = 5;
@@ -125,10 +129,8 @@ enum Command {
         ack: oneshot::Sender<Result<()>>,
         _room: OwnedSemaphorePermit,
     },
-    ReadIndex {
-        ack: oneshot::Sender<u64>,
-        _room: OwnedSemaphorePermit,
-    },
+    /// Linearizable reads are waiting (see `read_gate`).
+    ReadIndex,
     Step(Box<Message>, OwnedSemaphorePermit),
     Unreachable(u64),
     SnapshotDone {
@@ -158,6 +160,7 @@ pub struct NodeHandle {
     step_room: Arc<Semaphore>,
     status: Arc<RaftStatus>,
     applied: watch::Receiver<u64>,
+    reads: ReadTickets,
 }
 
 impl NodeHandle {
@@ -255,10 +258,11 @@ impl NodeHandle {
     /// afterwards are linearizable.
     pub async fn linearizable_barrier(&self) -> Result<()> {
         self.wait_leader().await?;
-        let _room = self.proposal_room().await?;
-        let (ack, rx) = oneshot::channel();
-        self.tx.send(Command::ReadIndex { ack, _room }).map_err(|_| Error::Stopped)?;
-        let index = rx.await.map_err(|_| Error::Stopped)?;
+        let ticket = self.reads.take();
+        if ticket.wake_loop {
+            self.tx.send(Command::ReadIndex).map_err(|_| Error::Stopped)?;
+        }
+        let index = ticket.wait().await.ok_or(Error::Stopped)?;
         self.wait_applied(index).await
     }
 
@@ -277,8 +281,11 @@ impl NodeHandle {
     }
 }
 
-struct PendingRead {
-    waiters: Vec<oneshot::Sender<u64>>,
+/// The ReadIndex round in flight: at most one at a time.
+struct ReadRound {
+    ctx: Vec<u8>,
+    /// The last reader's ticket it answers.
+    covers: u64,
     ticks: u32,
 }
 
@@ -316,9 +323,10 @@ pub struct Node {
     status: Arc<RaftStatus>,
     sink: Box<dyn MessageSink>,
     limits: LogLimits,
-    /// ReadIndex requests not yet handed to Raft; they share one request.
-    queued_reads: Vec<oneshot::Sender<u64>>,
-    reads_in_flight: HashMap<Vec<u8>, PendingRead>,
+    reads: ReadRounds,
+    read_round: Option<ReadRound>,
+    /// The last reader's ticket answered.
+    reads_answered: u64,
     next_read_ctx: u64,
     apply_tx: Option<mpsc::Sender<ApplyTask>>,
     apply_thread: Option<JoinHandle<Result<()>>>,
@@ -374,6 +382,7 @@ impl Node {
         }
         let (tx, rx) = mpsc::channel();
         let (applied_tx, applied_rx) = watch::channel(applied);
+        let (read_tickets, read_rounds) = read_gate();
         let status = Arc::new(RaftStatus { id, ..Default::default() });
         status.applied.store(applied, Ordering::Relaxed);
         let handle = NodeHandle {
@@ -382,6 +391,7 @@ impl Node {
             step_room: Arc::new(Semaphore::new(STEP_QUEUE)),
             status: status.clone(),
             applied: applied_rx,
+            reads: read_tickets,
         };
         let sink = sink(handle.clone());
         let (apply_tx, apply_rx) = mpsc::channel();
@@ -402,8 +412,9 @@ impl Node {
             status,
             sink,
             limits,
-            queued_reads: Vec::new(),
-            reads_in_flight: HashMap::new(),
+            reads: read_rounds,
+            read_round: None,
+            reads_answered: 0,
             next_read_ctx: 0,
             apply_tx: Some(apply_tx),
             apply_thread: Some(apply_thread),
@@ -456,6 +467,12 @@ impl Node {
             }
             self.issue_reads();
             self.on_ready()?;
+            // The Ready may have answered the round in flight: readers that
+            // came during it get theirs now rather than at the next wake-up.
+            if self.read_round.is_none() {
+                self.issue_reads();
+                self.on_ready()?;
+            }
         }
     }
 
@@ -473,7 +490,8 @@ impl Node {
                     self.propose(cmd);
                 }
             }
-            Command::ReadIndex { ack, .. } => self.queued_reads.push(ack),
+            // `issue_reads` runs after every batch of commands.
+            Command::ReadIndex => {}
             Command::Step(m, _room) => {
                 // Messages from members that were removed, or stale ones
                 // from an old term, are refused by Raft; nothing to do.
@@ -536,27 +554,34 @@ impl Node {
         Ok(())
     }
 
+    /// Starts a ReadIndex round for the readers waiting, unless one is in
+    /// flight: readers arriving meanwhile share the next.
     fn issue_reads(&mut self) {
-        if self.queued_reads.is_empty() {
+        if self.read_round.is_some() {
             return;
         }
+        let Some(covers) = self.reads.start_round(self.reads_answered) else {
+            return;
+        };
         self.next_read_ctx += 1;
         let ctx = self.next_read_ctx.to_be_bytes().to_vec();
         self.raw.read_index(ctx.clone());
-        let waiters = std::mem::take(&mut self.queued_reads);
-        self.reads_in_flight.insert(ctx, PendingRead { waiters, ticks: 0 });
+        self.read_round = Some(ReadRound { ctx, covers, ticks: 0 });
     }
 
     fn age_reads(&mut self) {
-        for (ctx, read) in self.reads_in_flight.iter_mut() {
-            read.waiters.retain(|w| !w.is_closed());
-            read.ticks += 1;
-            if read.ticks >= READ_RETRY_TICKS {
-                read.ticks = 0;
-                self.raw.read_index(ctx.clone());
-            }
+        let Some(round) = &mut self.read_round else {
+            return;
+        };
+        round.ticks += 1;
+        if round.ticks >= READ_RETRY_TICKS {
+            // Raft dropped the request (say, a new leader had not yet
+            // committed in its term): ask again under a new context, since
+            // a late answer to the old one may predate readers the new round
+            // covers.
+            self.read_round = None;
+            self.issue_reads();
         }
-        self.reads_in_flight.retain(|_, r| !r.waiters.is_empty());
     }
 
     fn on_ready(&mut self) -> Result<()> {
@@ -601,10 +626,9 @@ impl Node {
         }
         self.hand_over(committed)?;
         for rs in ready.take_read_states() {
-            if let Some(read) = self.reads_in_flight.remove(&rs.request_ctx) {
-                for w in read.waiters {
-                    let _ = w.send(rs.index);
-                }
+            if let Some(round) = self.read_round.take_if(|round| round.ctx == rs.request_ctx) {
+                self.reads.answer(round.covers, rs.index);
+                self.reads_answered = round.covers;
             }
         }
 
@@ -717,8 +741,8 @@ impl Node {
         self.status.term.store(raft.term, Ordering::Relaxed);
         self.status.commit.store(raft.raft_log.committed, Ordering::Relaxed);
         self.status.last_index.store(raft.raft_log.last_index(), Ordering::Relaxed);
-        if raft.state == StateRole::Leader && !self.reads_in_flight.is_empty() {
-            tracing::trace!(reads = self.reads_in_flight.len(), "linearizable reads waiting");
+        if raft.state == StateRole::Leader && self.read_round.is_some() {
+            tracing::trace!("a ReadIndex round is in flight");
         }
     }
 }
@@ -855,6 +879,7 @@ mod tests {
             step_room: Arc::new(Semaphore::new(STEP_QUEUE)),
             status,
             applied,
+            reads: read_gate().0,
         };
         (handle, rx)
     }

@@ -111,6 +111,22 @@ impl Database {
         self.sum_property("rocksdb.total-sst-files-size") + self.sum_property("rocksdb.cur-size-all-mem-tables")
     }
 
+    /// Approximate bytes of the replicated state (key-values, their history
+    /// and the records beside them), without the Raft log: what the quota
+    /// measures, as etcd's measures its backend and not its WAL. Memtables
+    /// count, so the figure moves with every write and not only at flushes.
+    pub fn state_size_bytes(&self) -> u64 {
+        super::schema::carried_column_families()
+            .map(|cf| {
+                let cf = self.cf(cf);
+                ["rocksdb.total-sst-files-size", "rocksdb.cur-size-all-mem-tables"]
+                    .iter()
+                    .filter_map(|p| self.db.property_int_value_cf(cf, *p).ok().flatten())
+                    .sum::<u64>()
+            })
+            .sum()
+    }
+
     /// Approximate bytes of live data, as etcd's `dbSizeInUse` reports.
     pub fn size_in_use_bytes(&self) -> u64 {
         self.sum_property("rocksdb.estimate-live-data-size") + self.sum_property("rocksdb.cur-size-all-mem-tables")

@@ -50,6 +50,9 @@ pub const META_AUTH_ROLE_PREFIX: &[u8] = b"auth/role/";
 pub const META_AUTH_ENABLED: &[u8] = b"auth/enabled";
 /// The auth store's revision.
 pub const META_AUTH_REVISION: &[u8] = b"auth/revision";
+/// Active alarms (`etcdserverpb.AlarmMember`): prefix, then the big-endian
+/// member id and alarm type.
+pub const META_ALARM_PREFIX: &[u8] = b"alarm/";
 
 /// Where a record goes when the state moves between members or into a
 /// backup.
@@ -125,6 +128,7 @@ pub const RECORDS: &[Record] = &[
     record(CF_META, Keys::Prefix(META_AUTH_ROLE_PREFIX), Class::Replicated),
     record(CF_META, Keys::Exact(META_AUTH_ENABLED), Class::Replicated),
     record(CF_META, Keys::Exact(META_AUTH_REVISION), Class::Replicated),
+    record(CF_META, Keys::Prefix(META_ALARM_PREFIX), Class::Replicated),
     // The entries of the in-process Raft tests' state machine, which travel
     // in snapshots like real state.
     #[cfg(test)]

@@ -14,7 +14,8 @@ use crate::config::ServerConfig;
 pub type ServerTls = Arc<Reloading<rustls::ServerConfig>>;
 
 pub struct Setup {
-    /// For `https://` client listen URLs.
+    /// For `https://` client and metrics listen URLs (etcd serves https
+    /// metrics with the client TLS flags).
     pub client: Option<ServerTls>,
     /// For `https://` peer listen URLs.
     pub peer: Option<ServerTls>,
@@ -103,12 +104,13 @@ impl Setup {
         let validity = flags.self_signed_cert_validity;
         let client_flags = flags.client();
         let client_cert_flags = client_flags.cert_flags;
-        let client = side_config(client_flags, &cfg.listen_client_urls, &data_dir, validity, &protocol)?;
+        let client_urls: Vec<String> = cfg.listen_client_urls.iter().chain(&cfg.listen_metrics_urls).cloned().collect();
+        let client = side_config(client_flags, &client_urls, &data_dir, validity, &protocol)?;
         let peer_flags = flags.peer();
         let peer_cert_flags = peer_flags.cert_flags;
         let peer = side_config(peer_flags, &cfg.listen_peer_urls, &data_dir, validity, &protocol)?;
         Ok(Setup {
-            client: listener("client", client_cert_flags, &client, &cfg.listen_client_urls)?,
+            client: listener("client", client_cert_flags, &client, &client_urls)?,
             peer: listener("peer", peer_cert_flags, &peer, &cfg.listen_peer_urls)?,
             dialer: PeerDialer::new(&peer, &protocol)?,
         })

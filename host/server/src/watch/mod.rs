@@ -63,6 +63,12 @@ impl Subscription {
     pub async fn recv(&mut self) -> Option<Arc<RevisionEvents>> {
         self.rx.recv().await
     }
+
+    /// What is buffered already, without waiting: `Empty` means every
+    /// revision published so far that touches the range has been received.
+    pub fn try_recv(&mut self) -> Result<Arc<RevisionEvents>, mpsc::error::TryRecvError> {
+        self.rx.try_recv()
+    }
 }
 
 impl Drop for Subscription {

@@ -5,6 +5,9 @@
 //! MVCC history, then follows the live feed of the [`WatchHub`], falling back
 //! to history whenever it lags; all of them write into the stream's one
 //! outbound channel, so a slow client only ever holds up its own watches.
+//! A progress request briefly holds them all ([`progress`]).
+
+mod progress;
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -30,7 +33,8 @@ use crate::proto::etcdserverpb::watch_request::RequestUnion;
 use crate::proto::etcdserverpb::watch_server::Watch;
 use crate::proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
 use crate::proto::mvccpb::{event::EventType, Event};
-use crate::watch::RevisionEvents;
+use crate::watch::{RevisionEvents, Subscription};
+use progress::{GateMember, ProgressGate};
 
 /// The watch id etcd answers with when a watch could not be created, and
 /// which stream-wide progress responses carry.
@@ -100,6 +104,7 @@ impl Watch for WatchService {
             progress_interval: self.progress_interval,
             out: tx,
             watches: HashMap::new(),
+            gate: ProgressGate::new(),
             next_auto_id: 0,
             metadata,
             identity,
@@ -151,6 +156,7 @@ struct WatchStream {
     progress_interval: Duration,
     out: Outbound,
     watches: HashMap<i64, JoinHandle<()>>,
+    gate: Arc<ProgressGate>,
     next_auto_id: i64,
     /// The stream's request metadata (its token) and connection.
     metadata: MetadataMap,
@@ -183,6 +189,12 @@ impl WatchStream {
                 r = inbound.message() => r,
                 // The client went away: nothing left to deliver.
                 _ = self.out.closed() => break,
+                _ = self.gate.settled(), if self.gate.holding() => {
+                    if !self.answer_progress().await {
+                        break;
+                    }
+                    continue;
+                }
             };
             match request {
                 Ok(Some(r)) => {
@@ -190,9 +202,19 @@ impl WatchStream {
                         break;
                     }
                 }
-                // A half-closed stream still delivers events, as in etcd.
+                // A half-closed stream still delivers events, as in etcd,
+                // and still answers the progress request it made.
                 Ok(None) => {
-                    self.out.closed().await;
+                    loop {
+                        tokio::select! {
+                            _ = self.out.closed() => break,
+                            _ = self.gate.settled(), if self.gate.holding() => {
+                                if !self.answer_progress().await {
+                                    break;
+                                }
+                            }
+                        }
+                    }
                     break;
                 }
                 Err(status) => {
@@ -228,15 +250,28 @@ impl WatchStream {
                 self.out.send(Ok(resp)).await.is_ok()
             }
             Some(RequestUnion::ProgressRequest(_)) => {
-                let resp = WatchResponse {
-                    header: Some(self.member.current_header()),
-                    watch_id: INVALID_WATCH_ID,
-                    ..Default::default()
-                };
-                self.out.send(Ok(resp)).await.is_ok()
+                self.gate.begin(self.member.watch_hub());
+                self.answer_progress().await
             }
             None => true,
         }
+    }
+
+    /// Sends the stream-wide progress response once every watch has reached
+    /// the hold's revision; returns false once the client can no longer be
+    /// answered.
+    async fn answer_progress(&mut self) -> bool {
+        let Some(revision) = self.gate.reached() else {
+            return true;
+        };
+        let resp = WatchResponse {
+            header: Some(self.member.header(revision)),
+            watch_id: INVALID_WATCH_ID,
+            ..Default::default()
+        };
+        let sent = self.out.send(Ok(resp)).await.is_ok();
+        self.gate.release();
+        sent
     }
 
     async fn create(&mut self, create: WatchCreateRequest) -> bool {
@@ -299,6 +334,7 @@ impl WatchStream {
         let watcher = Watcher {
             member: self.member.clone(),
             progress_interval: self.progress_interval,
+            gate: self.gate.join(id),
             spec,
             out: self.out.clone(),
         };
@@ -311,6 +347,7 @@ impl WatchStream {
 struct Watcher {
     member: Arc<Member>,
     progress_interval: Duration,
+    gate: GateMember,
     spec: WatchSpec,
     out: Outbound,
 }
@@ -324,50 +361,124 @@ enum Stop {
 }
 
 impl Watcher {
-    async fn run(self, start: i64) {
+    async fn run(mut self, start: i64) {
         let mut next = start;
         loop {
             let mut sub = loop {
                 match self.member.watch_hub().subscribe(&self.spec.range, next) {
                     Ok(sub) => break sub,
-                    Err(upto) => match self.catch_up(next, upto).await {
-                        Ok(n) => next = n,
-                        Err(_) => return,
-                    },
-                }
-            };
-            // Up to a tenth more, as etcd jitters it, so watches created
-            // together are not all notified at once.
-            let jitter = rand::random_range(0..=self.progress_interval.as_millis() as u64 / 10);
-            let period = self.progress_interval + Duration::from_millis(jitter);
-            let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-            let mut sent_since_progress = false;
-            loop {
-                tokio::select! {
-                    batch = sub.recv() => match batch {
-                        Some(batch) => {
-                            if batch.revision < next {
-                                continue;
+                    Err(upto) => {
+                        // The hold is read after `upto`: with none on, any
+                        // later hold's revision is at least `upto`.
+                        let hold = self.gate.hold();
+                        let upto = hold.map_or(upto, |h| upto.min(h.revision));
+                        if next > upto {
+                            // Through the hold's revision already: wait it out.
+                            if let Some(h) = hold {
+                                self.gate.reached(h);
                             }
-                            next = batch.revision + 1;
-                            match self.deliver_live(&batch).await {
-                                Ok(sent) => sent_since_progress |= sent,
-                                Err(_) => return,
-                            }
+                            self.gate.changed().await;
+                            continue;
                         }
-                        // Fell behind: back to history from `next`.
-                        None => break,
-                    },
-                    _ = progress.tick(), if self.spec.progress_notify => {
-                        if !sent_since_progress {
-                            let resp = self.response(self.member.store().current_revision(), Vec::new());
-                            if self.out.send(Ok(resp)).await.is_err() {
-                                return;
-                            }
+                        match self.catch_up(next, upto).await {
+                            Ok(n) => next = n,
+                            Err(_) => return,
                         }
-                        sent_since_progress = false;
                     }
                 }
+            };
+            // Back to history when the feed dropped this watch.
+            if self.follow(&mut sub, &mut next).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Delivers from the live feed until it drops this watch (`Ok`), or
+    /// the watch stops.
+    async fn follow(&mut self, sub: &mut Subscription, next: &mut i64) -> Result<(), Stop> {
+        // Up to a tenth more, as etcd jitters it, so watches created
+        // together are not all notified at once.
+        let jitter = rand::random_range(0..=self.progress_interval.as_millis() as u64 / 10);
+        let period = self.progress_interval + Duration::from_millis(jitter);
+        let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        let mut sent_since_progress = false;
+        // A batch received but past the hold's revision, sent once it ends.
+        let mut held: Option<Arc<RevisionEvents>> = None;
+        loop {
+            let hold = self.gate.hold();
+            if let Some(batch) = held.take() {
+                if hold.is_some_and(|h| batch.revision > h.revision) {
+                    held = Some(batch);
+                } else {
+                    sent_since_progress |= self.deliver_live(&batch).await?;
+                    continue;
+                }
+            }
+            if let Some(h) = hold.filter(|h| !self.gate.has_reached(*h)) {
+                if held.is_none() && !self.drain(sub, next, h.revision, &mut held, &mut sent_since_progress).await? {
+                    return Ok(());
+                }
+                self.gate.reached(h);
+            }
+            tokio::select! {
+                batch = sub.recv(), if held.is_none() => match batch {
+                    Some(batch) => {
+                        if batch.revision >= *next {
+                            *next = batch.revision + 1;
+                            held = Some(batch);
+                        }
+                    }
+                    // Fell behind: back to history from `next`.
+                    None => return Ok(()),
+                },
+                _ = self.gate.changed() => {}
+                _ = progress.tick(), if self.spec.progress_notify => {
+                    if !sent_since_progress && held.is_none() {
+                        // What is published by now, but within a hold
+                        // (read after, as in `run`).
+                        let mut at = self.member.watch_hub().last_published();
+                        if let Some(h) = self.gate.hold() {
+                            at = at.min(h.revision);
+                        }
+                        if !self.drain(sub, next, at, &mut held, &mut sent_since_progress).await? {
+                            return Ok(());
+                        }
+                        if !sent_since_progress {
+                            self.send(self.response(at, Vec::new())).await?;
+                        }
+                    }
+                    sent_since_progress = false;
+                }
+            }
+        }
+    }
+
+    /// Sends what the feed has buffered through revision `through`, keeping
+    /// the first later batch in `held`. Everything published through
+    /// `through` is buffered by now, so once this returns all of it has
+    /// been sent. Returns false when the feed dropped this watch.
+    async fn drain(
+        &self,
+        sub: &mut Subscription,
+        next: &mut i64,
+        through: i64,
+        held: &mut Option<Arc<RevisionEvents>>,
+        sent: &mut bool,
+    ) -> Result<bool, Stop> {
+        loop {
+            match sub.try_recv() {
+                Ok(batch) if batch.revision < *next => {}
+                Ok(batch) => {
+                    *next = batch.revision + 1;
+                    if batch.revision > through {
+                        *held = Some(batch);
+                        return Ok(true);
+                    }
+                    *sent |= self.deliver_live(&batch).await?;
+                }
+                Err(mpsc::error::TryRecvError::Empty) => return Ok(true),
+                Err(mpsc::error::TryRecvError::Disconnected) => return Ok(false),
             }
         }
     }
