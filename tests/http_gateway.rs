@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
+use harness::http::b64;
+use harness::metrics::{scrape, Scrape};
 use harness::server::free_port;
 use harness::{Kind, Server};
 use serde_json::{json, Value};
@@ -81,26 +83,6 @@ fn stream(endpoint: &str, path: &str, requests: &[Value], lines: usize) -> Vec<V
     let _ = child.kill();
     let _ = child.wait();
     got
-}
-
-fn b64(s: &str) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let bytes = s.as_bytes();
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// Replaces what legitimately differs between two clusters (ids, terms,
@@ -340,40 +322,6 @@ fn gateway_matches_etcd() {
     let huge = format!(r#"{{"key":"{}","value":"{}"}}"#, b64("big"), b64(&"x".repeat(3 * 1024 * 1024)));
     p.raw("huge body", "POST", "/v3/kv/put", Some(huge.as_bytes()), error_shape);
     p.post("range after huge", "/v3/kv/range", json!({"key": b64("big")}));
-}
-
-/// Parsed metrics: family name -> (type, [(sample name and labels, value)]).
-type Scrape = BTreeMap<String, (String, Vec<(String, f64)>)>;
-
-/// The metrics both servers expose, parsed by `prometheus_client`:
-/// name -> (type, sorted sample label sets with values).
-fn scrape(url: &str) -> Scrape {
-    const PARSER: &str = r#"
-import json, sys
-from prometheus_client.parser import text_string_to_metric_families
-out = {}
-for fam in text_string_to_metric_families(sys.stdin.read()):
-    out[fam.name] = [fam.type, [[s.name + json.dumps(s.labels, sort_keys=True), s.value] for s in fam.samples]]
-print(json.dumps(out))
-"#;
-    let (status, text) = http(url, "GET", "/metrics", None, &[]);
-    assert_eq!(status, 200, "{text}");
-    let mut child = Command::new("/usr/bin/python3")
-        .args(["-c", PARSER])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run python3 (scripts/install-deps.sh installs prometheus_client)");
-    child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write");
-    let out = child.wait_with_output().expect("parser output");
-    assert!(
-        out.status.success(),
-        "the Prometheus parser refused /metrics: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let parsed: Scrape = serde_json::from_slice(&out.stdout).expect("parser JSON");
-    parsed
 }
 
 /// What the required metrics' families are called once parsed (the parser
