@@ -111,15 +111,11 @@ impl AlarmStore {
         mark_applied(&mut batch);
         engine.write(batch, false)?;
         match AlarmAction::try_from(request.action) {
-            Ok(AlarmAction::Activate) => {
-                if self.raised.write().insert(raised) {
-                    tracing::warn!(member_id = %format!("{:x}", raised.1), alarm = alarm_name(raised.0), "alarm raised");
-                }
+            Ok(AlarmAction::Activate) if self.raised.write().insert(raised) => {
+                tracing::warn!(member_id = %format!("{:x}", raised.1), alarm = alarm_name(raised.0), "alarm raised");
             }
-            Ok(AlarmAction::Deactivate) => {
-                if self.raised.write().remove(&raised) {
-                    tracing::info!(member_id = %format!("{:x}", raised.1), alarm = alarm_name(raised.0), "alarm cleared");
-                }
+            Ok(AlarmAction::Deactivate) if self.raised.write().remove(&raised) => {
+                tracing::info!(member_id = %format!("{:x}", raised.1), alarm = alarm_name(raised.0), "alarm cleared");
             }
             _ => {}
         }
