@@ -136,13 +136,13 @@ peer_url() { echo "http://127.0.0.1:$(($(base_port "$1") + 2 * $2 + 1))"; }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
 # start_member SYSTEM I CGROUP CLUSTER STATE: member mI of SYSTEM inside the
-# cgroup; sets MEMBER_PID. etcd gets a quota above the data set (its
-# default, 2 GiB, refuses writes past it).
+# cgroup; sets MEMBER_PID. Every system gets a quota above the data set
+# (etcd's default and Cairn's, 2 GiB, refuse writes past it).
 start_member() {
   local sys=$1 i=$2 cg=$3 cluster=$4 state=$5 extra=()
   local dir="$WORK/data/$sys/m$i"
   mkdir -p "$dir"
-  case "$sys" in etcd*) extra=(--quota-backend-bytes $(((SIZE_GIB * 2 + 2) * 1024 * 1024 * 1024))) ;; esac
+  extra=(--quota-backend-bytes $(((SIZE_GIB * 2 + 2) * 1024 * 1024 * 1024)))
   # The child joins the cgroup before it execs the server.
   bash -c 'echo $$ >"$1/cgroup.procs"; shift; exec "$@"' _ "$(cg_dir "$cg")" \
     "$(bin_of "$sys")" --name "m$i" --data-dir "$dir/data" \
